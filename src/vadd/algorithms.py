@@ -1,0 +1,158 @@
+"""MDM and VADD as two small classes that share every line they can (method.md §3-4).
+
+``MaskedDiffusion`` is the MDM baseline: a SUBS denoiser ``mu_theta(xt, t)`` and the continuous-time
+ELBO. ``VADD`` subclasses it and overrides one hook, ``bound_term``: the per-``(x0, t, xt)`` term of the
+bound becomes the DELBO term (training) or the importance-weighted term (evaluation), with ``z`` drawn
+from the recognition model. Samplers only call ``log_probs`` and never touch the encoder.
+
+Shapes: ``x0, xt`` ``[B, L]`` int64 with ``mask_id = V``; ``t`` ``[B]``; ``z`` ``[B, d]``.
+All bounds are per example, in nats, summed over the ``L`` positions.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import objectives, process
+from .latent import DiagGaussian, standard_normal_log_prob
+from .schedules import Schedule
+
+
+ESTIMATORS = ("time", "count")
+
+
+class MaskedDiffusion(nn.Module):
+    """The MDM baseline (MDLM / MD4): masked diffusion with the SUBS parameterisation."""
+
+    name = "mdm"
+    latent_dim = 0
+
+    def __init__(self, denoiser: nn.Module, schedule: Schedule, vocab_size: int, seq_len: int,
+                 estimator: str = "time"):
+        super().__init__()
+        if estimator not in ESTIMATORS:
+            raise ValueError(f"unknown ELBO estimator {estimator!r}; choose one of {ESTIMATORS}")
+        self.estimator = estimator
+        self.denoiser = denoiser
+        self.schedule = schedule
+        self.vocab_size = int(vocab_size)
+        self.seq_len = int(seq_len)
+        self.mask_id = self.vocab_size
+
+    # ---- inputs -------------------------------------------------------------------------------
+    def check_tokens(self, x: torch.Tensor, allow_mask: bool = False) -> None:
+        """Raise a clear error for wrong shapes or tokens outside ``[0, V)`` (``[0, V]`` with masks)."""
+        if x.dim() != 2:
+            raise ValueError(f"expected token ids of shape [batch, length], got shape {tuple(x.shape)}")
+        if x.shape[1] != self.seq_len:
+            raise ValueError(f"sequence length {x.shape[1]} does not match the model's {self.seq_len}")
+        if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise TypeError(f"token ids must be integers, got {x.dtype}")
+        high = self.vocab_size + (1 if allow_mask else 0)
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= high):
+            bad = x[(x < 0) | (x >= high)][0].item()
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})"
+                             + (f" (mask id {self.mask_id} allowed)" if allow_mask else ""))
+
+    # ---- the network -------------------------------------------------------------------------
+    def log_probs(self, xt: torch.Tensor, t: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``log mu_theta(xt, t[, z])``: ``[B, L, V]`` log-probabilities over the real vocabulary.
+
+        SUBS: the mask token gets no mass (it is not in the output) and unmasked positions are carried
+        over by the callers, so only masked positions' rows are ever used.
+        """
+        logits = self.denoiser(xt, t, z)
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    # ---- the bound ---------------------------------------------------------------------------
+    def bound_term(self, x0, xt, masked, t, kl_weight: float = 1.0, num_samples: int = 0):
+        """Per-example term whose ``w(t)``-weighted integral over ``t`` is the bound: ``[B]``, stats."""
+        return objectives.masked_log_likelihood(self.log_probs(xt, t), x0, masked), {}
+
+    def _draw(self, x0, generator=None, estimator=None):
+        """``(t, xt, masked, weight)`` with ``E[weight * term]`` the continuous-time bound."""
+        B, L = x0.shape
+        if (estimator or self.estimator) == "count":
+            t, masked, weight = process.count_draw(B, L, self.schedule, generator=generator, device=x0.device)
+            xt = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
+            return t, xt, masked, weight
+        t = process.antithetic_times(B, generator=generator, device=x0.device)
+        xt, masked = process.mask(x0, self.schedule.alpha(t), self.mask_id, generator=generator)
+        return t, xt, masked, self.schedule.weight(t)
+
+    def loss(self, x0: torch.Tensor, kl_weight: float = 1.0, generator=None):
+        """Training loss (negative bound, nats per token) and detached statistics."""
+        t, xt, masked, weight = self._draw(x0, generator)
+        term, stats = self.bound_term(x0, xt, masked, t, kl_weight=kl_weight)
+        per_example = objectives.elbo_integrand(weight, term)
+        loss = -per_example.mean() / self.seq_len
+        stats = {k: v.detach() for k, v in stats.items()}
+        stats["loss"] = loss.detach()
+        return loss, stats
+
+    @torch.no_grad()
+    def nll_bound(self, x0: torch.Tensor, num_samples: int = 1, num_t: int = 1, generator=None) -> torch.Tensor:
+        """Monte-Carlo upper bound on ``-log p(x0)`` in nats per example ``[B]``.
+
+        ``num_t`` independent ``(t, xt)`` draws per example are averaged; ``num_samples`` is ``K`` of the
+        importance-weighted bound (VADD only; MDM ignores it).
+        """
+        self.check_tokens(x0)
+        total = torch.zeros(x0.shape[0], device=x0.device, dtype=torch.float64)
+        for _ in range(num_t):
+            t, xt, masked, weight = self._draw(x0, generator)
+            term, _ = self.bound_term(x0, xt, masked, t, num_samples=num_samples)
+            total += objectives.elbo_integrand(weight, term).double()
+        return -(total / num_t)
+
+    def extra_repr(self) -> str:
+        return (f"vocab_size={self.vocab_size}, seq_len={self.seq_len}, schedule={self.schedule}, "
+                f"estimator={self.estimator!r}")
+
+
+class VADD(MaskedDiffusion):
+    """Variational autoencoding discrete diffusion: MDM conditioned on a global latent ``z``."""
+
+    name = "vadd"
+
+    def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
+                 seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_rows: int = 65_536):
+        super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
+        self.encoder = encoder
+        self.latent_dim = int(latent_dim)
+        self.eval_chunk_rows = int(eval_chunk_rows)
+
+    def posterior(self, x0: torch.Tensor, masked: torch.Tensor) -> DiagGaussian:
+        """``r_phi(z | x0, xt)`` from the clean tokens and the mask pattern.
+
+        Where nothing is masked, ``log p(x0 | xt, z) = 0`` whatever ``z`` is, so the best posterior is
+        the prior: we set it exactly (our default). This removes a KL term weighted by ``w(t) ~ 1/t``
+        that would otherwise add variance at small ``t``.
+        """
+        mean, logvar = self.encoder(x0, masked)
+        gate = masked.any(dim=-1, keepdim=True).to(mean.dtype)
+        return DiagGaussian(mean * gate, logvar.clamp(-12.0, 8.0) * gate)
+
+    def bound_term(self, x0, xt, masked, t, kl_weight: float = 1.0, num_samples: int = 0):
+        post = self.posterior(x0, masked)
+        if num_samples <= 0:  # training: one reparameterised draw, analytic KL
+            z = post.rsample()
+            recon = objectives.masked_log_likelihood(self.log_probs(xt, t, z), x0, masked)
+            kl = post.kl_standard()
+            return objectives.delbo_term(recon, kl, kl_weight), {"kl": kl.mean(), "recon": recon.mean()}
+        # evaluation: importance-weighted bound with K = num_samples, streamed in chunks of z draws
+        B = x0.shape[0]
+        per_chunk = max(1, min(num_samples, self.eval_chunk_rows // max(B, 1)))
+        acc = objectives.LogMeanExp()
+        done = 0
+        while done < num_samples:
+            k = min(per_chunk, num_samples - done)
+            z = post.rsample(torch.randn(k, *post.mean.shape, device=x0.device))  # [k, B, d]
+            logp = self.log_probs(xt.repeat(k, 1), t.repeat(k), z.reshape(k * B, -1)).view(k, B, *xt.shape[1:], -1)
+            log_lik = objectives.masked_log_likelihood(logp, x0.expand(k, *x0.shape), masked.expand(k, *masked.shape))
+            acc.update(log_lik + standard_normal_log_prob(z) - post.log_prob(z))
+            done += k
+        return acc.value(), {}
+
+
+ALGORITHMS = {"mdm": MaskedDiffusion, "vadd": VADD}

@@ -1,0 +1,57 @@
+"""Build an MDM or VADD model from a plain dict spec (the ``model`` + ``algo`` config groups).
+
+The spec is what ``config.json`` of a saved model holds, so a model can always be rebuilt from its
+folder without pickles.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .algorithms import ALGORITHMS, VADD, MaskedDiffusion
+from .models import build_denoiser, build_encoder
+from .schedules import get_schedule
+
+
+def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int) -> dict[str, Any]:
+    """Merge the config groups into one self-contained spec."""
+    algo = algo_cfg.get("name", "mdm")
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {algo!r}; choose one of {sorted(ALGORITHMS)}")
+    latent_dim = int(algo_cfg.get("latent_dim", 0)) if algo == "vadd" else 0
+    if algo == "vadd" and latent_dim < 1:
+        raise ValueError(f"VADD needs latent_dim >= 1, got {latent_dim}")
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be at least 1, got {seq_len}")
+    spec = {
+        "algo": algo,
+        "vocab_size": int(vocab_size),
+        "seq_len": int(seq_len),
+        "latent_dim": latent_dim,
+        "schedule": dict(model_cfg.get("schedule", {"name": "loglinear"})),
+        "estimator": str(model_cfg.get("estimator", "time")),
+        "denoiser": dict(model_cfg["denoiser"]),
+    }
+    if algo == "vadd":
+        spec["encoder"] = dict(model_cfg["encoder"])
+    return spec
+
+
+def build_model(spec: dict) -> MaskedDiffusion:
+    """Instantiate the model a spec describes (random initialisation)."""
+    if spec.get("algo") not in ALGORITHMS:
+        raise ValueError(f"unknown algorithm {spec.get('algo')!r}; choose one of {sorted(ALGORITHMS)}")
+    sched_cfg = dict(spec["schedule"])
+    schedule = get_schedule(sched_cfg.pop("name"), **sched_cfg)
+    V, L, d = spec["vocab_size"], spec["seq_len"], spec.get("latent_dim", 0)
+    den_cfg = dict(spec["denoiser"])
+    denoiser = build_denoiser(den_cfg.pop("name"), seq_len=L, vocab_size=V, latent_dim=d, **den_cfg)
+    if spec["algo"] == "mdm":
+        model = MaskedDiffusion(denoiser, schedule, V, L, estimator=spec.get("estimator", "time"))
+    else:
+        enc_cfg = dict(spec["encoder"])
+        encoder = build_encoder(enc_cfg.pop("name"), seq_len=L, vocab_size=V, latent_dim=d, **enc_cfg)
+        model = VADD(denoiser, encoder, schedule, V, L, d, estimator=spec.get("estimator", "time"))
+    model.spec = spec
+    return model

@@ -1,0 +1,81 @@
+"""Config composition (Hydra) and validation, kept out of the core.
+
+``compose(overrides)`` returns a plain dict; any problem (unknown key, wrong type, bad value) raises
+:class:`ConfigError` with one line that names the key.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def compose(overrides: list[str] | tuple = (), config_name: str = "config") -> dict:
+    from hydra import compose as h_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = h_compose(config_name=config_name, overrides=list(overrides))
+        out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        msg = str(e).strip().splitlines()[0]
+        raise ConfigError(f"invalid config: {msg}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    validate(out)
+    return out
+
+
+_TYPES = {
+    ("trainer", "max_steps"): int, ("trainer", "batch_size"): int, ("trainer", "lr"): float,
+    ("trainer", "devices"): (int, str, list), ("trainer", "num_nodes"): int, ("trainer", "warmup_steps"): int,
+    ("trainer", "ema_decay"): float, ("trainer", "accumulate_grad_batches"): int, ("seed",): int,
+}
+_POSITIVE = {("trainer", "max_steps"), ("trainer", "batch_size"), ("trainer", "lr"), ("trainer", "num_nodes"),
+             ("trainer", "accumulate_grad_batches")}
+
+
+def _get(cfg, path):
+    for k in path:
+        cfg = cfg[k]
+    return cfg
+
+
+def validate(cfg: dict) -> None:
+    for path, typ in _TYPES.items():
+        try:
+            v = _get(cfg, path)
+        except KeyError:
+            continue
+        name = ".".join(path)
+        ok = isinstance(v, typ) and not isinstance(v, bool)
+        if typ is float and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"invalid config: {name} must be {getattr(typ, '__name__', typ)}, got {v!r}")
+        if path in _POSITIVE and v <= 0:
+            raise ConfigError(f"invalid config: {name} must be > 0, got {v!r}")
+    d = cfg.get("trainer", {}).get("ema_decay")
+    if d is not None and not 0.0 <= d < 1.0:
+        raise ConfigError(f"invalid config: trainer.ema_decay must be in [0, 1), got {d}")
+    algo = cfg.get("algo", {})
+    if algo.get("name") == "vadd" and int(algo.get("latent_dim", 0)) < 1:
+        raise ConfigError(f"invalid config: algo.latent_dim must be >= 1 for VADD, got {algo.get('latent_dim')}")
+    data = cfg.get("data", {})
+    if data.get("kind") == "toy2d":
+        from .data.toy2d import TOYS
+        name = str(data.get("name"))
+        if name not in TOYS and not os.path.exists(name):
+            raise ConfigError(f"invalid config: data.name={name!r} is neither a toy ({', '.join(TOYS)}) "
+                              "nor an existing .npy file of points")

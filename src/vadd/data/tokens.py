@@ -1,0 +1,75 @@
+"""Generic categorical data: any integer array ``(N, L)`` with values in ``[0, V)``.
+
+``TokenData`` is what every modality hands to training: train/test token tensors, the vocabulary size
+and a ``decode`` for turning samples back into the modality's own objects.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TokenData:
+    train: torch.Tensor            # [N, L] int64
+    test: torch.Tensor             # [M, L] int64
+    vocab_size: int
+    name: str = "tokens"
+    decode: Callable[[np.ndarray], Any] | None = None
+    info: dict = field(default_factory=dict)  # what is needed to rebuild decode (saved with the model)
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.train.shape[1])
+
+
+def validate_tokens(arr: np.ndarray, vocab_size: int | None, where: str) -> np.ndarray:
+    if arr.ndim != 2:
+        raise ValueError(f"{where}: expected an integer array of shape (N, L), got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        if np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and (arr == np.round(arr)).all():
+            arr = arr.astype(np.int64)
+        else:
+            raise ValueError(f"{where}: token ids must be integers, got dtype {arr.dtype}")
+    if arr.shape[0] < 2 or arr.shape[1] < 1:
+        raise ValueError(f"{where}: too little data ({arr.shape[0]} sequences of length {arr.shape[1]})")
+    if arr.min() < 0:
+        raise ValueError(f"{where}: negative token id {int(arr.min())}")
+    if vocab_size is not None and arr.max() >= vocab_size:
+        raise ValueError(f"{where}: token id {int(arr.max())} is outside the vocabulary [0, {vocab_size})")
+    return arr.astype(np.int64)
+
+
+def load_array(path: str) -> np.ndarray:
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such data file: {path}")
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            return z[z.files[0]]
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    if path.endswith((".txt", ".csv", ".tsv")):
+        return np.loadtxt(path, dtype=np.int64, delimiter="," if path.endswith(".csv") else None, ndmin=2)
+    raise ValueError(f"{path}: unsupported token file type; use .npy, .npz, .txt or .csv")
+
+
+def token_data(train: str, test: str | None = None, vocab_size: int | None = None, test_fraction: float = 0.1,
+               seed: int = 0) -> TokenData:
+    """User token files. Without ``test`` a seeded ``test_fraction`` of ``train`` is held out."""
+    arr = validate_tokens(load_array(train), vocab_size, train)
+    V = int(vocab_size) if vocab_size is not None else int(arr.max()) + 1
+    if test is not None:
+        te = validate_tokens(load_array(test), V, test)
+        if te.shape[1] != arr.shape[1]:
+            raise ValueError(f"{test}: sequence length {te.shape[1]} differs from train's {arr.shape[1]}")
+        tr = arr
+    else:
+        perm = np.random.default_rng(seed).permutation(len(arr))
+        n_test = max(1, int(round(test_fraction * len(arr))))
+        te, tr = arr[perm[:n_test]], arr[perm[n_test:]]
+    return TokenData(torch.from_numpy(tr), torch.from_numpy(te), V, name=os.path.basename(train),
+                     info={"kind": "tokens", "vocab_size": V})

@@ -1,0 +1,58 @@
+"""The global Gaussian latent: diagonal Gaussians, KL, annealing and posterior-collapse diagnostics."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass
+class DiagGaussian:
+    """``N(mean, diag(exp(logvar)))`` over the last dimension ``d``; batch dims in front."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+
+    @property
+    def std(self) -> torch.Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    def rsample(self, eps: torch.Tensor | None = None, generator=None) -> torch.Tensor:
+        """Reparameterised draw ``mean + std * eps``; ``eps`` may carry extra leading sample dims."""
+        if eps is None:
+            eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
+                              dtype=self.mean.dtype)
+        return self.mean + self.std * eps
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Log density summed over ``d``; ``z`` may have extra leading sample dims."""
+        return -0.5 * (((z - self.mean) ** 2) * torch.exp(-self.logvar) + self.logvar + LOG_2PI).sum(-1)
+
+    def kl_standard(self) -> torch.Tensor:
+        """Analytic ``KL(self || N(0, I))`` summed over ``d``."""
+        return 0.5 * (self.mean**2 + torch.exp(self.logvar) - 1.0 - self.logvar).sum(-1)
+
+
+def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    return -0.5 * (z**2 + LOG_2PI).sum(-1)
+
+
+def kl_weight(step: int, warmup_steps: int, start: float = 0.0) -> float:
+    """Linear KL annealing: ``start -> 1`` over ``warmup_steps`` optimiser steps, then 1."""
+    if warmup_steps <= 0:
+        return 1.0
+    return float(min(1.0, start + (1.0 - start) * step / warmup_steps))
+
+
+def active_units(means: torch.Tensor, threshold: float = 1e-2) -> int:
+    """Number of latent dimensions whose posterior mean varies across examples (Burda et al. 2016).
+
+    ``means``: ``[N, d]`` posterior means for N examples. A dimension with ``Var_x E[z|x] <= threshold``
+    carries no information about ``x``: the posterior has collapsed onto the prior there.
+    """
+    if means.shape[0] < 2:
+        return 0
+    return int((means.float().var(dim=0) > threshold).sum().item())

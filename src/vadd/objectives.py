@@ -1,0 +1,55 @@
+"""Objectives as pure functions of tensors (method.md §4).
+
+Conventions: every function returns *lower bounds on log-likelihoods* (nats, per example, summed over
+positions). Losses are their negatives. ``logp`` are log-probabilities ``[B, L, V]`` over the real
+vocabulary; ``masked`` is the boolean mask pattern ``[B, L]``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def masked_log_likelihood(logp: torch.Tensor, x0: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
+    """``sum_{i masked} log mu^i[x0^i]`` per example: ``[..., L, V] -> [...]``.
+
+    Unmasked positions are copied by the SUBS parameterisation and contribute exactly 0.
+    """
+    picked = logp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)
+    return torch.where(masked, picked, torch.zeros_like(picked)).sum(-1)
+
+
+def elbo_integrand(weight: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
+    """One Monte-Carlo draw of the continuous-time bound: ``w(t) * term``; ``t ~ U(0, 1)``."""
+    return weight * term
+
+
+def delbo_term(recon: torch.Tensor, kl: torch.Tensor, kl_weight: float = 1.0) -> torch.Tensor:
+    """The DELBO's inner term ``log p(x0 | xt, z) - lambda * KL(r || p)`` (a bound only at lambda = 1)."""
+    return recon - kl_weight * kl
+
+
+def importance_weighted(log_lik: torch.Tensor, log_prior: torch.Tensor, log_post: torch.Tensor) -> torch.Tensor:
+    """``log (1/K) sum_k p(x0 | xt, z_k) p(z_k) / r(z_k | x0, xt)``, with ``z_k ~ r``: ``[K, B] -> [B]``.
+
+    Equals the single-sample DELBO term at ``K = 1`` and rises with ``K`` in expectation.
+    """
+    log_w = log_lik + log_prior - log_post
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
+
+
+class LogMeanExp:
+    """Streaming ``log mean exp`` over chunks along dim 0, so ``K = 1000`` samples fit in memory."""
+
+    def __init__(self):
+        self.lse = None
+        self.count = 0
+
+    def update(self, log_w: torch.Tensor) -> None:
+        chunk = torch.logsumexp(log_w, dim=0)
+        self.lse = chunk if self.lse is None else torch.logaddexp(self.lse, chunk)
+        self.count += log_w.shape[0]
+
+    def value(self) -> torch.Tensor:
+        return self.lse - math.log(self.count)

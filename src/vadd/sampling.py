@@ -1,0 +1,162 @@
+"""One ancestral sampling loop for MDM, VADD and VADD-CS (method.md §5).
+
+The latent policy is the only difference between the samplers:
+
+- ``none``      MDM: no latent.
+- ``per_step``  VADD: a fresh ``z ~ N(0, I)`` at every step (the exact ancestral sampler).
+- ``fixed``     VADD-CS: one ``z`` per sample, kept for the whole trajectory.
+
+Cost: the reveal decisions of a step are drawn before the network runs, so a row that reveals
+nothing at this step is not evaluated (``lazy``, exact for every latent policy). Caching
+(``cache=True``) reuses a row's output while its input is unchanged, when the latent is ``none`` or
+``fixed`` (MDLM's ``ddpm_cache``, per row); it saves calls when ``lazy`` is off. All random draws are made for every row whether or not it is
+evaluated, so cached and uncached runs consume the same random stream and agree token for token.
+Categorical draws are float64 (inverse CDF), which avoids the temperature bias of float32 Gumbel draws.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from . import process
+
+SAMPLERS = {"mdm": "none", "vadd": "per_step", "vadd-cs": "fixed"}
+
+
+@dataclass
+class SampleStats:
+    steps: int = 0
+    nfe: int = 0          # batched network calls
+    row_evals: int = 0    # rows sent through the network, summed over calls
+    per_step_revealed: list = field(default_factory=list)
+
+
+def time_grid(steps: int, kind: str = "uniform", device=None) -> torch.Tensor:
+    """Times ``1 = t_0 > t_1 > ... > t_T = 0`` as a ``[T + 1]`` tensor."""
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"the number of sampling steps must be an integer >= 1, got {steps!r}")
+    u = torch.linspace(0.0, 1.0, int(steps) + 1, device=device, dtype=torch.float64)
+    if kind == "uniform":
+        t = 1.0 - u
+    elif kind == "cosine":  # denser steps near t = 0, where the last tokens are revealed
+        t = torch.cos(0.5 * torch.pi * u)
+    else:
+        raise ValueError(f"unknown time grid {kind!r}; choose 'uniform' or 'cosine'")
+    t[0], t[-1] = 1.0, 0.0
+    return t
+
+
+def resolve_latent(model, sampler: str) -> str:
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    latent = SAMPLERS[sampler]
+    if latent != "none" and model.latent_dim == 0:
+        raise ValueError(f"sampler {sampler!r} needs a model with a latent (VADD); this one is {model.name!r}")
+    if latent == "none" and model.latent_dim > 0:
+        raise ValueError(f"sampler 'mdm' needs an MDM model; use 'vadd' or 'vadd-cs' with a VADD model")
+    return latent
+
+
+def _categorical_f64(logp: torch.Tensor, generator=None) -> torch.Tensor:
+    """Inverse-CDF draw in float64 from ``[N, V]`` log-probabilities."""
+    probs = logp.double().exp()
+    cdf = probs.cumsum(-1)
+    u = torch.rand(logp.shape[0], 1, generator=generator, device=logp.device, dtype=torch.float64)
+    idx = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(-1)
+    return idx.clamp_max(logp.shape[-1] - 1)
+
+
+@torch.no_grad()
+def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", cache: bool = True,
+                 lazy: bool = True, grid: str = "uniform", generator=None, on_step=None):
+    """Run the ancestral loop from ``x_init`` ``[B, L]`` (``mask_id`` where to generate).
+
+    Each step draws, in this order and for every row: the step's latent (``per_step``), the reveal
+    decisions, then candidate tokens for the revealed positions only. Because the reveal decisions do
+    not depend on the network, a row that reveals nothing at a step need not be evaluated
+    (``lazy=True``, exact for every latent policy, a fresh ``z`` per step included). ``cache=True``
+    reuses a row's last output while its input is unchanged (``none`` / ``fixed`` latents).
+    Given (non-mask) tokens are never changed: infilling and prompting come for free.
+    ``on_step(k, t, s, x)`` is called after every step (e.g. to record trajectories).
+    Returns ``(x0 [B, L], SampleStats)``.
+    """
+    device = x_init.device
+    times = time_grid(steps, grid, device=device)
+    sched = model.schedule
+    x = x_init.clone()
+    B, L = x.shape
+    stats = SampleStats(steps=int(steps))
+    d = model.latent_dim
+    z = torch.randn(B, d, generator=generator, device=device) if latent == "fixed" else None
+    use_cache = cache and latent != "per_step"
+    out = torch.zeros(B, L, model.vocab_size, device=device)
+    fresh = torch.zeros(B, dtype=torch.bool, device=device)  # out[row] is valid for the current x[row]
+    for k in range(int(steps)):
+        t, s = times[k], times[k + 1]
+        masked = x == model.mask_id
+        if latent == "per_step":
+            z = torch.randn(B, d, generator=generator, device=device)
+            fresh.zero_()
+        p = 1.0 if k == steps - 1 else float(process.reveal_prob(sched.alpha(s), sched.alpha(t)))
+        reveal = masked & (torch.rand(B, L, generator=generator, device=device) < p)
+        need = reveal.any(dim=1) if lazy else masked.any(dim=1)
+        if use_cache:
+            need = need & ~fresh
+        rows = need.nonzero().squeeze(1)
+        if rows.numel():
+            tt = torch.full((rows.numel(),), float(t), device=device)
+            out[rows] = model.log_probs(x[rows], tt, None if z is None else z[rows])
+            fresh[rows] = True
+            stats.nfe += 1
+            stats.row_evals += int(rows.numel())
+        idx = reveal.nonzero(as_tuple=True)
+        if idx[0].numel():
+            x[idx] = _categorical_f64(out[idx], generator=generator).to(x.dtype)
+        fresh &= ~reveal.any(dim=1)
+        if not use_cache:
+            fresh.zero_()
+        stats.per_step_revealed.append(int(reveal.sum()))
+        if on_step is not None:
+            on_step(k, float(t), float(s), x)
+    return x, stats
+
+
+@torch.no_grad()
+def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str = "mdm", cache: bool = True,
+           lazy: bool = True, x_init: torch.Tensor | None = None, seed: int | None = 0, batch_size: int = 100_000,
+           grid: str = "uniform", device=None, progress: bool = False):
+    """Draw samples from a trained MDM or VADD model.
+
+    Either ``num_samples`` (unconditional) or ``x_init`` ``[N, L]`` (conditional: ``model.mask_id`` marks
+    positions to generate, every other token is kept). Returns ``(tokens [N, L] int64, SampleStats)``.
+    """
+    latent = resolve_latent(model, sampler)
+    device = device or next(model.parameters()).device
+    if x_init is None:
+        if num_samples is None or num_samples < 1:
+            raise ValueError("give num_samples >= 1 or x_init")
+        x_init = torch.full((num_samples, model.seq_len), model.mask_id, dtype=torch.long)
+    else:
+        x_init = torch.as_tensor(x_init, dtype=torch.long)
+        model.check_tokens(x_init, allow_mask=True)
+    time_grid(steps)  # validates steps early
+    gen = torch.Generator(device=device)
+    gen.manual_seed(0 if seed is None else int(seed))
+    out, total = [], SampleStats(steps=int(steps))
+    chunks = torch.split(x_init, batch_size)
+    it = chunks
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(chunks, desc=f"sampling {sampler} T={steps}", leave=False)
+    was_training = model.training
+    model.eval()
+    try:
+        for chunk in it:
+            x, st = sample_batch(model, chunk.to(device), steps, latent, cache, lazy, grid, gen)
+            out.append(x.cpu())
+            total.nfe += st.nfe
+            total.row_evals += st.row_evals
+    finally:
+        model.train(was_training)
+    return torch.cat(out), total

@@ -1,0 +1,114 @@
+"""Noise schedules for the absorbing process.
+
+A schedule maps diffusion time ``t in [0, 1]`` to the probability ``alpha(t)`` that a token is still
+clean. It exposes ``alpha``, its analytic derivative ``dalpha`` and the ELBO weight
+``weight(t) = -alpha'(t) / (1 - alpha(t))`` (method.md §2). All functions take and return tensors of
+any shape.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class Schedule:
+    """Base class: subclasses implement ``alpha`` and ``dalpha``."""
+
+    name = "base"
+
+    def alpha(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def dalpha(self, t: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def t_of_alpha(self, a: torch.Tensor) -> torch.Tensor:
+        """Inverse of ``alpha`` (clamped to ``[0, 1]``)."""
+        raise NotImplementedError
+
+    def weight(self, t: torch.Tensor) -> torch.Tensor:
+        # 1 - alpha can underflow near t = 0; the clamp only matters where the weight is irrelevant
+        # (nothing is masked there with probability ~1).
+        return -self.dalpha(t) / (1.0 - self.alpha(t)).clamp_min(1e-12)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class LogLinear(Schedule):
+    """``alpha_t = 1 - (1 - eps) t`` (MDLM's log-linear noise ``sigma = -log(1 - (1 - eps) t)``)."""
+
+    name = "loglinear"
+
+    def __init__(self, eps: float = 1e-3):
+        self.eps = float(eps)
+
+    def alpha(self, t):
+        return 1.0 - (1.0 - self.eps) * t
+
+    def dalpha(self, t):
+        return torch.full_like(t, -(1.0 - self.eps))
+
+    def t_of_alpha(self, a):
+        return ((1.0 - a) / (1.0 - self.eps)).clamp(0.0, 1.0)
+
+
+class Linear(Schedule):
+    """``alpha_t = 1 - t``: everything is masked at ``t = 1`` (MD4's linear schedule)."""
+
+    name = "linear"
+
+    def alpha(self, t):
+        return 1.0 - t
+
+    def dalpha(self, t):
+        return -torch.ones_like(t)
+
+    def t_of_alpha(self, a):
+        return (1.0 - a).clamp(0.0, 1.0)
+
+
+class Cosine(Schedule):
+    """``alpha_t = cos(pi t / 2)``."""
+
+    name = "cosine"
+
+    def alpha(self, t):
+        return torch.cos(0.5 * math.pi * t)
+
+    def dalpha(self, t):
+        return -0.5 * math.pi * torch.sin(0.5 * math.pi * t)
+
+    def t_of_alpha(self, a):
+        return (2.0 / math.pi) * torch.arccos(a.clamp(-1.0, 1.0))
+
+
+class Polynomial(Schedule):
+    """``alpha_t = 1 - t^k``."""
+
+    name = "polynomial"
+
+    def __init__(self, k: float = 2.0):
+        if k <= 0:
+            raise ValueError(f"polynomial schedule needs k > 0, got {k}")
+        self.k = float(k)
+
+    def alpha(self, t):
+        return 1.0 - t**self.k
+
+    def dalpha(self, t):
+        return -self.k * t ** (self.k - 1.0)
+
+    def t_of_alpha(self, a):
+        return (1.0 - a).clamp(0.0, 1.0) ** (1.0 / self.k)
+
+
+SCHEDULES = {cls.name: cls for cls in (LogLinear, Linear, Cosine, Polynomial)}
+
+
+def get_schedule(name: str, **kwargs) -> Schedule:
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+    return SCHEDULES[name](**kwargs)

@@ -1,0 +1,204 @@
+"""Training glue: the LightningModule, the batch loader, EMA, optimiser and schedules.
+
+Lightning does device placement, DDP/FSDP, precision, checkpoints, progress bars and logging; the
+maths lives in :mod:`vadd.algorithms`. ``train(cfg)`` is what ``vadd train`` and ``vadd demo`` call.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from . import io
+from .build import build_model, model_spec
+from .data import TokenData, build_data
+from .latent import active_units, kl_weight
+from .manifest import run_manifest
+
+
+class EMA(torch.nn.Module):
+    """Exponential moving average of every parameter and buffer of a model (both networks for VADD).
+
+    The effective decay ramps up as ``min(decay, (1 + n) / (10 + n))`` so short runs are not dominated
+    by the initialisation.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float = 0.999):
+        super().__init__()
+        self.decay = float(decay)
+        self.model = copy.deepcopy(model).requires_grad_(False).eval()
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        n = int(self.updates)
+        d = min(self.decay, (1.0 + n) / (10.0 + n))
+        for e, p in zip(self.model.parameters(), model.parameters()):
+            e.lerp_(p.detach(), 1.0 - d)
+        for e, b in zip(self.model.buffers(), model.buffers()):
+            e.copy_(b)
+        self.updates += 1
+
+
+class BatchDataset(torch.utils.data.Dataset):
+    """Fixed batches of a token tensor: item ``i`` is batch ``i`` of one seeded permutation.
+
+    Whole batches are indexed at once (no per-example collation); the loader shuffles batch order each
+    epoch, and under DDP Lightning's distributed sampler hands each rank its own batches.
+    """
+
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seed: int):
+        if len(tokens) < batch_size:
+            raise ValueError(f"training data has {len(tokens)} sequences, fewer than one batch ({batch_size})")
+        g = torch.Generator().manual_seed(int(seed))
+        self.tokens = tokens[torch.randperm(len(tokens), generator=g)]
+        self.batch_size = int(batch_size)
+
+    def __len__(self):
+        return len(self.tokens) // self.batch_size
+
+    def __getitem__(self, i):
+        return self.tokens[i * self.batch_size:(i + 1) * self.batch_size]
+
+
+def _lightning():
+    import lightning as L  # imported lazily: the core never needs it
+    return L
+
+
+def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
+    L = _lightning()
+    tcfg = cfg["trainer"]
+
+    class LitDiffusion(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.ema = EMA(model, tcfg.get("ema_decay", 0.999))
+            self.diag_tokens = diag_tokens
+            self.max_steps = int(tcfg["max_steps"])
+            warm = float(cfg["algo"].get("kl_warmup", 0.0))
+            self.kl_warmup_steps = int(round(warm * self.max_steps)) if warm <= 1.0 else int(warm)
+
+        def training_step(self, batch, batch_idx):
+            lam = kl_weight(self.global_step, self.kl_warmup_steps) if self.model.latent_dim else 1.0
+            loss, stats = self.model.loss(batch, kl_weight=lam)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
+                                         "the last good checkpoint is kept. Try a lower trainer.lr")
+            self.log("train/loss", loss, prog_bar=True)
+            for k, v in stats.items():
+                if k != "loss":
+                    self.log(f"train/{k}", v, prog_bar=(k == "kl"))
+            if self.model.latent_dim:
+                self.log("train/kl_weight", lam)
+            return loss
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.ema.update(self.model)
+            every = int(tcfg.get("diag_every", 0))
+            if every and self.model.latent_dim and self.diag_tokens is not None and self.global_step % every == 0:
+                self.log_dict(collapse_diagnostics(self.model, self.diag_tokens.to(self.device)))
+
+        def configure_optimizers(self):
+            opt = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg["lr"]),
+                                    weight_decay=float(tcfg.get("weight_decay", 0.0)),
+                                    betas=tuple(tcfg.get("betas", (0.9, 0.999))))
+            warm = int(tcfg.get("warmup_steps", 0))
+            floor = float(tcfg.get("min_lr_ratio", 0.0))
+
+            def lr_at(step):
+                if step < warm:
+                    return (step + 1) / warm
+                if tcfg.get("lr_schedule", "cosine") == "constant":
+                    return 1.0
+                frac = min(1.0, (step - warm) / max(1, self.max_steps - warm))
+                return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * frac))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    return LitDiffusion()
+
+
+@torch.no_grad()
+def collapse_diagnostics(model, x0: torch.Tensor) -> dict:
+    """Posterior-collapse diagnostics on a fixed batch at full masking and at a random mask pattern:
+    mean KL per example and the number of active latent units."""
+    out = {}
+    full = torch.ones_like(x0, dtype=torch.bool)
+    half = torch.rand(x0.shape, device=x0.device) < 0.5
+    for name, masked in (("t1", full), ("rand", half)):
+        post = model.posterior(x0, masked)
+        out[f"diag/kl_{name}"] = float(post.kl_standard().mean())
+        out[f"diag/active_units_{name}"] = float(active_units(post.mean))
+    return out
+
+
+def build_trainer(cfg: dict, run_dir: Path, max_steps: int | None = None, extra_callbacks=()):
+    """The Lightning Trainer a config asks for (built without launching anything)."""
+    L = _lightning()
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    t = cfg["trainer"]
+    ckpt_every = int(t.get("ckpt_every", 0)) or None
+    callbacks = [ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), every_n_train_steps=ckpt_every,
+                                 save_last=True, save_top_k=0 if ckpt_every else 1, enable_version_counter=False),
+                 *extra_callbacks]
+    devices = t.get("devices", 1)
+    return L.Trainer(
+        accelerator=t.get("accelerator", "cpu"), devices=devices, num_nodes=int(t.get("num_nodes", 1)),
+        strategy=t.get("strategy", "auto"), precision=t.get("precision", "32-true"),
+        max_steps=int(max_steps or t["max_steps"]), max_epochs=-1,
+        accumulate_grad_batches=int(t.get("accumulate_grad_batches", 1)),
+        gradient_clip_val=t.get("grad_clip", 1.0) or None,
+        logger=CSVLogger(str(run_dir), name="logs", version=""), callbacks=callbacks,
+        enable_progress_bar=bool(t.get("progress", True)), enable_model_summary=False,
+        log_every_n_steps=int(t.get("log_every", 50)), default_root_dir=str(run_dir),
+        deterministic=bool(t.get("deterministic", False)), num_sanity_val_steps=0,
+        limit_val_batches=0, benchmark=False,
+    )
+
+
+def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike | None = None,
+          resume: str | None = None):
+    """Train the model ``cfg`` describes; returns ``(ema_model, run_dir, record)``.
+
+    Writes ``RUN/model`` (EMA weights as safetensors + ``config.json``), ``RUN/checkpoints/last.ckpt``
+    (full training state for resuming), ``RUN/logs/metrics.csv`` and ``RUN/manifest.json``.
+    """
+    L = _lightning()
+    t0 = time.time()
+    seed = int(cfg.get("seed", 0))
+    run_dir = Path(run_dir or cfg.get("run_dir") or "runs/default")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(seed, workers=True, verbose=False)
+    if data is None:
+        data = build_data(cfg["data"], seed=seed)
+    torch.set_num_threads(int(cfg["trainer"].get("num_threads", 0)) or torch.get_num_threads())
+    spec = model_spec(cfg["model"], cfg["algo"], data.vocab_size, data.seq_len)
+    model = build_model(spec)
+    lit = make_lit_module(model, cfg, diag_tokens=data.test[:1024])
+    bs = int(cfg["trainer"]["batch_size"])
+    loader = torch.utils.data.DataLoader(BatchDataset(data.train, bs, seed), batch_size=None, shuffle=True,
+                                         generator=torch.Generator().manual_seed(seed), num_workers=0)
+    trainer = build_trainer(cfg, run_dir)
+    ckpt = resume
+    if ckpt is None and cfg["trainer"].get("auto_resume", True) and (run_dir / "checkpoints" / "last.ckpt").exists():
+        ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    trainer.fit(lit, train_dataloaders=loader, ckpt_path=ckpt)
+    ema_model = lit.ema.model.cpu()
+    ema_model.spec = spec
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if model.latent_dim:
+        metrics.update(collapse_diagnostics(ema_model, data.test[:1024]))
+    record = {"train_metrics": metrics, "train_wall_s": time.time() - t0, "steps": int(trainer.global_step)}
+    if trainer.is_global_zero:
+        io.save_pretrained(ema_model, run_dir / "model", extra={"data": data.info, "seed": seed})
+        io.write_json(run_dir / "manifest.json", run_manifest(cfg, seed, time.time() - t0, record))
+    return ema_model, run_dir, record

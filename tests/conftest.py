@@ -1,0 +1,38 @@
+import itertools
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("VADD_TEST_THREADS", "2")))
+
+
+class ExactDenoiser(torch.nn.Module):
+    """The exact SUBS denoiser of an enumerable distribution ``p`` over ``V^L``: at every masked
+    position, the true conditional marginal given the revealed tokens (time-independent)."""
+
+    def __init__(self, probs: torch.Tensor, V: int, L: int):
+        super().__init__()
+        self.V, self.L = V, L
+        states = torch.tensor(list(itertools.product(range(V), repeat=L)))  # [S, L]
+        self.register_buffer("states", states)
+        self.register_buffer("probs", probs.double())
+
+    def forward(self, xt, t, z=None):
+        revealed = xt != self.V  # [B, L]
+        match = (self.states.unsqueeze(0) == xt.unsqueeze(1)) | ~revealed.unsqueeze(1)  # [B, S, L]
+        w = self.probs.unsqueeze(0) * match.all(-1).double()  # [B, S]
+        onehot = torch.nn.functional.one_hot(self.states, self.V).double()  # [S, L, V]
+        marg = torch.einsum("bs,slv->blv", w, onehot)
+        return torch.log(marg / marg.sum(-1, keepdim=True)).float()
+
+
+def random_table(V=3, L=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    p = torch.rand(V**L, generator=g, dtype=torch.float64) ** 2 + 0.05
+    return p / p.sum()
+
+
+@pytest.fixture
+def table():
+    return random_table()
