@@ -54,6 +54,11 @@ class MaskedDiffusion(nn.Module):
             raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})"
                              + (f" (mask id {self.mask_id} allowed)" if allow_mask else ""))
 
+    @property
+    def time_conditioned(self) -> bool:
+        """Whether the denoiser reads ``t`` (then outputs cannot be reused across sampling steps)."""
+        return bool(getattr(self.denoiser, "time_conditioned", True))
+
     # ---- the network -------------------------------------------------------------------------
     def log_probs(self, xt: torch.Tensor, t: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
         """``log mu_theta(xt, t[, z])``: ``[B, L, V]`` log-probabilities over the real vocabulary.

@@ -94,8 +94,8 @@ def _cmd_eval(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(out=args.out, seed=args.seed, data=args.data, quick=args.quick,
-             num_samples=args.num_samples, overrides=args.overrides, progress=not args.no_progress)
+    run_demo(out=args.out, seed=args.seed, data=args.data, quick=args.quick, num_samples=args.num_samples,
+             overrides=args.overrides, workers=args.workers)
     return 0
 
 
@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data", default=None, help="one toy name or a .npy file of 2D points (default: all three toys)")
     d.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
     d.add_argument("--num-samples", type=int, default=None)
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--workers", type=int, default=None,
+                   help="parallel worker processes (default: one per core, at most 2); 1 runs in-process")
     d.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_steps=2000")
     d.set_defaults(func=_cmd_demo)
     return p

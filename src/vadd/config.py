@@ -29,7 +29,8 @@ def compose(overrides: list[str] | tuple = (), config_name: str = "config") -> d
             cfg = h_compose(config_name=config_name, overrides=list(overrides))
         out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except (HydraException, OmegaConfBaseException) as e:
-        msg = str(e).strip().splitlines()[0]
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+        msg = " ".join(lines[:2]) if lines else type(e).__name__
         raise ConfigError(f"invalid config: {msg}") from None
     finally:
         GlobalHydra.instance().clear()

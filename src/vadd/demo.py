@@ -6,8 +6,11 @@ the target cell probabilities and the noise floor (``N`` fresh true samples agai
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 import platform
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -27,56 +30,96 @@ SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs")}
 LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS"}
 
 
+def _job(payload: dict) -> dict:
+    """Train one method on one dataset, then sample and score it at every T (runs in a worker)."""
+    torch.set_num_threads(int(payload["threads"]))
+    cfg, name, algo, n, seed = payload["cfg"], payload["name"], payload["algo"], payload["n"], payload["seed"]
+    out, target = Path(payload["out"]), np.asarray(payload["target"])
+    dcfg = cfg["data"]
+    grid = Grid2D(dcfg["bins"], dcfg["range"][0], dcfg["range"][1], dcfg["tokens"])
+    td = toy2d_data(seed=seed, **{k: v for k, v in dcfg.items() if k != "kind"})
+    label = PointSource(name).label
+    model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo)
+    model.eval()
+    res = {"algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
+                                   "metrics": rec["train_metrics"], "run_dir": str(run_dir)},
+           "js": {}, "nfe": {}, "sample_wall_s": {}}
+    for sampler in SAMPLERS[algo]:
+        res["js"][sampler], res["nfe"][sampler], res["sample_wall_s"][sampler] = {}, {}, {}
+        for T in payload["steps"]:
+            t0 = time.time()
+            x, st = sample(model, n, T, sampler, seed=seed)
+            tokens = x.numpy()
+            res["js"][sampler][str(T)] = histogram_js(grid.token_cells(tokens), target, grid.bins)
+            res["nfe"][sampler][str(T)] = {"calls": st.nfe, "row_evals_per_sample": st.row_evals / n}
+            res["sample_wall_s"][sampler][str(T)] = time.time() - t0
+            io.write_npy(out / "samples" / label / f"{sampler}_T{T}.npy", grid.decode(tokens).astype(np.float32))
+    return res
+
+
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = None, quick: bool = False,
-             steps=STEPS, num_samples: int | None = None, overrides=(), progress: bool = True,
+             steps=STEPS, num_samples: int | None = None, overrides=(), workers: int | None = None,
              log=print) -> dict:
+    """Run the comparison; returns (and writes) the results dict. ``workers`` processes share the
+    CPU cores (default: one single-threaded worker per core, at most 2 on small machines)."""
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = compose(["+experiment=demo_quick" if quick else "+experiment=demo", f"seed={seed}", *overrides])
-    cfg["trainer"]["progress"] = progress
-    n = int(num_samples or cfg["demo"]["num_samples"])
-    datasets = [data] if data else list(TOYS)
-    results = {"datasets": {}, "steps": list(steps), "num_samples": n, "seed": seed}
-    for name in datasets:
+    exp = "experiment=demo_quick" if quick else "experiment=demo"
+    base = compose([exp, f"seed={seed}", *overrides])
+    n = int(num_samples or base["demo"]["num_samples"])
+    names = [data] if data else list(TOYS)
+    cores = os.cpu_count() or 1
+    workers = int(workers or min(2, cores))
+    threads = max(1, cores // workers)
+    results = {"datasets": {}, "steps": list(steps), "num_samples": n, "seed": seed, "workers": workers}
+    jobs, grid = [], None
+    for name in names:
         source = PointSource(name)
-        dcfg = dict(cfg["data"], name=name)
+        dcfg = dict(base["data"], name=name)
         grid = Grid2D(dcfg["bins"], dcfg["range"][0], dcfg["range"][1], dcfg["tokens"])
-        target = reference_cell_probs(source, grid, int(cfg["demo"]["reference_factor"]) * n, seed + 1)
+        target = reference_cell_probs(source, grid, int(base["demo"]["reference_factor"]) * n, seed + 1)
         floor = histogram_js(grid.cells(source.sample(n, np.random.default_rng([seed, 7]))), target, grid.bins)
-        td = toy2d_data(seed=seed, **{k: v for k, v in dcfg.items() if k != "kind"})
-        entry = {"noise_floor": floor, "train": {}, "js": {}, "nfe": {}, "sample_wall_s": {}}
-        log(f"[{source.label}] noise floor JS = {floor:.5f} (N = {n})")
-        for algo in ("mdm", "vadd"):
-            run_cfg = dict(cfg, algo=compose([f"algo={algo}", *[o for o in overrides if o.startswith("algo.")],
-                                              "+experiment=demo_quick" if quick else "+experiment=demo"])["algo"])
-            run_cfg["data"] = dcfg
-            model, run_dir, rec = train(run_cfg, data=td, run_dir=out / "runs" / source.label / algo)
-            model.eval()
-            entry["train"][algo] = {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
-                                    "metrics": rec["train_metrics"], "run_dir": str(run_dir)}
-            log(f"[{source.label}] trained {LABELS[algo]} in {rec['train_wall_s']:.1f}s")
-            for sampler in SAMPLERS[algo]:
-                entry["js"][sampler], entry["nfe"][sampler], entry["sample_wall_s"][sampler] = {}, {}, {}
-                for T in steps:
-                    t0 = time.time()
-                    x, st = sample(model, n, T, sampler, seed=seed)
-                    tokens = x.numpy()
-                    js = histogram_js(grid.token_cells(tokens), target, grid.bins)
-                    entry["js"][sampler][str(T)] = js
-                    entry["nfe"][sampler][str(T)] = {"calls": st.nfe, "row_evals_per_sample": st.row_evals / n}
-                    entry["sample_wall_s"][sampler][str(T)] = time.time() - t0
-                    io.write_npy(out / "samples" / source.label / f"{sampler}_T{T}.npy",
-                                 grid.decode(tokens).astype(np.float32))
-            log(format_row_block(source.label, entry, steps))
-        results["datasets"][source.label] = entry
-        io.write_json(out / "results.json", _finish(results, cfg, grid, t_start))
-    results = _finish(results, cfg, grid, t_start)
+        results["datasets"][source.label] = {"noise_floor": floor, "train": {}, "js": {}, "nfe": {},
+                                             "sample_wall_s": {}}
+        log(f"[{source.label}] target ready; noise floor JS = {floor:.5f} (N = {n:,})")
+        for algo in ("vadd", "mdm"):  # the longer jobs first
+            cfg = compose([exp, f"seed={seed}", f"algo={algo}", *overrides])
+            cfg["data"] = dcfg
+            cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
+            jobs.append({"cfg": cfg, "name": name, "label": source.label, "algo": algo, "n": n, "seed": seed,
+                         "steps": list(steps), "out": str(out), "target": target, "threads": threads})
+    jobs.sort(key=lambda j: j["algo"] != "vadd")
+    done = 0
+
+    def collect(job, res):
+        nonlocal done
+        done += 1
+        entry = results["datasets"][job["label"]]
+        for key in ("js", "nfe", "sample_wall_s"):
+            entry[key].update(res[key])
+        entry["train"][res["algo"]] = res["train"]
+        log(f"[{done}/{len(jobs)}] {job['label']}: {LABELS[res['algo']]} trained to step {res['train']['steps']} "
+            f"in {res['train']['wall_s']:.0f}s, sampled T = {list(steps)}  ({time.time() - t_start:.0f}s elapsed)")
+        io.write_json(out / "results.json", _finish(results, base, grid, t_start))
+
+    if workers == 1:
+        for job in jobs:
+            collect(job, _job(job))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_job, job): job for job in jobs}
+            for fut in as_completed(futures):
+                collect(futures[fut], fut.result())
+    for entry in results["datasets"].values():  # fixed order: MDM, VADD, VADD-CS
+        entry["js"] = {k: entry["js"][k] for k in ("mdm", "vadd", "vadd-cs") if k in entry["js"]}
+    results = _finish(results, base, grid, t_start)
     io.write_json(out / "results.json", results)
     draw_figure(out, results, grid)
     log(format_table(results))
     log(f"wrote {out / 'results.json'}, {out / 'figure.png'}, {out / 'js_vs_steps.png'} "
-        f"({results['wall_s']:.0f}s)")
+        f"and samples/ ({results['wall_s']:.0f}s)")
     return results
 
 
@@ -85,13 +128,6 @@ def _finish(results, cfg, grid, t_start):
                     "versions": versions(), "git_commit": git_commit(), "hardware": hardware(),
                     "python": platform.python_version(), "torch_threads": torch.get_num_threads()})
     return results
-
-
-def format_row_block(name, entry, steps):
-    lines = [f"  {'sampler':<8}" + "".join(f"{'T=' + str(T):>9}" for T in steps)]
-    for sampler, row in entry["js"].items():
-        lines.append(f"  {LABELS[sampler]:<8}" + "".join(f"{row[str(T)]:>9.4f}" for T in steps))
-    return "\n".join(lines)
 
 
 def format_table(results) -> str:

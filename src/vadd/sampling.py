@@ -9,12 +9,14 @@ The latent policy is the only difference between the samplers:
 Cost: the reveal decisions of a step are drawn before the network runs, so a row that reveals
 nothing at this step is not evaluated (``lazy``, exact for every latent policy). Caching
 (``cache=True``) reuses a row's output while its input is unchanged, when the latent is ``none`` or
-``fixed`` (MDLM's ``ddpm_cache``, per row); it saves calls when ``lazy`` is off. All random draws are made for every row whether or not it is
+``fixed`` and the denoiser is not time-conditioned (MDLM's ``ddpm_cache``, per row; exact only then);
+it saves calls when ``lazy`` is off. All random draws are made for every row whether or not it is
 evaluated, so cached and uncached runs consume the same random stream and agree token for token.
 Categorical draws are float64 (inverse CDF), which avoids the temperature bias of float32 Gumbel draws.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -89,7 +91,8 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     stats = SampleStats(steps=int(steps))
     d = model.latent_dim
     z = torch.randn(B, d, generator=generator, device=device) if latent == "fixed" else None
-    use_cache = cache and latent != "per_step"
+    # reuse is exact only when the input is unchanged *and* the network ignores t (MDLM's setting)
+    use_cache = cache and latent != "per_step" and not model.time_conditioned
     out = torch.zeros(B, L, model.vocab_size, device=device)
     fresh = torch.zeros(B, dtype=torch.bool, device=device)  # out[row] is valid for the current x[row]
     for k in range(int(steps)):
@@ -132,7 +135,9 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
     positions to generate, every other token is kept). Returns ``(tokens [N, L] int64, SampleStats)``.
     """
     latent = resolve_latent(model, sampler)
-    device = device or next(model.parameters()).device
+    if device is None:
+        tensors = itertools.chain(model.parameters(), model.buffers())
+        device = next(tensors, torch.empty(0)).device
     if x_init is None:
         if num_samples is None or num_samples < 1:
             raise ValueError("give num_samples >= 1 or x_init")

@@ -66,7 +66,17 @@ class BatchDataset(torch.utils.data.Dataset):
 
 
 def _lightning():
+    import logging
+    import warnings
+
     import lightning as L  # imported lazily: the core never needs it
+
+    # keep the console for what matters: progress and our own lines
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    for pattern in (".*isinstance\\(treespec, LeafSpec\\).*", ".*module\\(s\\) in eval mode.*",
+                    ".*does not have many workers.*", ".*litlogger.*", ".*exists and is not empty.*"):
+        warnings.filterwarnings("ignore", message=pattern)
     return L
 
 

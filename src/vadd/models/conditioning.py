@@ -23,18 +23,27 @@ def sinusoidal(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch
 class Conditioning(nn.Module):
     """``(t, z) -> c [B, cond_dim]``: time embedding plus (for VADD) an MLP embedding of ``z``."""
 
-    def __init__(self, cond_dim: int, latent_dim: int = 0, freq_dim: int = 128):
+    def __init__(self, cond_dim: int, latent_dim: int = 0, freq_dim: int = 128, time_conditioning: bool = True):
         super().__init__()
         self.freq_dim = freq_dim
         self.latent_dim = latent_dim
-        self.time = nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+        self.time_conditioning = bool(time_conditioning)
+        # Without time conditioning (MDLM's choice) a learned constant stands in for the time embedding:
+        # the optimal absorbing-diffusion denoiser does not depend on t given xt, and outputs can then be
+        # cached exactly across sampling steps.
+        self.time = (nn.Sequential(nn.Linear(freq_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
+                     if self.time_conditioning else None)
+        self.const = None if self.time_conditioning else nn.Parameter(torch.zeros(cond_dim))
         self.latent = (
             nn.Sequential(nn.Linear(latent_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))
             if latent_dim > 0 else None
         )
 
     def forward(self, t: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        c = self.time(sinusoidal(t, self.freq_dim))
+        if self.time is not None:
+            c = self.time(sinusoidal(t, self.freq_dim))
+        else:
+            c = self.const.expand(t.shape[0], -1)
         if self.latent is not None:
             if z is None:
                 raise ValueError("this denoiser is conditioned on a latent z (latent_dim > 0) but got none")

@@ -30,12 +30,14 @@ class MLPDenoiser(nn.Module):
     """``(xt [B, L], t [B], z [B, d] | None) -> logits [B, L, V]``."""
 
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int = 0, hidden: int = 256,
-                 depth: int = 4, embed_dim: int = 64, cond_dim: int = 128, mult: int = 2):
+                 depth: int = 4, embed_dim: int = 64, cond_dim: int = 128, mult: int = 2,
+                 time_conditioning: bool = True):
         super().__init__()
         self.seq_len, self.vocab_size = seq_len, vocab_size
+        self.time_conditioned = bool(time_conditioning)
         self.embed = nn.Embedding(vocab_size + 1, embed_dim)  # + the mask token
         self.pos = nn.Parameter(torch.zeros(seq_len, embed_dim))
-        self.cond = Conditioning(cond_dim, latent_dim)
+        self.cond = Conditioning(cond_dim, latent_dim, time_conditioning=time_conditioning)
         self.inp = nn.Linear(seq_len * embed_dim, hidden)
         self.blocks = nn.ModuleList([MLPBlock(hidden, cond_dim, mult) for _ in range(depth)])
         self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False)

@@ -1,0 +1,149 @@
+"""Sampler invariants: revealed and given tokens never change, everything is revealed at the end,
+cached / uncached / lazy / eager runs agree token for token, exactness at T = 1."""
+import pytest
+import torch
+
+from conftest import ExactDenoiser, random_table
+from vadd.algorithms import VADD, MaskedDiffusion
+from vadd.models import MLPDenoiser, MLPEncoder
+from vadd.sampling import SAMPLERS, sample, sample_batch, time_grid
+from vadd.schedules import Cosine, Linear, LogLinear
+
+V, L = 5, 6
+
+
+def _model(latent_dim, schedule=None, seed=0, time_conditioning=False):
+    torch.manual_seed(seed)
+    den = MLPDenoiser(L, V, latent_dim=latent_dim, hidden=32, depth=2, embed_dim=8, cond_dim=16,
+                      time_conditioning=time_conditioning)
+    sched = schedule or LogLinear()
+    if latent_dim == 0:
+        m = MaskedDiffusion(den, sched, V, L)
+    else:
+        m = VADD(den, MLPEncoder(L, V, latent_dim, hidden=16, depth=1, embed_dim=8), sched, V, L, latent_dim)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.3)
+    return m.eval()
+
+
+CASES = [(0, "mdm"), (3, "vadd"), (3, "vadd-cs")]
+
+
+@pytest.mark.parametrize("d,sampler", CASES)
+@pytest.mark.parametrize("steps", [1, 3, 10, 40])
+def test_revealed_and_given_tokens_never_change(d, sampler, steps):
+    model = _model(d)
+    g = torch.Generator().manual_seed(0)
+    x_init = torch.full((200, L), V)
+    given = torch.rand(200, L, generator=g) < 0.3
+    x_init[given] = torch.randint(0, V, (int(given.sum()),), generator=g)
+    history = []
+    latent = SAMPLERS[sampler]
+    x, _ = sample_batch(model, x_init, steps, latent, generator=g, on_step=lambda k, t, s, x: history.append(x.clone()))
+    assert len(history) == steps
+    prev = x_init
+    for cur in history:
+        was = prev != V
+        assert torch.equal(cur[was], prev[was])  # nothing revealed (or given) ever changes
+        prev = cur
+    assert torch.equal(x[given], x_init[given])
+    assert (x != V).all() and (x >= 0).all() and (x < V).all()
+
+
+@pytest.mark.parametrize("d,sampler", CASES)
+@pytest.mark.parametrize("schedule", [LogLinear(), Cosine()], ids=repr)
+def test_cached_uncached_lazy_eager_agree(d, sampler, schedule):
+    model = _model(d, schedule)
+    assert not model.time_conditioned
+    outs = {}
+    for cache in (True, False):
+        for lazy in (True, False):
+            x, st = sample(model, 300, 25, sampler, cache=cache, lazy=lazy, seed=11)
+            outs[(cache, lazy)] = (x, st)
+    ref = outs[(False, False)][0]
+    for key, (x, _) in outs.items():
+        assert torch.equal(x, ref), key
+    # cost: caching never adds calls, lazy evaluation never evaluates more rows
+    assert outs[(True, False)][1].row_evals <= outs[(False, False)][1].row_evals
+    assert outs[(False, True)][1].row_evals <= outs[(False, False)][1].row_evals
+    if sampler != "vadd":
+        assert outs[(True, False)][1].row_evals < outs[(False, False)][1].row_evals
+
+
+@pytest.mark.parametrize("d,sampler", CASES)
+def test_time_conditioned_model_never_reuses_stale_outputs(d, sampler):
+    model = _model(d, time_conditioning=True)
+    a, _ = sample(model, 300, 25, sampler, cache=True, lazy=False, seed=3)
+    b, _ = sample(model, 300, 25, sampler, cache=False, lazy=False, seed=3)
+    c, _ = sample(model, 300, 25, sampler, cache=False, lazy=True, seed=3)
+    assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_lazy_sampler_evaluates_each_row_at_most_L_times():
+    model = _model(3)
+    for sampler in ("vadd", "vadd-cs"):
+        _, st = sample(model, 500, 1000, sampler, seed=0)
+        assert st.row_evals <= 500 * L
+
+
+def test_same_seed_same_samples_and_seed_changes_them():
+    model = _model(3)
+    a, _ = sample(model, 100, 5, "vadd", seed=1)
+    b, _ = sample(model, 100, 5, "vadd", seed=1)
+    c, _ = sample(model, 100, 5, "vadd", seed=2)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_batching_does_not_change_distribution_shape():
+    model = _model(0)
+    x, _ = sample(model, 1000, 4, "mdm", seed=0, batch_size=128)
+    assert x.shape == (1000, L) and x.dtype == torch.int64
+
+
+def test_one_step_mdm_is_product_of_marginals_and_many_steps_is_exact():
+    """With the exact denoiser: T = 1 gives prod_i p(x^i); many steps give p(x) (up to MC error)."""
+    import itertools
+    Vs, Ls = 3, 2
+    p = random_table(Vs, Ls, seed=4)
+    model = MaskedDiffusion(ExactDenoiser(p, Vs, Ls), Linear(), Vs, Ls)
+    n = 60000
+    states = torch.tensor(list(itertools.product(range(Vs), repeat=Ls)))
+    def freq(x):
+        idx = x[:, 0] * Vs + x[:, 1]
+        return torch.bincount(idx, minlength=Vs**Ls).double() / len(x)
+    one, _ = sample(model, n, 1, "mdm", seed=0)
+    pt = p.view(Vs, Vs)
+    product = torch.outer(pt.sum(1), pt.sum(0)).flatten()
+    assert (freq(one) - product).abs().max() < 0.01
+    many, _ = sample(model, n, 200, "mdm", seed=0)
+    assert (freq(many) - p).abs().max() < 0.01
+
+
+def test_time_grid():
+    g = time_grid(4)
+    assert torch.allclose(g, torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0], dtype=torch.float64))
+    c = time_grid(4, "cosine")
+    assert c[0] == 1 and c[-1] == 0 and (c[1:] < c[:-1]).all()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5])
+def test_steps_below_one_is_a_clear_error(bad):
+    with pytest.raises(ValueError, match="sampling steps"):
+        sample(_model(0), 10, bad, "mdm")
+
+
+def test_sampler_model_mismatch_errors():
+    with pytest.raises(ValueError, match="needs a model with a latent"):
+        sample(_model(0), 10, 2, "vadd")
+    with pytest.raises(ValueError, match="needs an MDM model"):
+        sample(_model(2), 10, 2, "mdm")
+    with pytest.raises(ValueError, match="unknown sampler"):
+        sample(_model(0), 10, 2, "ddim")
+
+
+def test_out_of_vocabulary_prompt_is_a_clear_error():
+    x = torch.full((2, L), V)
+    x[0, 0] = V + 1
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        sample(_model(0), steps=2, sampler="mdm", x_init=x)

@@ -1,0 +1,228 @@
+"""Training through Lightning, saving/loading, the Python API and the CLI, including bad input."""
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import vadd
+from conftest import random_table
+from vadd import io
+from vadd.config import ConfigError, compose
+from vadd.data import TokenData, build_data
+from vadd.train import train
+
+TINY = ["model.denoiser.hidden=32", "model.denoiser.depth=1", "model.denoiser.embed_dim=8",
+        "model.denoiser.cond_dim=16", "model.encoder.hidden=32", "model.encoder.depth=1",
+        "model.encoder.embed_dim=8", "trainer.progress=false", "trainer.log_every=5", "trainer.warmup_steps=5",
+        "trainer.ckpt_every=0"]
+VADD_BIN = str(Path(sys.executable).parent / "vadd")
+
+
+def tiny_cfg(tmp_path, *extra):
+    return compose([*TINY, "data.n_train=4000", "data.n_test=200", "trainer.max_steps=15",
+                    "trainer.batch_size=128", f"run_dir={tmp_path / 'run'}", *extra])
+
+
+@pytest.mark.parametrize("algo", ["mdm", "vadd"])
+def test_train_save_load_sample_eval(tmp_path, algo):
+    cfg = tiny_cfg(tmp_path, f"algo={algo}")
+    model, run_dir, rec = train(cfg)
+    assert rec["steps"] == 15
+    for f in ("model/model.safetensors", "model/config.json", "manifest.json", "checkpoints/last.ckpt"):
+        assert (run_dir / f).exists(), f
+    man = json.loads((run_dir / "manifest.json").read_text())
+    assert man["seed"] == 0 and man["config"]["algo"]["name"] == algo and "torch" in man["versions"]
+    pipe = vadd.load(run_dir)
+    assert pipe.model.name == algo
+    for a, b in zip(pipe.model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    tokens = pipe.sample(50, steps=3)
+    assert tokens.shape == (50, 2) and tokens.min() >= 0 and tokens.max() < 64
+    pts = pipe.decode(tokens)
+    assert pts.shape == (50, 2) and np.all(np.abs(pts) < 4)
+    nll = pipe.nll_bound(tokens, num_samples=3)
+    assert nll.shape == (50,) and np.isfinite(nll).all() and (nll > 0).all()
+    if algo == "vadd":
+        assert "diag/active_units_t1" in rec["train_metrics"] and "diag/kl_t1" in rec["train_metrics"]
+        infilled = pipe.infill(tokens, np.array([[True, False]] * 50), steps=2)
+        assert np.array_equal(infilled[:, 0], tokens[:, 0])
+
+
+def test_same_seed_same_weights(tmp_path):
+    a, _, _ = train(tiny_cfg(tmp_path / "a", "algo=vadd", "trainer.deterministic=true"))
+    b, _, _ = train(tiny_cfg(tmp_path / "b", "algo=vadd", "trainer.deterministic=true"))
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(x, y)
+
+
+def test_trained_bound_on_heldout_is_not_below_entropy(tmp_path):
+    """A bound on held-out samples of an enumerable distribution cannot beat its entropy."""
+    V, L = 3, 3
+    p = random_table(V, L, seed=5)
+    states = torch.tensor(list(itertools.product(range(V), repeat=L)))
+    g = torch.Generator().manual_seed(0)
+    train_x = states[torch.multinomial(p.float(), 20000, replacement=True, generator=g)]
+    test_x = states[torch.multinomial(p.float(), 4000, replacement=True, generator=g)]
+    data = TokenData(train_x, test_x, V, info={"kind": "tokens", "vocab_size": V})
+    entropy = float(-(p * p.log()).sum())
+    for algo in ("mdm", "vadd"):
+        extra = ["algo.latent_dim=2"] if algo == "vadd" else []
+        cfg = compose([*TINY, f"algo={algo}", *extra, "trainer.max_steps=300",
+                       "trainer.batch_size=256", "model.denoiser.hidden=64", f"run_dir={tmp_path / algo}"])
+        model, _, _ = train(cfg, data=data)
+        torch.manual_seed(0)
+        nll = model.nll_bound(test_x, num_samples=10, num_t=4).numpy()
+        stderr = nll.std() / math.sqrt(len(nll))
+        assert nll.mean() >= entropy - 3 * stderr, (algo, nll.mean(), entropy)
+        assert nll.mean() < entropy + 1.0  # and it learned something (uniform would be L ln V = 3.30)
+
+
+def test_loading_weights_of_another_model_is_a_clear_error(tmp_path):
+    mdm, run_mdm, _ = train(tiny_cfg(tmp_path / "m", "algo=mdm"))
+    vad, run_vadd, _ = train(tiny_cfg(tmp_path / "v", "algo=vadd"))
+    (run_vadd / "model" / "model.safetensors").write_bytes((run_mdm / "model" / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match="another model"):
+        vadd.load(run_vadd)
+    # a truncated weights file
+    raw = (run_mdm / "model" / "model.safetensors").read_bytes()
+    (run_mdm / "model" / "model.safetensors").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="truncated"):
+        vadd.load(run_mdm)
+    with pytest.raises(FileNotFoundError, match="not a saved vadd model"):
+        vadd.load(tmp_path / "nowhere")
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.json"
+    io.write_json(target, {"a": 1})
+
+    class Boom:
+        pass
+
+    with pytest.raises(TypeError):
+        io.write_json(target, {"a": Boom()})
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary left behind
+
+
+def test_config_errors_are_one_line():
+    with pytest.raises(ConfigError, match="trainer.nope"):
+        compose(["trainer.nope=1"])
+    with pytest.raises(ConfigError, match="max_steps must be int"):
+        compose(["trainer.max_steps=abc"])
+    with pytest.raises(ConfigError, match="must be > 0"):
+        compose(["trainer.lr=-1"])
+    with pytest.raises(ConfigError, match="neither a toy"):
+        compose(["data.name=moons"])
+    with pytest.raises(ConfigError):
+        compose(["algo=vae"])
+
+
+def test_unknown_dataset_and_bad_token_files(tmp_path):
+    with pytest.raises(ValueError, match="unknown 2D dataset"):
+        build_data({"kind": "toy2d", "name": "spirals"})
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.array([[0, 1], [2, 9]]))
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        build_data({"kind": "tokens", "train": str(bad), "vocab_size": 5})
+    np.save(bad, np.array([[0.5, 1.0], [2.0, 1.0]]))
+    with pytest.raises(ValueError, match="must be integers"):
+        build_data({"kind": "tokens", "train": str(bad)})
+    pts = tmp_path / "pts.npy"
+    np.save(pts, np.zeros((5, 3)))
+    with pytest.raises(ValueError, match=r"shape \(N, 2\)"):
+        build_data({"kind": "toy2d", "name": str(pts)})
+
+
+def test_user_token_data_trains(tmp_path):
+    g = np.random.default_rng(0)
+    arr = g.integers(0, 7, size=(3000, 5))
+    arr[:, 1] = arr[:, 0]  # a correlation to learn
+    np.save(tmp_path / "tok.npy", arr)
+    cfg = compose([*TINY, "data=tokens", f"data.train={tmp_path / 'tok.npy'}", "trainer.max_steps=10",
+                   "trainer.batch_size=64", f"run_dir={tmp_path / 'run'}"])
+    model, run_dir, _ = train(cfg)
+    assert model.vocab_size == 7 and model.seq_len == 5
+    pipe = vadd.load(run_dir)
+    assert pipe.sample(10, steps=2).shape == (10, 5)
+
+
+def _cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    return subprocess.run([VADD_BIN, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "trainer.nope=1"], "trainer.nope"),
+    (["train", "trainer.max_steps=abc"], "max_steps"),
+    (["train", "data.name=moons"], "moons"),
+    (["train", "algo=vae"], "algo"),
+    (["sample", "/nonexistent/run"], "not a saved vadd model"),
+    (["demo", "--data", "spirals"], "spirals"),
+])
+def test_cli_bad_input_is_one_line_exit_2(args, needle):
+    r = _cli(*args)
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr and needle in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) == 1, r.stderr
+
+
+def test_cli_train_sample_eval_and_errors(tmp_path):
+    run = tmp_path / "run"
+    r = _cli("train", *TINY, "algo=vadd", "data.n_train=2000", "data.n_test=100", "trainer.max_steps=5",
+             "trainer.batch_size=64", f"run_dir={run}")
+    assert r.returncode == 0, r.stderr
+    r = _cli("sample", str(run), "--steps", "1", "3", "--num-samples", "20", "--out", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    for name in ("vadd_T1.npy", "vadd-cs_T3.npy", "vadd_T3_decoded.npy", "sample.json"):
+        assert (tmp_path / "s" / name).exists()
+    r = _cli("eval", str(run), "-K", "1", "4", "--num-t", "2", "--max-examples", "50", "--out", str(tmp_path / "e.json"))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "e.json").read_text())
+    assert set(res["bounds"]) == {"1", "4"} and res["num_examples"] == 50
+    r = _cli("sample", str(run), "--steps", "0")
+    assert r.returncode == 2 and "sampling steps" in r.stderr and "Traceback" not in r.stderr
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.array([[0, 70], [1, 2]]))
+    r = _cli("eval", str(run), "--data", str(bad))
+    assert r.returncode == 2 and "outside the vocabulary" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_demo_quick_writes_results_samples_and_figure(tmp_path):
+    out = tmp_path / "demo"
+    r = _cli("demo", "--quick", "--workers", "1", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert set(res["datasets"]) == {"checkerboard", "swissroll", "circles"}
+    assert res["grid"] == {"bins": 64, "range": [-4.0, 4.0], "tokens": "bins"}
+    assert {"seed", "wall_s", "versions", "num_samples"} <= set(res)
+    n = res["num_samples"]
+    for name, e in res["datasets"].items():
+        assert 0 < e["noise_floor"] < math.log(2)
+        assert set(e["js"]) == {"mdm", "vadd", "vadd-cs"}
+        for sampler, row in e["js"].items():
+            assert set(row) == {str(T) for T in (1, 2, 5, 10, 20, 50)}
+            assert all(0 <= v <= math.log(2) for v in row.values())
+            for T in row:
+                arr = np.load(out / "samples" / name / f"{sampler}_T{T}.npy")
+                assert arr.shape == (n, 2) and arr.dtype == np.float32
+        # VADD at T = 1 and VADD-CS at T = 1 are the same sampler: identical samples
+        assert e["js"]["vadd"]["1"] == e["js"]["vadd-cs"]["1"]
+    assert (out / "figure.png").stat().st_size > 10_000 and (out / "js_vs_steps.png").exists()
+    assert "JS divergence" in r.stdout and "ratio" in r.stdout
+
+
+def test_demo_on_a_user_point_file(tmp_path):
+    pts = np.random.default_rng(0).normal(size=(5000, 2))
+    np.save(tmp_path / "blob.npy", pts)
+    r = _cli("demo", "--quick", "--workers", "1", "--data", str(tmp_path / "blob.npy"), "--out", str(tmp_path / "d"))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert list(res["datasets"]) == ["blob"]
