@@ -1,0 +1,50 @@
+"""Check `vadd demo` results against the core issue's acceptance criteria; writes JSON next to them.
+
+    .venv/bin/vadd demo --out runs/demo
+    .venv/bin/python benchmarks/toy2d_acceptance.py runs/demo/results.json
+
+Criteria (all measured side by side in the one demo run):
+  - T = 1: VADD's JS <= MDM's / 10 on each toy
+  - T = 5: VADD's JS <= MDM's / 3 on the checkerboard
+  - T = 1: VADD's JS on the checkerboard <= 3 x the noise floor
+  - the whole demo <= 600 s of wall time
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def check(results: dict) -> dict:
+    rows = []
+    ds = results["datasets"]
+    for name, e in ds.items():
+        mdm, vadd = e["js"]["mdm"]["1"], e["js"]["vadd"]["1"]
+        rows.append({"criterion": f"{name}: JS ratio MDM/VADD at T=1 >= 10", "value": mdm / vadd,
+                     "pass": mdm / vadd >= 10})
+    if "checkerboard" in ds:
+        e = ds["checkerboard"]
+        r5 = e["js"]["mdm"]["5"] / e["js"]["vadd"]["5"]
+        rows.append({"criterion": "checkerboard: JS ratio MDM/VADD at T=5 >= 3", "value": r5, "pass": r5 >= 3})
+        f = e["js"]["vadd"]["1"] / e["noise_floor"]
+        rows.append({"criterion": "checkerboard: VADD JS at T=1 <= 3 x noise floor", "value": f, "pass": f <= 3})
+    rows.append({"criterion": "demo wall time <= 600 s", "value": results["wall_s"],
+                 "pass": results["wall_s"] <= 600})
+    return {"source_seed": results["seed"], "num_samples": results["num_samples"],
+            "criteria": rows, "all_pass": all(r["pass"] for r in rows)}
+
+
+def main(path: str) -> int:
+    results = json.loads(Path(path).read_text())
+    report = check(results)
+    for r in report["criteria"]:
+        print(f"{'PASS' if r['pass'] else 'FAIL'}  {r['criterion']:<52} {r['value']:.3g}")
+    out = Path(path).with_name("acceptance.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0 if report["all_pass"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "runs/demo/results.json"))
