@@ -84,7 +84,8 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
                                              "sample_wall_s": {}}
         log(f"[{source.label}] target ready; noise floor JS = {floor:.5f} (N = {n:,})")
         for algo in ("vadd", "mdm"):  # the longer jobs first
-            cfg = compose([exp, f"seed={seed}", f"algo={algo}", *overrides])
+            own = [o for o in overrides if algo == "vadd" or not o.lstrip("+~").startswith("algo.")]
+            cfg = compose([exp, f"seed={seed}", f"algo={algo}", *own])
             cfg["data"] = dcfg
             cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
             jobs.append({"cfg": cfg, "name": name, "label": source.label, "algo": algo, "n": n, "seed": seed,

@@ -31,10 +31,12 @@ class MLPDenoiser(nn.Module):
 
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int = 0, hidden: int = 256,
                  depth: int = 4, embed_dim: int = 64, cond_dim: int = 128, mult: int = 2,
-                 time_conditioning: bool = True):
+                 time_conditioning: bool = True, latent_input: bool = False):
         super().__init__()
         self.seq_len, self.vocab_size = seq_len, vocab_size
         self.time_conditioned = bool(time_conditioning)
+        # optionally z also enters the first layer additively (besides adaLN in every block)
+        self.z_in = nn.Linear(latent_dim, hidden) if (latent_input and latent_dim > 0) else None
         self.embed = nn.Embedding(vocab_size + 1, embed_dim)  # + the mask token
         self.pos = nn.Parameter(torch.zeros(seq_len, embed_dim))
         self.cond = Conditioning(cond_dim, latent_dim, time_conditioning=time_conditioning)
@@ -47,6 +49,8 @@ class MLPDenoiser(nn.Module):
     def forward(self, xt, t, z=None):
         c = self.cond(t, z)
         h = self.inp((self.embed(xt) + self.pos).flatten(1))
+        if self.z_in is not None:
+            h = h + self.z_in(z)
         for block in self.blocks:
             h = block(h, c)
         shift, scale = self.final_ada(c)
