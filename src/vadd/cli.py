@@ -43,12 +43,13 @@ def _cmd_sample(args) -> int:
         for T in args.steps:
             t0 = time.time()
             tokens, st = pipe.sample(args.num_samples, steps=T, sampler=sampler, seed=args.seed,
-                                     cache=not args.no_cache, return_stats=True, progress=True)
+                                     cache=not args.no_cache, return_stats=True, progress=True, grid=args.grid)
             io.write_npy(out / f"{sampler}_T{T}.npy", tokens)
             decoded = pipe.decode(tokens)
             if decoded is not tokens and not np.array_equal(decoded, tokens):
                 io.write_npy(out / f"{sampler}_T{T}_decoded.npy", np.asarray(decoded, dtype=np.float32))
-            record["runs"].append({"sampler": sampler, "steps": T, "nfe": st.nfe, "row_evals": st.row_evals,
+            record["runs"].append({"sampler": sampler, "steps": T, "grid": args.grid, "nfe": st.nfe,
+                                   "row_evals": st.row_evals,
                                    "wall_s": time.time() - t0})
             print(f"{sampler} T={T}: {args.num_samples} samples -> {out / f'{sampler}_T{T}.npy'}")
     io.write_json(out / "sample.json", record)
@@ -117,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-samples", type=int, default=10_000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-cache", action="store_true")
+    s.add_argument("--grid", choices=["uniform", "cosine"], default="uniform", help="time grid of the T steps")
     s.add_argument("--out", default="samples")
     s.set_defaults(func=_cmd_sample)
 

@@ -71,7 +71,8 @@ def _categorical_f64(logp: torch.Tensor, generator=None) -> torch.Tensor:
 
 @torch.no_grad()
 def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", cache: bool = True,
-                 lazy: bool = True, grid: str = "uniform", generator=None, on_step=None):
+                 lazy: bool = True, grid: str = "uniform", generator=None, on_step=None,
+                 eval_rows: int = 4096):
     """Run the ancestral loop from ``x_init`` ``[B, L]`` (``mask_id`` where to generate).
 
     Each step draws, in this order and for every row: the step's latent (``per_step``), the reveal
@@ -80,7 +81,8 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     (``lazy=True``, exact for every latent policy, a fresh ``z`` per step included). ``cache=True``
     reuses a row's last output while its input is unchanged (``none`` / ``fixed`` latents).
     Given (non-mask) tokens are never changed: infilling and prompting come for free.
-    ``on_step(k, t, s, x)`` is called after every step (e.g. to record trajectories).
+    ``on_step(k, t, s, x)`` is called after every step (e.g. to record trajectories). The network sees
+    at most ``eval_rows`` rows at a time.
     Returns ``(x0 [B, L], SampleStats)``.
     """
     device = x_init.device
@@ -108,8 +110,9 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
             need = need & ~fresh
         rows = need.nonzero().squeeze(1)
         if rows.numel():
-            tt = torch.full((rows.numel(),), float(t), device=device)
-            out[rows] = model.log_probs(x[rows], tt, None if z is None else z[rows])
+            for part in torch.split(rows, eval_rows):  # bounded working set: faster on CPU caches
+                tt = torch.full((part.numel(),), float(t), device=device)
+                out[part] = model.log_probs(x[part], tt, None if z is None else z[part])
             fresh[rows] = True
             stats.nfe += 1
             stats.row_evals += int(rows.numel())

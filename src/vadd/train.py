@@ -37,8 +37,8 @@ class EMA(torch.nn.Module):
     def update(self, model: torch.nn.Module) -> None:
         n = int(self.updates)
         d = min(self.decay, (1.0 + n) / (10.0 + n))
-        for e, p in zip(self.model.parameters(), model.parameters()):
-            e.lerp_(p.detach(), 1.0 - d)
+        ema = list(self.model.parameters())
+        torch._foreach_lerp_(ema, [p.detach() for p in model.parameters()], 1.0 - d)
         for e, b in zip(self.model.buffers(), model.buffers()):
             e.copy_(b)
         self.updates += 1
@@ -114,10 +114,21 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
             if every and self.model.latent_dim and self.diag_tokens is not None and self.global_step % every == 0:
                 self.log_dict(collapse_diagnostics(self.model, self.diag_tokens.to(self.device)))
 
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+            if not gradient_clip_val:
+                return
+            if gradient_clip_algorithm not in (None, "norm") or self.trainer.strategy.__class__.__name__.startswith("FSDP"):
+                return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            # one multi-tensor pass instead of a Python loop over parameters (Lightning's CPU default)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(gradient_clip_val), foreach=True)
+
         def configure_optimizers(self):
-            opt = torch.optim.AdamW(self.model.parameters(), lr=float(tcfg["lr"]),
-                                    weight_decay=float(tcfg.get("weight_decay", 0.0)),
-                                    betas=tuple(tcfg.get("betas", (0.9, 0.999))))
+            kw = dict(lr=float(tcfg["lr"]), weight_decay=float(tcfg.get("weight_decay", 0.0)),
+                      betas=tuple(tcfg.get("betas", (0.9, 0.999))))
+            try:  # one fused kernel instead of a Python loop over tensors (CPU and CUDA)
+                opt = torch.optim.AdamW(self.model.parameters(), fused=True, **kw)
+            except (RuntimeError, TypeError, ValueError):
+                opt = torch.optim.AdamW(self.model.parameters(), **kw)
             warm = int(tcfg.get("warmup_steps", 0))
             floor = float(tcfg.get("min_lr_ratio", 0.0))
 
