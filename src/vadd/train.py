@@ -160,6 +160,30 @@ def collapse_diagnostics(model, x0: torch.Tensor) -> dict:
     return out
 
 
+def world_size(t: dict) -> int:
+    devices = t.get("devices", 1)
+    if isinstance(devices, (list, tuple)):
+        n = len(devices)
+    elif devices in (-1, "auto", "-1"):
+        n = torch.cuda.device_count() if t.get("accelerator") in ("gpu", "cuda") else 1
+    else:
+        n = int(devices)
+    return max(1, n) * int(t.get("num_nodes", 1))
+
+
+def accumulation_steps(t: dict) -> int:
+    """Gradient accumulation: given, or derived from ``global_batch_size`` (per-device batch x devices x
+    nodes x accumulation = global batch)."""
+    gbs = t.get("global_batch_size")
+    if not gbs:
+        return int(t.get("accumulate_grad_batches", 1))
+    per_step = int(t["batch_size"]) * world_size(t)
+    if int(gbs) % per_step:
+        raise ValueError(f"trainer.global_batch_size={gbs} is not a multiple of batch_size x devices x nodes "
+                         f"= {per_step}")
+    return int(gbs) // per_step
+
+
 def build_trainer(cfg: dict, run_dir: Path, max_steps: int | None = None, extra_callbacks=()):
     """The Lightning Trainer a config asks for (built without launching anything)."""
     L = _lightning()
@@ -167,6 +191,7 @@ def build_trainer(cfg: dict, run_dir: Path, max_steps: int | None = None, extra_
     from lightning.pytorch.loggers import CSVLogger
 
     t = cfg["trainer"]
+    accumulate = accumulation_steps(t)
     ckpt_every = int(t.get("ckpt_every", 0)) or None
     callbacks = [ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), every_n_train_steps=ckpt_every,
                                  save_last=True, save_top_k=0 if ckpt_every else 1, enable_version_counter=False),
@@ -176,7 +201,7 @@ def build_trainer(cfg: dict, run_dir: Path, max_steps: int | None = None, extra_
         accelerator=t.get("accelerator", "cpu"), devices=devices, num_nodes=int(t.get("num_nodes", 1)),
         strategy=t.get("strategy", "auto"), precision=t.get("precision", "32-true"),
         max_steps=int(max_steps or t["max_steps"]), max_epochs=-1,
-        accumulate_grad_batches=int(t.get("accumulate_grad_batches", 1)),
+        accumulate_grad_batches=accumulate,
         gradient_clip_val=t.get("grad_clip", 1.0) or None,
         logger=CSVLogger(str(run_dir), name="logs", version=""), callbacks=callbacks,
         enable_progress_bar=bool(t.get("progress", True)), enable_model_summary=False,
@@ -204,6 +229,8 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
     torch.set_num_threads(int(cfg["trainer"].get("num_threads", 0)) or torch.get_num_threads())
     spec = model_spec(cfg["model"], cfg["algo"], data.vocab_size, data.seq_len)
     model = build_model(spec)
+    if cfg["trainer"].get("compile", False):  # a switch: worth it on GPUs and long runs
+        model.denoiser = torch.compile(model.denoiser)
     lit = make_lit_module(model, cfg, diag_tokens=data.test[:1024])
     bs = int(cfg["trainer"]["batch_size"])
     loader = torch.utils.data.DataLoader(BatchDataset(data.train, bs, seed), batch_size=None, shuffle=True,

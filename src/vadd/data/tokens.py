@@ -47,6 +47,15 @@ def validate_tokens(arr: np.ndarray, vocab_size: int | None, where: str) -> np.n
 def load_array(path: str) -> np.ndarray:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such data file: {path}")
+    try:
+        return _load_array(path)
+    except (ValueError, OSError, EOFError) as e:  # numpy's own messages do not name the file
+        if str(e).startswith(path):
+            raise
+        raise ValueError(f"{path}: not a readable integer array ({str(e).splitlines()[0][:120]})") from None
+
+
+def _load_array(path: str) -> np.ndarray:
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as z:
             return z[z.files[0]]

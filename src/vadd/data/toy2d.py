@@ -41,7 +41,10 @@ def toy_points(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
 def load_point_file(path: str) -> np.ndarray:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such data file: {path}")
-    arr = np.load(path, allow_pickle=False)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npy array of points ({str(e).splitlines()[0][:120]})") from None
     if arr.ndim != 2 or arr.shape[1] != 2:
         raise ValueError(f"{path}: expected an array of 2D points with shape (N, 2), got {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
