@@ -70,25 +70,39 @@ class MaskedDiffusion(nn.Module):
         return torch.log_softmax(logits.float(), dim=-1)
 
     # ---- the bound ---------------------------------------------------------------------------
-    def bound_term(self, x0, xt, masked, t, kl_weight: float = 1.0, num_samples: int = 0):
+    def bound_term(self, x0, xt, masked, t, kl_weight: float = 1.0, num_samples: int = 0, eps=None):
         """Per-example term whose ``w(t)``-weighted integral over ``t`` is the bound: ``[B]``, stats."""
         return objectives.masked_log_likelihood(self.log_probs(xt, t), x0, masked), {}
 
-    def _draw(self, x0, generator=None, estimator=None):
-        """``(t, xt, masked, weight)`` with ``E[weight * term]`` the continuous-time bound."""
-        B, L = x0.shape
-        if (estimator or self.estimator) == "count":
-            t, masked, weight = process.count_draw(B, L, self.schedule, generator=generator, device=x0.device)
-            xt = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
-            return t, xt, masked, weight
-        t = process.antithetic_times(B, generator=generator, device=x0.device)
-        xt, masked = process.mask(x0, self.schedule.alpha(t), self.mask_id, generator=generator)
-        return t, xt, masked, self.schedule.weight(t)
+    def _draw(self, x0, generator=None, estimator=None, shard=(0, 1)):
+        """``(t, xt, masked, weight, eps)`` with ``E[weight * term]`` the continuous-time bound.
 
-    def loss(self, x0: torch.Tensor, kl_weight: float = 1.0, generator=None):
-        """Training loss (negative bound, nats per token) and detached statistics."""
-        t, xt, masked, weight = self._draw(x0, generator)
-        term, stats = self.bound_term(x0, xt, masked, t, kl_weight=kl_weight)
+        ``shard = (rank, world)``: the noise is drawn for the whole global batch of ``world * B``
+        examples and this rank keeps its slice, so a step on ``world`` processes draws exactly what one
+        process with the global batch draws (the distributed path is the same training).
+        ``eps`` is the reparameterisation noise of ``z`` (VADD), ``None`` for MDM.
+        """
+        B, L = x0.shape
+        rank, world = shard
+        G, sl = B * world, slice(rank * B, (rank + 1) * B)
+        dev = x0.device
+        if (estimator or self.estimator) == "count":
+            t, masked, weight = process.count_draw(G, L, self.schedule, generator=generator, device=dev)
+            t, masked, weight = t[sl], masked[sl], weight[sl]
+        else:
+            t = process.antithetic_times(G, generator=generator, device=dev)
+            u = torch.rand(G, L, generator=generator, device=dev)
+            t, masked = t[sl], u[sl] >= self.schedule.alpha(t[sl]).unsqueeze(1)
+            weight = self.schedule.weight(t)
+        eps = (torch.randn(G, self.latent_dim, generator=generator, device=dev)[sl]
+               if self.latent_dim else None)
+        xt = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
+        return t, xt, masked, weight, eps
+
+    def loss(self, x0: torch.Tensor, kl_weight: float = 1.0, generator=None, shard=(0, 1)):
+        """Training loss (negative bound, nats per token, mean over this rank's examples) and statistics."""
+        t, xt, masked, weight, eps = self._draw(x0, generator, shard=shard)
+        term, stats = self.bound_term(x0, xt, masked, t, kl_weight=kl_weight, eps=eps)
         per_example = objectives.elbo_integrand(weight, term)
         loss = -per_example.mean() / self.seq_len
         stats = {k: v.detach() for k, v in stats.items()}
@@ -105,7 +119,7 @@ class MaskedDiffusion(nn.Module):
         self.check_tokens(x0)
         total = torch.zeros(x0.shape[0], device=x0.device, dtype=torch.float64)
         for _ in range(num_t):
-            t, xt, masked, weight = self._draw(x0, generator)
+            t, xt, masked, weight, _ = self._draw(x0, generator)
             term, _ = self.bound_term(x0, xt, masked, t, num_samples=num_samples)
             total += objectives.elbo_integrand(weight, term).double()
         return -(total / num_t)
@@ -138,10 +152,10 @@ class VADD(MaskedDiffusion):
         gate = masked.any(dim=-1, keepdim=True).to(mean.dtype)
         return DiagGaussian(mean * gate, logvar.clamp(-12.0, 8.0) * gate)
 
-    def bound_term(self, x0, xt, masked, t, kl_weight: float = 1.0, num_samples: int = 0):
+    def bound_term(self, x0, xt, masked, t, kl_weight: float = 1.0, num_samples: int = 0, eps=None):
         post = self.posterior(x0, masked)
         if num_samples <= 0:  # training: one reparameterised draw, analytic KL
-            z = post.rsample()
+            z = post.rsample(eps)
             recon = objectives.masked_log_likelihood(self.log_probs(xt, t, z), x0, masked)
             kl = post.kl_standard()
             return objectives.delbo_term(recon, kl, kl_weight), {"kl": kl.mean(), "recon": recon.mean()}

@@ -44,25 +44,79 @@ class EMA(torch.nn.Module):
         self.updates += 1
 
 
-class BatchDataset(torch.utils.data.Dataset):
-    """Fixed batches of a token tensor: item ``i`` is batch ``i`` of one seeded permutation.
+class StepBatches(torch.utils.data.IterableDataset):
+    """Endless batches where batch ``k`` is a pure function of ``(seed, k)``.
 
-    Whole batches are indexed at once (no per-example collation); the loader shuffles batch order each
-    epoch, and under DDP Lightning's distributed sampler hands each rank its own batches.
+    Epoch ``e = k // n`` uses its own seeded permutation; the global batch (``batch_size`` rows per
+    rank times the world size) is cut into one slice per rank. So a resumed run continues with exactly
+    the batches an uninterrupted run would have seen, and ``world`` processes together see what one
+    process with the global batch sees.
     """
 
-    def __init__(self, tokens: torch.Tensor, batch_size: int, seed: int):
-        if len(tokens) < batch_size:
-            raise ValueError(f"training data has {len(tokens)} sequences, fewer than one batch ({batch_size})")
-        g = torch.Generator().manual_seed(int(seed))
-        self.tokens = tokens[torch.randperm(len(tokens), generator=g)]
-        self.batch_size = int(batch_size)
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seed: int, start_batch: int = 0):
+        self.tokens, self.batch_size, self.seed, self.start_batch = tokens, int(batch_size), int(seed), int(start_batch)
+        self._perm_epoch, self._perm = None, None
 
-    def __len__(self):
-        return len(self.tokens) // self.batch_size
+    @staticmethod
+    def rank_world():
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
 
-    def __getitem__(self, i):
-        return self.tokens[i * self.batch_size:(i + 1) * self.batch_size]
+    def batch(self, k: int, rank: int = 0, world: int = 1) -> torch.Tensor:
+        G = self.batch_size * world
+        n = len(self.tokens) // G
+        if n < 1:
+            raise ValueError(f"training data has {len(self.tokens)} sequences, fewer than one global batch ({G})")
+        epoch, pos = divmod(int(k), n)
+        if self._perm_epoch != epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(len(self.tokens), generator=g), epoch
+        rows = self._perm[pos * G:(pos + 1) * G][rank * self.batch_size:(rank + 1) * self.batch_size]
+        return self.tokens[rows]
+
+    def __iter__(self):
+        rank, world = self.rank_world()
+        self.batch(0, rank, world)  # validates the size before training starts
+        k = self.start_batch
+        while True:
+            yield self.batch(k, rank, world)
+            k += 1
+
+
+def step_generator(seed: int, batch_index: int, device) -> torch.Generator:
+    """The training noise of micro-batch ``batch_index``: a function of the seed and the index only."""
+    g = torch.Generator(device=device)
+    g.manual_seed((int(seed) * 1_000_003 + int(batch_index) * 7919 + 12345) % (2**63 - 1))
+    return g
+
+
+class AtomicCheckpointIO:
+    """Lightning CheckpointIO that writes to a temporary file, fsyncs, then renames over the target:
+    a kill during a save leaves the previous checkpoint intact, never a truncated one."""
+
+    def __new__(cls):
+        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+        class _Atomic(TorchCheckpointIO):
+            def save_checkpoint(self, checkpoint, path, storage_options=None):
+                import io as _io
+                buf = _io.BytesIO()
+                torch.save(checkpoint, buf)
+                io.atomic_write_bytes(path, buf.getvalue())
+
+            def load_checkpoint(self, path, map_location=None, weights_only=None):
+                return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+        return _Atomic()
+
+
+def read_checkpoint_step(path) -> int:
+    """Global step stored in a Lightning checkpoint (loaded without unpickling arbitrary objects)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    except Exception as e:
+        raise ValueError(f"{path}: not a readable vadd training checkpoint ({str(e).splitlines()[0][:120]})") from None
 
 
 def _lightning():
@@ -89,6 +143,7 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
             super().__init__()
             self.model = model
             self.ema = EMA(model, tcfg.get("ema_decay", 0.999))
+            self.seed = int(cfg.get("seed", 0))
             self.diag_tokens = diag_tokens
             self.max_steps = int(tcfg["max_steps"])
             warm = float(cfg["algo"].get("kl_warmup", 0.0))
@@ -96,7 +151,11 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
 
         def training_step(self, batch, batch_idx):
             lam = kl_weight(self.global_step, self.kl_warmup_steps) if self.model.latent_dim else 1.0
-            loss, stats = self.model.loss(batch, kl_weight=lam)
+            accum = self.trainer.accumulate_grad_batches
+            micro = self.global_step * accum + batch_idx % accum
+            g = step_generator(self.seed, micro, batch.device)
+            shard = (self.global_rank, self.trainer.world_size)
+            loss, stats = self.model.loss(batch, kl_weight=lam, generator=g, shard=shard)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
                                          "the last good checkpoint is kept. Try a lower trainer.lr")
@@ -108,8 +167,13 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
                 self.log("train/kl_weight", lam)
             return loss
 
-        def on_train_batch_end(self, outputs, batch, batch_idx):
+        def optimizer_step(self, *args, **kwargs):
+            # here, not in on_train_batch_end: checkpoints (saved from callbacks' on_train_batch_end) then
+            # hold the EMA of the step they record, and accumulation updates once per optimiser step
+            super().optimizer_step(*args, **kwargs)
             self.ema.update(self.model)
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
             every = int(tcfg.get("diag_every", 0))
             if every and self.model.latent_dim and self.diag_tokens is not None and self.global_step % every == 0:
                 self.log_dict(collapse_diagnostics(self.model, self.diag_tokens.to(self.device)))
@@ -204,6 +268,7 @@ def build_trainer(cfg: dict, run_dir: Path, max_steps: int | None = None, extra_
         accumulate_grad_batches=accumulate,
         gradient_clip_val=t.get("grad_clip", 1.0) or None,
         logger=CSVLogger(str(run_dir), name="logs", version=""), callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
         enable_progress_bar=bool(t.get("progress", True)), enable_model_summary=False,
         log_every_n_steps=int(t.get("log_every", 50)), default_root_dir=str(run_dir),
         deterministic=bool(t.get("deterministic", False)), num_sanity_val_steps=0,
@@ -212,7 +277,7 @@ def build_trainer(cfg: dict, run_dir: Path, max_steps: int | None = None, extra_
 
 
 def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike | None = None,
-          resume: str | None = None):
+          resume: str | None = None, callbacks=()):
     """Train the model ``cfg`` describes; returns ``(ema_model, run_dir, record)``.
 
     Writes ``RUN/model`` (EMA weights as safetensors + ``config.json``), ``RUN/checkpoints/last.ckpt``
@@ -233,13 +298,14 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
         model.denoiser = torch.compile(model.denoiser)
     lit = make_lit_module(model, cfg, diag_tokens=data.test[:1024])
     bs = int(cfg["trainer"]["batch_size"])
-    loader = torch.utils.data.DataLoader(BatchDataset(data.train, bs, seed), batch_size=None, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed), num_workers=0)
-    trainer = build_trainer(cfg, run_dir)
+    trainer = build_trainer(cfg, run_dir, extra_callbacks=callbacks)
     ckpt = resume
     if ckpt is None and cfg["trainer"].get("auto_resume", True) and (run_dir / "checkpoints" / "last.ckpt").exists():
         ckpt = str(run_dir / "checkpoints" / "last.ckpt")
-    trainer.fit(lit, train_dataloaders=loader, ckpt_path=ckpt)
+    start_batch = read_checkpoint_step(ckpt) * trainer.accumulate_grad_batches if ckpt else 0
+    loader = torch.utils.data.DataLoader(StepBatches(data.train, bs, seed, start_batch), batch_size=None,
+                                         num_workers=0)
+    trainer.fit(lit, train_dataloaders=loader, ckpt_path=ckpt, weights_only=True)
     ema_model = lit.ema.model.cpu()
     ema_model.spec = spec
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
