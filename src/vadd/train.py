@@ -174,6 +174,9 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
             self.ema.update(self.model)
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
+            pe = int(tcfg.get("print_every", 0))
+            if pe and self.global_step % pe == 0 and self.trainer.is_global_zero:
+                print(f"step {self.global_step}", flush=True)  # plain progress lines for logs without a TTY
             every = int(tcfg.get("diag_every", 0))
             if every and self.model.latent_dim and self.diag_tokens is not None and self.global_step % every == 0:
                 self.log_dict(collapse_diagnostics(self.model, self.diag_tokens.to(self.device)))
@@ -299,6 +302,8 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
     lit = make_lit_module(model, cfg, diag_tokens=data.test[:1024])
     bs = int(cfg["trainer"]["batch_size"])
     trainer = build_trainer(cfg, run_dir, extra_callbacks=callbacks)
+    for tmp in (run_dir / "checkpoints").glob(".*.tmp") if (run_dir / "checkpoints").exists() else ():
+        tmp.unlink()  # the remains of a save that was killed midway; the checkpoint it replaced is intact
     ckpt = resume
     if ckpt is None and cfg["trainer"].get("auto_resume", True) and (run_dir / "checkpoints" / "last.ckpt").exists():
         ckpt = str(run_dir / "checkpoints" / "last.ckpt")
