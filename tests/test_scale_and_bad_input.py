@@ -126,6 +126,15 @@ def test_bad_input_table(tmp_path, capsys, trained_run):
         raw = (trained_run / "model" / f).read_bytes()
         (broken / "model" / f).write_bytes(raw if f.endswith("json") else raw[: len(raw) // 3])
     cases.append((["sample", str(broken)], "truncated"))
+    # weights of another model under this model's config
+    other = tmp_path / "other"
+    train(compose([*TINY, "algo=mdm", "trainer.max_steps=1", "trainer.ckpt_every=0", f"run_dir={other}"]))
+    (other / "model" / "config.json").write_bytes((trained_run / "model" / "config.json").read_bytes())
+    cases.append((["sample", str(other)], "another model"))
+    cases.append((["train", *TINY, "trainer.max_steps=30", "trainer.lr=1e30", "trainer.warmup_steps=0",
+                   f"run_dir={tmp_path / 'nan'}"], "non-finite training loss"))
+    cases.append((["train", *TINY, f"resume={tmp_path / 'none.ckpt'}", f"run_dir={tmp_path / 'r2'}"],
+                  "no such checkpoint"))
     assert len(cases) >= 15
     for args, needle in cases:
         code = cli.main(args)
@@ -134,3 +143,14 @@ def test_bad_input_table(tmp_path, capsys, trained_run):
         assert code == 2, (args, err)
         assert len(lines) == 1 and "Traceback" not in err, (args, err)
         assert needle in lines[0], (args, lines[0])
+
+
+def test_missing_asset_names_the_install_command(tmp_path, monkeypatch):
+    from vadd.assets import MissingAsset, asset_path
+    monkeypatch.setenv("VADD_ASSETS", str(tmp_path))
+    with pytest.raises(MissingAsset, match="bash scripts/setup_assets.sh mnist"):
+        asset_path("mnist")
+    (tmp_path / "mnist" / "package" / "src" / "digits").mkdir(parents=True)
+    assert asset_path("mnist").is_dir()
+    with pytest.raises(ValueError, match="unknown asset"):
+        asset_path("imagenet")

@@ -23,7 +23,7 @@ def _cmd_train(args) -> int:
     from .train import train
 
     cfg = compose(args.overrides)
-    _, run_dir, rec = train(cfg, resume=args.resume)
+    _, run_dir, rec = train(cfg, resume=args.resume or cfg.get("resume"))
     print(json.dumps({"run_dir": str(run_dir), "steps": rec["steps"], "wall_s": round(rec["train_wall_s"], 1),
                       **{k: round(v, 5) for k, v in rec["train_metrics"].items()}}, indent=1))
     return 0

@@ -307,6 +307,8 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
     ckpt = resume
     if ckpt is None and cfg["trainer"].get("auto_resume", True) and (run_dir / "checkpoints" / "last.ckpt").exists():
         ckpt = str(run_dir / "checkpoints" / "last.ckpt")
+    if ckpt and not Path(ckpt).exists():
+        raise FileNotFoundError(f"no such checkpoint to resume from: {ckpt}")
     start_batch = read_checkpoint_step(ckpt) * trainer.accumulate_grad_batches if ckpt else 0
     loader = torch.utils.data.DataLoader(StepBatches(data.train, bs, seed, start_batch), batch_size=None,
                                          num_workers=0)
