@@ -1,0 +1,90 @@
+"""Sampling cost of MDM, VADD (fresh z per step) and VADD-CS (fixed z) against T, with and without
+caching, measured side by side in one run on the toy MLP (2 tokens, V = 64).
+
+    .venv/bin/python benchmarks/sampling_cost.py --out runs/sampling_cost
+
+Writes OUT/sampling_cost.json and OUT/sampling_cost.png: batched network calls, network rows per
+sample and wall time per sample, and each VADD sampler's wall-time ratio to MDM at every T. The models
+are untrained (cost does not depend on the weights); VADD's network adds the latent path.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from vadd.build import build_model, model_spec
+from vadd.config import compose
+from vadd.sampling import sample
+
+STEPS = (1, 2, 5, 10, 20, 50, 100, 1000)
+
+
+def models():
+    out = {}
+    for algo in ("mdm", "vadd"):
+        cfg = compose([f"algo={algo}"])
+        torch.manual_seed(0)
+        out[algo] = build_model(model_spec(cfg["model"], cfg["algo"], 64, 2)).eval()
+    return out
+
+
+def measure(model, sampler, T, n, cache, lazy, repeats):
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        _, st = sample(model, n, T, sampler, cache=cache, lazy=lazy, seed=0)
+        best = min(best, time.perf_counter() - t0)
+    return {"calls": st.nfe, "rows_per_sample": st.row_evals / n, "us_per_sample": 1e6 * best / n}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default="runs/sampling_cost")
+    ap.add_argument("--num-samples", type=int, default=20_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    m = models()
+    rows = []
+    for T in STEPS:
+        for mode, cache, lazy in (("lazy", True, True), ("cached", True, False), ("uncached", False, False)):
+            for sampler, model in (("mdm", m["mdm"]), ("vadd", m["vadd"]), ("vadd-cs", m["vadd"])):
+                r = measure(model, sampler, T, args.num_samples, cache, lazy, args.repeats)
+                rows.append({"T": T, "mode": mode, "sampler": sampler, **r})
+                print(rows[-1], flush=True)
+    for r in rows:
+        ref = next(x for x in rows if x["T"] == r["T"] and x["mode"] == r["mode"] and x["sampler"] == "mdm")
+        r["time_ratio_to_mdm"] = r["us_per_sample"] / ref["us_per_sample"]
+        r["calls_ratio_to_mdm"] = r["calls"] / max(ref["calls"], 1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "sampling_cost.json").write_text(json.dumps({"num_samples": args.num_samples, "threads": args.threads,
+                                                        "rows": rows}, indent=2) + "\n")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, mode in zip(axes, ("lazy", "cached", "uncached")):
+        for sampler in ("mdm", "vadd", "vadd-cs"):
+            sel = [r for r in rows if r["mode"] == mode and r["sampler"] == sampler]
+            ax.plot([r["T"] for r in sel], [r["us_per_sample"] for r in sel], marker="o", label=sampler)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_title(f"{mode} sampling")
+        ax.set_xlabel("steps T")
+    axes[0].set_ylabel("wall time per sample (us)")
+    axes[-1].legend()
+    fig.tight_layout()
+    fig.savefig(out / "sampling_cost.png", dpi=110)
+    print(f"wrote {out / 'sampling_cost.json'} and {out / 'sampling_cost.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
