@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from vadd.io import write_json
+
 VADD = str(Path(sys.executable).parent / "vadd")
 CONFIG = ["algo=vadd", "data.n_train=20000", "data.n_test=200", "trainer.batch_size=128", "trainer.max_steps=2000",
           "trainer.ckpt_every=25", "trainer.progress=false", "trainer.print_every=1", "trainer.deterministic=true",
@@ -89,7 +91,6 @@ def main(argv=None) -> int:
     t0 = time.time()
     _, _, rc = run(out / "reference")
     assert rc == 0, "the reference run failed"
-    ref_time = time.time() - t0
     faulty = out / "faulty"
     events, corrupt = [], 0
     targets = sorted(rng.sample(range(60, 1900), args.kills))
@@ -116,7 +117,7 @@ def main(argv=None) -> int:
               "checkpoint_every": 25, "corrupt_bytes_left": corrupt, "final_parameters_equal_reference": equal,
               "final_exit_code": rc, "events": events, "config": CONFIG, "wall_s": time.time() - t0}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "fault_injection.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json(out / "fault_injection.json", result)
     print(json.dumps({k: v for k, v in result.items() if k not in ("events", "config")}, indent=1))
     return 0 if equal and corrupt == 0 and rc == 0 else 1
 

@@ -10,12 +10,13 @@ are untrained (cost does not depend on the weights); VADD's network adds the lat
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from vadd.io import write_json
 
 from vadd.build import build_model, model_spec
 from vadd.config import compose
@@ -64,8 +65,7 @@ def main(argv=None) -> int:
         r["calls_ratio_to_mdm"] = r["calls"] / max(ref["calls"], 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sampling_cost.json").write_text(json.dumps({"num_samples": args.num_samples, "threads": args.threads,
-                                                        "rows": rows}, indent=2) + "\n")
+    write_json(out / "sampling_cost.json", {"num_samples": args.num_samples, "threads": args.threads, "rows": rows})
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -103,12 +103,10 @@ def test_batching_does_not_change_distribution_shape():
 
 def test_one_step_mdm_is_product_of_marginals_and_many_steps_is_exact():
     """With the exact denoiser: T = 1 gives prod_i p(x^i); many steps give p(x) (up to MC error)."""
-    import itertools
     Vs, Ls = 3, 2
     p = random_table(Vs, Ls, seed=4)
     model = MaskedDiffusion(ExactDenoiser(p, Vs, Ls), Linear(), Vs, Ls)
     n = 60000
-    states = torch.tensor(list(itertools.product(range(Vs), repeat=Ls)))
     def freq(x):
         idx = x[:, 0] * Vs + x[:, 1]
         return torch.bincount(idx, minlength=Vs**Ls).double() / len(x)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-import vadd
 from vadd import cli
 from vadd.config import compose
 from vadd.train import accumulation_steps, build_trainer, train

@@ -18,7 +18,7 @@ from .latent import DiagGaussian, standard_normal_log_prob
 from .schedules import Schedule
 
 
-ESTIMATORS = ("time", "count")
+ESTIMATORS = tuple(process.DRAWS)
 
 
 class MaskedDiffusion(nn.Module):
@@ -85,18 +85,11 @@ class MaskedDiffusion(nn.Module):
         B, L = x0.shape
         rank, world = shard
         G, sl = B * world, slice(rank * B, (rank + 1) * B)
-        dev = x0.device
-        if (estimator or self.estimator) == "count":
-            t, masked, weight = process.count_draw(G, L, self.schedule, generator=generator, device=dev)
-            t, masked, weight = t[sl], masked[sl], weight[sl]
-        else:
-            t = process.antithetic_times(G, generator=generator, device=dev)
-            u = torch.rand(G, L, generator=generator, device=dev)
-            t, masked = t[sl], u[sl] >= self.schedule.alpha(t[sl]).unsqueeze(1)
-            weight = self.schedule.weight(t)
-        eps = (torch.randn(G, self.latent_dim, generator=generator, device=dev)[sl]
+        draw = process.DRAWS[estimator or self.estimator]
+        t, masked, weight = (a[sl] for a in draw(G, L, self.schedule, generator=generator, device=x0.device))
+        eps = (torch.randn(G, self.latent_dim, generator=generator, device=x0.device)[sl]
                if self.latent_dim else None)
-        xt = torch.where(masked, torch.full_like(x0, self.mask_id), x0)
+        xt = process.apply_mask(x0, masked, self.mask_id)
         return t, xt, masked, weight, eps
 
     def loss(self, x0: torch.Tensor, kl_weight: float = 1.0, generator=None, shard=(0, 1)):

@@ -41,8 +41,13 @@ class Pipeline:
         x[~torch.as_tensor(np.asarray(given_mask), dtype=torch.bool)] = self.model.mask_id
         return self.sample(steps=steps, sampler=sampler, seed=seed, x_init=x)
 
+    @property
+    def decoder(self):
+        """Tokens -> the modality's objects (2D points for the toys), or None when tokens are the output."""
+        return decoder_from_info(self.config.get("data", {}))
+
     def decode(self, tokens):
-        dec = decoder_from_info(self.config.get("data", {}))
+        dec = self.decoder
         return np.asarray(tokens) if dec is None else dec(np.asarray(tokens))
 
     def nll_bound(self, tokens, num_samples: int = 1, num_t: int = 1, batch_size: int = 1024,

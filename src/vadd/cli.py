@@ -45,9 +45,8 @@ def _cmd_sample(args) -> int:
             tokens, st = pipe.sample(args.num_samples, steps=T, sampler=sampler, seed=args.seed,
                                      cache=not args.no_cache, return_stats=True, progress=True, grid=args.grid)
             io.write_npy(out / f"{sampler}_T{T}.npy", tokens)
-            decoded = pipe.decode(tokens)
-            if decoded is not tokens and not np.array_equal(decoded, tokens):
-                io.write_npy(out / f"{sampler}_T{T}_decoded.npy", np.asarray(decoded, dtype=np.float32))
+            if pipe.decoder is not None:
+                io.write_npy(out / f"{sampler}_T{T}_decoded.npy", np.asarray(pipe.decode(tokens), dtype=np.float32))
             record["runs"].append({"sampler": sampler, "steps": T, "grid": args.grid, "nfe": st.nfe,
                                    "row_evals": st.row_evals,
                                    "wall_s": time.time() - t0})
@@ -74,7 +73,7 @@ def _cmd_eval(args) -> int:
         if info.get("kind") != "toy2d" or info.get("name") not in TOYS:
             raise ValueError("give --data PATH: this model's test data cannot be drawn from its config")
         # fresh points from their own random stream: independent of the training data
-        grid = Grid2D(info["bins"], info["range"][0], info["range"][1], info.get("tokens", "bins"))
+        grid = Grid2D.from_info(info)
         rng = np.random.default_rng([int(args.seed), 31337])
         tokens = grid.encode(PointSource(info["name"]).sample(args.max_examples, rng))
     tokens = tokens[: args.max_examples]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import platform
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -36,7 +35,7 @@ def _job(payload: dict) -> dict:
     cfg, name, algo, n, seed = payload["cfg"], payload["name"], payload["algo"], payload["n"], payload["seed"]
     out, target = Path(payload["out"]), np.asarray(payload["target"])
     dcfg = cfg["data"]
-    grid = Grid2D(dcfg["bins"], dcfg["range"][0], dcfg["range"][1], dcfg["tokens"])
+    grid = Grid2D.from_info(dcfg)
     td = toy2d_data(seed=seed, **{k: v for k, v in dcfg.items() if k != "kind"})
     label = PointSource(name).label
     model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo)
@@ -77,7 +76,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
     for name in names:
         source = PointSource(name)
         dcfg = dict(base["data"], name=name)
-        grid = Grid2D(dcfg["bins"], dcfg["range"][0], dcfg["range"][1], dcfg["tokens"])
+        grid = Grid2D.from_info(dcfg)
         target = reference_cell_probs(source, grid, int(base["demo"]["reference_factor"]) * n, seed + 1)
         floor = histogram_js(grid.cells(source.sample(n, np.random.default_rng([seed, 7]))), target, grid.bins)
         results["datasets"][source.label] = {"noise_floor": floor, "train": {}, "js": {}, "nfe": {},
@@ -126,8 +125,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
 
 def _finish(results, cfg, grid, t_start):
     results.update({"grid": grid.to_dict(), "wall_s": time.time() - t_start, "config": cfg,
-                    "versions": versions(), "git_commit": git_commit(), "hardware": hardware(),
-                    "python": platform.python_version(), "torch_threads": torch.get_num_threads()})
+                    "versions": versions(), "git_commit": git_commit(), "hardware": hardware()})
     return results
 
 

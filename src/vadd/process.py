@@ -8,16 +8,24 @@ from __future__ import annotations
 import torch
 
 
+def apply_mask(x0: torch.Tensor, masked: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """``xt``: ``x0`` with ``mask_id`` wherever ``masked`` is True."""
+    return torch.where(masked, torch.full_like(x0, mask_id), x0)
+
+
+def mask_pattern(alpha_t: torch.Tensor, seq_len: int, generator=None) -> torch.Tensor:
+    """Boolean ``[B, L]``: each position masked independently with probability ``1 - alpha_t`` ``[B]``."""
+    u = torch.rand(alpha_t.shape[0], seq_len, generator=generator, device=alpha_t.device)
+    return u >= alpha_t.reshape(-1, 1)
+
+
 def mask(x0: torch.Tensor, alpha_t: torch.Tensor, mask_id: int, generator=None):
     """Draw ``xt ~ q(xt | x0)``: each token is independently replaced by ``mask_id`` w.p. ``1 - alpha_t``.
 
     Returns ``(xt, masked)`` with ``masked`` the boolean mask pattern ``[B, L]``.
     """
-    alpha_t = alpha_t.reshape(-1, 1) if alpha_t.dim() == 1 else alpha_t
-    u = torch.rand(x0.shape, generator=generator, device=x0.device)
-    masked = u >= alpha_t
-    xt = torch.where(masked, torch.full_like(x0, mask_id), x0)
-    return xt, masked
+    masked = mask_pattern(alpha_t.reshape(-1), x0.shape[1], generator)
+    return apply_mask(x0, masked, mask_id), masked
 
 
 def reveal_prob(alpha_s: torch.Tensor, alpha_t: torch.Tensor) -> torch.Tensor:
@@ -30,9 +38,19 @@ def antithetic_times(batch: int, generator=None, device=None, t_min: float = 1e-
 
     Lowers the variance of the Monte-Carlo ELBO over ``t`` (MDLM, MD4). ``t_min`` keeps ``t > 0``.
     """
+    return _stratified(batch, generator, device).clamp_min(t_min)
+
+
+def _stratified(batch: int, generator=None, device=None) -> torch.Tensor:
+    """``(u + i / B) mod 1`` for ``i < B``, one shared uniform ``u``: one point in each of B strata."""
     u = torch.rand(1, generator=generator, device=device)
-    t = (u + torch.arange(batch, device=device) / batch) % 1.0
-    return t.clamp_min(t_min)
+    return (u + torch.arange(batch, device=device) / batch) % 1.0
+
+
+def time_draw(batch: int, seq_len: int, schedule, generator=None, device=None):
+    """Draw ``(t, masked, weight)`` for the usual estimator: antithetic ``t``, ``xt ~ q``, ``w(t)``."""
+    t = antithetic_times(batch, generator=generator, device=device)
+    return t, mask_pattern(schedule.alpha(t), seq_len, generator), schedule.weight(t)
 
 
 def count_draw(batch: int, seq_len: int, schedule, generator=None, device=None):
@@ -48,9 +66,7 @@ def count_draw(batch: int, seq_len: int, schedule, generator=None, device=None):
     ``w(t) ~ 1/t``: same bound, much lower variance for short sequences. ``m`` is stratified like the
     antithetic times.
     """
-    u = torch.rand(1, generator=generator, device=device)
-    strat = (u + torch.arange(batch, device=device) / batch) % 1.0
-    m = (strat * seq_len).floor().long().clamp(0, seq_len - 1) + 1  # [B] in 1..L
+    m = (_stratified(batch, generator, device) * seq_len).floor().long().clamp(0, seq_len - 1) + 1  # [B] in 1..L
     keys = torch.rand(batch, seq_len, generator=generator, device=device)
     ranks = keys.argsort(dim=1).argsort(dim=1)
     masked = ranks < m.unsqueeze(1)
@@ -69,3 +85,6 @@ def _beta(a: torch.Tensor, b: torch.Tensor, generator=None) -> torch.Tensor:
     valid = torch.arange(n, device=a.device) < (a + b - 1).unsqueeze(1)
     u = torch.where(valid, u, torch.full_like(u, 2.0)).sort(dim=1).values
     return u.gather(1, (a - 1).unsqueeze(1)).squeeze(1)
+
+
+DRAWS = {"time": time_draw, "count": count_draw}

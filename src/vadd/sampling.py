@@ -56,7 +56,7 @@ def resolve_latent(model, sampler: str) -> str:
     if latent != "none" and model.latent_dim == 0:
         raise ValueError(f"sampler {sampler!r} needs a model with a latent (VADD); this one is {model.name!r}")
     if latent == "none" and model.latent_dim > 0:
-        raise ValueError(f"sampler 'mdm' needs an MDM model; use 'vadd' or 'vadd-cs' with a VADD model")
+        raise ValueError("sampler 'mdm' needs an MDM model; use 'vadd' or 'vadd-cs' with a VADD model")
     return latent
 
 

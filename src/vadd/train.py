@@ -91,24 +91,22 @@ def step_generator(seed: int, batch_index: int, device) -> torch.Generator:
     return g
 
 
-class AtomicCheckpointIO:
-    """Lightning CheckpointIO that writes to a temporary file, fsyncs, then renames over the target:
-    a kill during a save leaves the previous checkpoint intact, never a truncated one."""
+def atomic_checkpoint_io():
+    """A Lightning CheckpointIO that writes to a temporary file, fsyncs, then renames over the target
+    (a kill during a save leaves the previous checkpoint intact) and loads with ``weights_only=True``."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-    def __new__(cls):
-        from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            import io as _io
+            buf = _io.BytesIO()
+            torch.save(checkpoint, buf)
+            io.atomic_write_bytes(path, buf.getvalue())
 
-        class _Atomic(TorchCheckpointIO):
-            def save_checkpoint(self, checkpoint, path, storage_options=None):
-                import io as _io
-                buf = _io.BytesIO()
-                torch.save(checkpoint, buf)
-                io.atomic_write_bytes(path, buf.getvalue())
+        def load_checkpoint(self, path, map_location=None, weights_only=None):
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
-            def load_checkpoint(self, path, map_location=None, weights_only=None):
-                return torch.load(path, map_location=map_location or "cpu", weights_only=True)
-
-        return _Atomic()
+    return AtomicCheckpointIO()
 
 
 def read_checkpoint_step(path) -> int:
@@ -251,7 +249,7 @@ def accumulation_steps(t: dict) -> int:
     return int(gbs) // per_step
 
 
-def build_trainer(cfg: dict, run_dir: Path, max_steps: int | None = None, extra_callbacks=()):
+def build_trainer(cfg: dict, run_dir: Path, extra_callbacks=()):
     """The Lightning Trainer a config asks for (built without launching anything)."""
     L = _lightning()
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -263,15 +261,14 @@ def build_trainer(cfg: dict, run_dir: Path, max_steps: int | None = None, extra_
     callbacks = [ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), every_n_train_steps=ckpt_every,
                                  save_last=True, save_top_k=0 if ckpt_every else 1, enable_version_counter=False),
                  *extra_callbacks]
-    devices = t.get("devices", 1)
     return L.Trainer(
-        accelerator=t.get("accelerator", "cpu"), devices=devices, num_nodes=int(t.get("num_nodes", 1)),
+        accelerator=t.get("accelerator", "cpu"), devices=t.get("devices", 1), num_nodes=int(t.get("num_nodes", 1)),
         strategy=t.get("strategy", "auto"), precision=t.get("precision", "32-true"),
-        max_steps=int(max_steps or t["max_steps"]), max_epochs=-1,
+        max_steps=int(t["max_steps"]), max_epochs=-1,
         accumulate_grad_batches=accumulate,
         gradient_clip_val=t.get("grad_clip", 1.0) or None,
         logger=CSVLogger(str(run_dir), name="logs", version=""), callbacks=callbacks,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[atomic_checkpoint_io()],
         enable_progress_bar=bool(t.get("progress", True)), enable_model_summary=False,
         log_every_n_steps=int(t.get("log_every", 50)), default_root_dir=str(run_dir),
         deterministic=bool(t.get("deterministic", False)), num_sanity_val_steps=0,

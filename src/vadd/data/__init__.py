@@ -42,7 +42,7 @@ def build_data(cfg: dict, seed: int = 0) -> TokenData:
 def decoder_from_info(info: dict):
     """Rebuild ``decode`` from the data info saved next to a model (None when tokens are the output)."""
     if info.get("kind") == "toy2d":
-        return Grid2D(info["bins"], info["range"][0], info["range"][1], info.get("tokens", "bins")).decode
+        return Grid2D.from_info(info).decode
     return None
 
 

@@ -95,6 +95,11 @@ class Grid2D:
         self.bins, self.lo, self.hi, self.tokens = int(bins), float(lo), float(hi), tokens
         self.bits = int(round(math.log2(bins))) if tokens == "binary" else 0
 
+    @classmethod
+    def from_info(cls, info: dict) -> "Grid2D":
+        """The grid a data config or saved data info (``bins``, ``range``, ``tokens``) describes."""
+        return cls(int(info["bins"]), float(info["range"][0]), float(info["range"][1]), info.get("tokens", "bins"))
+
     @property
     def seq_len(self) -> int:
         return 2 if self.tokens == "bins" else 2 * self.bits
