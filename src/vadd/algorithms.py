@@ -128,11 +128,15 @@ class VADD(MaskedDiffusion):
     name = "vadd"
 
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
-                 seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_rows: int = 65_536):
+                 seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
+                 free_bits: float = 0.0):
         super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
+        if free_bits < 0:
+            raise ValueError(f"free_bits must be >= 0, got {free_bits}")
+        self.free_bits = float(free_bits)  # training only: per-dimension KL floor against posterior collapse
         self.encoder = encoder
         self.latent_dim = int(latent_dim)
-        self.eval_chunk_rows = int(eval_chunk_rows)
+        self.eval_chunk_tokens = int(eval_chunk_tokens)  # rows * L per network call of the IW bound
 
     def posterior(self, x0: torch.Tensor, masked: torch.Tensor) -> DiagGaussian:
         """``r_phi(z | x0, xt)`` from the clean tokens and the mask pattern.
@@ -151,10 +155,11 @@ class VADD(MaskedDiffusion):
             z = post.rsample(eps)
             recon = objectives.masked_log_likelihood(self.log_probs(xt, t, z), x0, masked)
             kl = post.kl_standard()
-            return objectives.delbo_term(recon, kl, kl_weight), {"kl": kl.mean(), "recon": recon.mean()}
+            kl_train = post.kl_standard(self.free_bits) if (self.free_bits and self.training) else kl
+            return objectives.delbo_term(recon, kl_train, kl_weight), {"kl": kl.mean(), "recon": recon.mean()}
         # evaluation: importance-weighted bound with K = num_samples, streamed in chunks of z draws
         B = x0.shape[0]
-        per_chunk = max(1, min(num_samples, self.eval_chunk_rows // max(B, 1)))
+        per_chunk = max(1, min(num_samples, self.eval_chunk_tokens // max(B * self.seq_len, 1)))
         acc = objectives.LogMeanExp()
         done = 0
         while done < num_samples:

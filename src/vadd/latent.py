@@ -31,9 +31,15 @@ class DiagGaussian:
         """Log density summed over ``d``; ``z`` may have extra leading sample dims."""
         return -0.5 * (((z - self.mean) ** 2) * torch.exp(-self.logvar) + self.logvar + LOG_2PI).sum(-1)
 
-    def kl_standard(self) -> torch.Tensor:
-        """Analytic ``KL(self || N(0, I))`` summed over ``d``."""
-        return 0.5 * (self.mean**2 + torch.exp(self.logvar) - 1.0 - self.logvar).sum(-1)
+    def kl_standard(self, free_bits: float = 0.0) -> torch.Tensor:
+        """Analytic ``KL(self || N(0, I))`` summed over ``d``.
+
+        ``free_bits > 0`` (training only): each dimension's KL is clamped from below at ``free_bits`` nats,
+        so dimensions under the floor get no gradient toward the prior (Kingma et al. 2016's remedy for
+        posterior collapse). The value is then not the KL; bounds are always evaluated with the true KL.
+        """
+        per_dim = 0.5 * (self.mean**2 + torch.exp(self.logvar) - 1.0 - self.logvar)
+        return (per_dim.clamp_min(free_bits) if free_bits > 0 else per_dim).sum(-1)
 
 
 def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:

@@ -53,8 +53,9 @@ class StepBatches(torch.utils.data.IterableDataset):
     process with the global batch sees.
     """
 
-    def __init__(self, tokens: torch.Tensor, batch_size: int, seed: int, start_batch: int = 0):
+    def __init__(self, tokens: torch.Tensor, batch_size: int, seed: int, start_batch: int = 0, transform=None):
         self.tokens, self.batch_size, self.seed, self.start_batch = tokens, int(batch_size), int(seed), int(start_batch)
+        self.transform = transform  # (global batch, generator seeded by (seed, k)) -> tokens
         self._perm_epoch, self._perm = None, None
 
     @staticmethod
@@ -72,8 +73,11 @@ class StepBatches(torch.utils.data.IterableDataset):
         if self._perm_epoch != epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._perm, self._perm_epoch = torch.randperm(len(self.tokens), generator=g), epoch
-        rows = self._perm[pos * G:(pos + 1) * G][rank * self.batch_size:(rank + 1) * self.batch_size]
-        return self.tokens[rows]
+        rows = self._perm[pos * G:(pos + 1) * G]
+        if self.transform is None:
+            return self.tokens[rows[rank * self.batch_size:(rank + 1) * self.batch_size]]
+        g = torch.Generator().manual_seed((self.seed * 1_000_003 + int(k) * 7919 + 777) % (2**63 - 1))
+        return self.transform(self.tokens[rows], g)[rank * self.batch_size:(rank + 1) * self.batch_size]
 
     def __iter__(self):
         rank, world = self.rank_world()
@@ -292,7 +296,7 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
     if data is None:
         data = build_data(cfg["data"], seed=seed)
     torch.set_num_threads(int(cfg["trainer"].get("num_threads", 0)) or torch.get_num_threads())
-    spec = model_spec(cfg["model"], cfg["algo"], data.vocab_size, data.seq_len)
+    spec = model_spec(cfg["model"], cfg["algo"], data.vocab_size, data.seq_len, data.info)
     model = build_model(spec)
     if cfg["trainer"].get("compile", False):  # a switch: worth it on GPUs and long runs
         model.denoiser = torch.compile(model.denoiser)
@@ -307,7 +311,7 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
     if ckpt and not Path(ckpt).exists():
         raise FileNotFoundError(f"no such checkpoint to resume from: {ckpt}")
     start_batch = read_checkpoint_step(ckpt) * trainer.accumulate_grad_batches if ckpt else 0
-    loader = torch.utils.data.DataLoader(StepBatches(data.train, bs, seed, start_batch), batch_size=None,
+    loader = torch.utils.data.DataLoader(StepBatches(data.train, bs, seed, start_batch, data.train_transform), batch_size=None,
                                          num_workers=0)
     trainer.fit(lit, train_dataloaders=loader, ckpt_path=ckpt, weights_only=True)
     ema_model = lit.ema.model.cpu()

@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .images import ImageGrid, image_data
 from .tokens import TokenData, token_data
 from .toy2d import TOYS, Grid2D, PointSource
 
-DATA_KINDS = ("toy2d", "tokens")
+DATA_KINDS = ("toy2d", "tokens", "images")
 
 
 def toy2d_data(name: str = "checkerboard", bins: int = 64, range=(-4.0, 4.0), tokens: str = "bins",
@@ -36,6 +37,10 @@ def build_data(cfg: dict, seed: int = 0) -> TokenData:
         if not cfg.get("train"):
             raise ValueError("data.train must name a token file (.npy/.npz/.txt/.csv of shape (N, L))")
         return token_data(seed=seed, **cfg)
+    if kind == "images":
+        if cfg.get("split") is not None:
+            cfg["split"] = tuple(cfg["split"])
+        return image_data(seed=seed, **cfg)
     raise ValueError(f"unknown data kind {kind!r}; choose one of {list(DATA_KINDS)}")
 
 
@@ -43,8 +48,10 @@ def decoder_from_info(info: dict):
     """Rebuild ``decode`` from the data info saved next to a model (None when tokens are the output)."""
     if info.get("kind") == "toy2d":
         return Grid2D.from_info(info).decode
+    if info.get("kind") == "images":
+        return ImageGrid.from_info(info).decode
     return None
 
 
-__all__ = ["DATA_KINDS", "TOYS", "Grid2D", "PointSource", "TokenData", "build_data", "decoder_from_info",
+__all__ = ["DATA_KINDS", "TOYS", "Grid2D", "ImageGrid", "image_data", "PointSource", "TokenData", "build_data", "decoder_from_info",
            "token_data", "toy2d_data"]

@@ -21,6 +21,8 @@ class TokenData:
     name: str = "tokens"
     decode: Callable[[np.ndarray], Any] | None = None
     info: dict = field(default_factory=dict)  # what is needed to rebuild decode (saved with the model)
+    # applied to each global training batch with a generator seeded by the step (e.g. dynamic binarization)
+    train_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
     @property
     def seq_len(self) -> int:

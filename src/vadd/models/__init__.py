@@ -2,9 +2,10 @@
 ``[B, L, V]`` logits; every encoder takes ``(x0, masked)`` and returns ``(mean, logvar)``."""
 from .conditioning import AdaLNZero, Conditioning, modulate, sinusoidal
 from .mlp import MaskModulation, MLPDenoiser, MLPEncoder
+from .unet import ConvEncoder, UNetDenoiser
 
-DENOISERS = {"mlp": MLPDenoiser}
-ENCODERS = {"mlp": MLPEncoder}
+DENOISERS = {"mlp": MLPDenoiser, "unet": UNetDenoiser}
+ENCODERS = {"mlp": MLPEncoder, "conv": ConvEncoder}
 
 
 def build_denoiser(name: str, **kwargs):
@@ -19,5 +20,5 @@ def build_encoder(name: str, **kwargs):
     return ENCODERS[name](**kwargs)
 
 
-__all__ = ["AdaLNZero", "Conditioning", "DENOISERS", "ENCODERS", "MaskModulation", "MLPDenoiser",
+__all__ = ["AdaLNZero", "Conditioning", "ConvEncoder", "UNetDenoiser", "DENOISERS", "ENCODERS", "MaskModulation", "MLPDenoiser",
            "MLPEncoder", "build_denoiser", "build_encoder", "modulate", "sinusoidal"]

@@ -1,0 +1,303 @@
+"""Image benchmark: MDM against VADD on binarized MNIST (BPD) and Fashion-MNIST (FID and BPD).
+
+For each experiment config (``images_mnist``, ``images_fmnist``): train MDM and VADD with the same
+U-Net, budget and seed; measure the test bound in bits per dimension (VADD: importance-weighted with
+``K`` samples, the bound against ``K`` reported; both models evaluated on the same ``(t, xt)`` draws);
+sample with MDM, VADD and VADD-CS at each ``T`` and score FID against real training images with the
+Inception network, at one sample count for every entry; write sample grids.
+
+    vadd bench-images --out runs/images            # the CPU protocol (about an hour on 2 cores)
+    vadd bench-images --quick                      # a tiny run (tests)
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io
+from .config import compose
+from .data import build_data
+from .data.images import ImageGrid, save_grid_png
+from .manifest import git_commit, hardware, versions
+from .metrics.fid import feature_stats, frechet_distance
+from .sampling import sample
+from .train import train
+
+EXPERIMENTS = ("images_mnist", "images_fmnist")
+SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs")}
+LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS"}
+QUICK = ["data.n_train=256", "data.n_test=32", "model.denoiser.ch=8", "model.encoder.ch=8",
+         "model.denoiser.cond_dim=16", "algo.latent_dim=4", "trainer.max_steps=6", "trainer.batch_size=16",
+         "trainer.warmup_steps=2", "trainer.progress=false", "trainer.ckpt_every=0", "trainer.diag_every=3",
+         "trainer.log_every=2", "trainer.print_every=0", "bench.steps=[2,5]", "bench.grid_samples=8",
+         "bench.bpd_images=8", "bench.bpd_k=[1,4]", "bench.bpd_k_max=8", "bench.bpd_k_max_images=4"]
+
+
+class RandomFeatures:
+    """A fixed random convolutional feature map (64-d): a stand-in for Inception in tests and quick runs.
+    It is not a quality metric; runs that use it say so in their JSON."""
+
+    def __init__(self, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = torch.randn(16, 3, 5, 5, generator=g) / 8.0
+        self.w2 = torch.randn(64, 16, 3, 3, generator=g) / 12.0
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(images)).float() / 128.0 - 1.0
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        h = torch.tanh(torch.nn.functional.conv2d(x, self.w1, stride=2))
+        h = torch.tanh(torch.nn.functional.conv2d(h, self.w2, stride=2))
+        return h.mean(dim=(2, 3)).double().numpy()
+
+
+def make_features(kind: str):
+    if kind == "inception":
+        from .metrics.fid import InceptionFeatures
+        return InceptionFeatures()
+    if kind == "random":
+        return RandomFeatures()
+    raise ValueError(f"unknown FID feature network {kind!r}; choose 'inception' or 'random'")
+
+
+@torch.no_grad()
+def bound_bpd(model, tokens: torch.Tensor, K: int, seed: int, batch: int = 50) -> np.ndarray:
+    """Per-image bound in bits per dimension; the ``(t, xt)`` draws depend only on ``seed`` and the batch
+    layout, so MDM and VADD are scored on the same draws (a paired comparison)."""
+    gen = torch.Generator().manual_seed(int(seed) * 7 + 11)
+    torch.manual_seed(int(seed) * 13 + 5)  # the z draws of the IW bound
+    out = [model.nll_bound(x, num_samples=K, generator=gen) for x in torch.split(tokens, batch)]
+    return (torch.cat(out).numpy() / model.seq_len / math.log(2)).astype(np.float64)
+
+
+def _summ(v: np.ndarray) -> dict:
+    return {"bpd": float(v.mean()), "stderr": float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0,
+            "n": int(len(v))}
+
+
+def _quick(cfg: dict, quick: bool) -> dict:
+    if quick and int(cfg["bench"]["fid_samples"]):  # keep FID on where the experiment has it, tiny
+        cfg["bench"].update(fid_samples=16, fid_reference=32)
+    return cfg
+
+
+def _job(p: dict) -> dict:
+    torch.set_num_threads(int(p["threads"]))
+    out, seed, cfg, algo, label = Path(p["out"]), p["seed"], p["cfg"], p["algo"], p["label"]
+    bench = cfg["bench"]
+    td = build_data(cfg["data"], seed=seed)
+    if p["kind"] == "reference":  # features of real training images for the FID reference
+        grid = ImageGrid.from_info(td.info)
+        n = min(int(bench["fid_reference"]), len(td.train))
+        rows = torch.randperm(len(td.train), generator=torch.Generator().manual_seed(seed))[:n]
+        imgs = grid.decode(_as_tokens(td, td.train[rows]).numpy())
+        feats = make_features(p["features"])(imgs)
+        io.write_npy(out / "features" / label / "reference.npy", feats.astype(np.float32))
+        return {"kind": "reference", "n": n}
+    model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo)
+    model.eval()
+    grid = ImageGrid.from_info(td.info)
+    res = {"kind": "model", "algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
+                                                    "metrics": rec["train_metrics"], "run_dir": str(run_dir)},
+           "bpd": {}, "sample_wall_s": {}, "nfe": {}}
+    # likelihood: K = 0 means "no latent" (MDM's ELBO)
+    t0 = time.time()
+    test = td.test[:int(bench["bpd_images"])]
+    ks = [int(k) for k in bench["bpd_k"]] if model.latent_dim else [0]
+    res["bpd"]["all"] = {str(k): _summ(bound_bpd(model, test, k, seed)) for k in ks}
+    m = int(bench.get("bpd_k_max_images", 0))
+    if m:
+        kmax = [int(bench["bpd_k_max"])] if model.latent_dim else [0]
+        res["bpd"]["subset"] = {str(k): _summ(bound_bpd(model, test[:m], k, seed)) for k in kmax}
+    res["bpd_wall_s"] = time.time() - t0
+    feats = make_features(p["features"]) if int(bench["fid_samples"]) else None
+    n = max(int(bench["fid_samples"]), int(bench["grid_samples"]))
+    for sampler in SAMPLERS[algo]:
+        for T in bench["steps"]:
+            t0 = time.time()
+            x, st = sample(model, n, int(T), sampler, seed=seed, batch_size=256)
+            res["sample_wall_s"].setdefault(sampler, {})[str(T)] = time.time() - t0
+            res["nfe"].setdefault(sampler, {})[str(T)] = st.nfe
+            imgs = grid.decode(x.numpy())
+            io.write_npy(out / "samples" / label / f"{sampler}_T{T}.npy", imgs)
+            save_grid_png(imgs[:int(bench["grid_samples"])], out / "grids" / label / f"{sampler}_T{T}.png")
+            if feats is not None:
+                f = feats(imgs[:int(bench["fid_samples"])])
+                io.write_npy(out / "features" / label / f"{sampler}_T{T}.npy", f.astype(np.float32))
+    return res
+
+
+def _as_tokens(td, x: torch.Tensor) -> torch.Tensor:
+    """Training rows as tokens (dynamic binarization stores gray values: binarize at 0.5 for reference)."""
+    if td.train_transform is not None:
+        return (x.double() / 255.0 > 0.5).long()
+    return x
+
+
+def run_bench(out: str | Path = "runs/images", seed: int = 0, quick: bool = False, experiments=EXPERIMENTS,
+              overrides=(), features: str = "inception", workers: int | None = None, log=print) -> dict:
+    """Train, sample and score every (experiment, method); returns and writes ``OUT/results.json``."""
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    workers = int(workers or min(2, cores))
+    threads = max(1, cores // workers)
+    results = {"experiments": {}, "seed": seed, "quick": quick, "features": features, "workers": workers}
+    jobs = []
+    for exp in experiments:
+        base = _quick(compose([f"experiment={exp}", f"seed={seed}", *(QUICK if quick else []), *overrides]), quick)
+        label = exp.removeprefix("images_")
+        results["experiments"][label] = {"experiment": exp, "data": base["data"], "bench": base["bench"],
+                                         "config": base, "models": {}}
+        for algo in ("vadd", "mdm"):
+            cfg = _quick(compose([f"experiment={exp}", f"seed={seed}", f"algo={algo}", *(QUICK if quick else []),
+                                  *[o for o in overrides if algo == "vadd" or not o.lstrip("+~").startswith("algo.")]]),
+                         quick)
+            cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
+            jobs.append({"kind": "model", "cfg": cfg, "algo": algo, "label": label, "seed": seed, "out": str(out),
+                         "threads": threads, "features": features})
+        if int(base["bench"]["fid_samples"]):
+            jobs.append({"kind": "reference", "cfg": base, "algo": None, "label": label, "seed": seed,
+                         "out": str(out), "threads": threads, "features": features})
+    order = {"vadd": 0, "mdm": 1, None: 2}
+    jobs.sort(key=lambda j: (order[j["algo"]], -int(j["cfg"]["bench"].get("fid_samples", 0))))
+
+    def collect(job, res):
+        if res["kind"] == "model":
+            results["experiments"][job["label"]]["models"][job["algo"]] = res
+            log(f"{job['label']}: {LABELS[job['algo']]} trained to step {res['train']['steps']} in "
+                f"{res['train']['wall_s']:.0f}s; sampled and scored ({time.time() - t_start:.0f}s elapsed)")
+        else:
+            log(f"{job['label']}: FID reference features of {res['n']} training images "
+                f"({time.time() - t_start:.0f}s elapsed)")
+        io.write_json(out / "results.json", _finish(results, t_start))
+
+    if workers == 1:
+        for job in jobs:
+            collect(job, _job(job))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_job, job): job for job in jobs}
+            for fut in as_completed(futures):
+                collect(futures[fut], fut.result())
+    for label, e in results["experiments"].items():
+        e["fid"] = _fids(out, label, e) if int(e["bench"]["fid_samples"]) else {}
+    results = _finish(results, t_start)
+    io.write_json(out / "results.json", results)
+    draw_figures(out, results)
+    text = format_tables(results)
+    io.atomic_write_bytes(out / "tables.md", text.encode())
+    log(text)
+    log(f"wrote {out / 'results.json'}, {out / 'tables.md'}, figures and grids/ ({results['wall_s']:.0f}s)")
+    return results
+
+
+def _fids(out: Path, label: str, e: dict) -> dict:
+    ref = feature_stats(np.load(out / "features" / label / "reference.npy").astype(np.float64))
+    fids = {}
+    for algo in ("mdm", "vadd"):
+        for sampler in SAMPLERS[algo]:
+            fids[sampler] = {}
+            for T in e["bench"]["steps"]:
+                f = np.load(out / "features" / label / f"{sampler}_T{T}.npy").astype(np.float64)
+                fids[sampler][str(T)] = frechet_distance(feature_stats(f), ref)
+    return fids
+
+
+def _finish(results, t_start):
+    results.update({"wall_s": time.time() - t_start, "versions": versions(), "git_commit": git_commit(),
+                    "hardware": hardware()})
+    return results
+
+
+def format_tables(results) -> str:
+    lines = []
+    for label, e in results["experiments"].items():
+        models, b = e["models"], e["bench"]
+        if "mdm" not in models or "vadd" not in models:
+            continue
+        d = e["data"]
+        lines.append(f"### {label}: {d['name']} (test bound, bits per dimension; lower is better)\n")
+        mdm_all = models["mdm"]["bpd"]["all"]["0"]
+        lines.append("| model | K | BPD bound | ± s.e. | test images |")
+        lines.append("|---|---|---|---|---|")
+        lines.append(f"| MDM | - | {mdm_all['bpd']:.4f} | {mdm_all['stderr']:.4f} | {mdm_all['n']} |")
+        for k, v in models["vadd"]["bpd"]["all"].items():
+            lines.append(f"| VADD | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | {v['n']} |")
+        if "subset" in models["vadd"]["bpd"]:
+            ms = models["mdm"]["bpd"]["subset"]["0"]
+            lines.append(f"| MDM (first {ms['n']}) | - | {ms['bpd']:.4f} | {ms['stderr']:.4f} | {ms['n']} |")
+            for k, v in models["vadd"]["bpd"]["subset"].items():
+                lines.append(f"| VADD (first {v['n']}) | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | {v['n']} |")
+        best = min(v["bpd"] for v in models["vadd"]["bpd"]["all"].values())
+        lines.append(f"\nVADD (best K) vs MDM: {100 * (1 - best / mdm_all['bpd']):+.1f}% lower bound.\n")
+        if e.get("fid"):
+            steps = b["steps"]
+            n = b["fid_samples"]
+            feat = "Inception" if results["features"] == "inception" else "random-feature stand-in (not FID)"
+            lines.append(f"### {label}: FID against {b['fid_reference']} training images, {n} samples each "
+                         f"({feat}); lower is better\n")
+            lines.append("| sampler | " + " | ".join(f"T={T}" for T in steps) + " |")
+            lines.append("|---|" + "---|" * len(steps))
+            for sampler, row in e["fid"].items():
+                lines.append(f"| {LABELS[sampler]} | " + " | ".join(f"{row[str(T)]:.1f}" for T in steps) + " |")
+            lines.append("| VADD / MDM | " + " | ".join(
+                f"{e['fid']['vadd'][str(T)] / e['fid']['mdm'][str(T)]:.2f}" for T in steps) + " |\n")
+    return "\n".join(lines)
+
+
+def draw_figures(out: Path, results: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from .demo import _savefig
+
+    for label, e in results["experiments"].items():
+        steps = e["bench"]["steps"]
+        samplers = [s for a in ("mdm", "vadd") if a in e["models"] for s in SAMPLERS[a]]
+        if not samplers:
+            continue
+        fig, axes = plt.subplots(len(samplers), len(steps), figsize=(2.2 * len(steps), 2.3 * len(samplers)),
+                                 squeeze=False)
+        for r, s in enumerate(samplers):
+            for c, T in enumerate(steps):
+                ax = axes[r, c]
+                ax.imshow(np.asarray(Image.open(out / "grids" / label / f"{s}_T{T}.png")), cmap="gray",
+                          interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                title = f"T = {T}"
+                if e.get("fid"):
+                    title += f"  FID {e['fid'][s][str(T)]:.0f}"
+                ax.set_title(title, fontsize=8)
+                if c == 0:
+                    ax.set_ylabel(LABELS[s], fontsize=9)
+        fig.suptitle(f"{e['data']['name']}: samples against steps T", fontsize=10)
+        fig.tight_layout()
+        _savefig(fig, out / f"samples_{label}.png")
+        plt.close(fig)
+        if e.get("fid"):
+            fig, ax = plt.subplots(figsize=(4.2, 3.2))
+            for s, row in e["fid"].items():
+                ax.plot(steps, [row[str(T)] for T in steps], marker="o", label=LABELS[s])
+            ax.set_xscale("log")
+            ax.set_xlabel("sampling steps T")
+            ax.set_ylabel(f"FID ({e['bench']['fid_samples']} samples)")
+            ax.set_title(e["data"]["name"])
+            ax.legend(fontsize=8)
+            fig.tight_layout()
+            _savefig(fig, out / f"fid_vs_steps_{label}.png")
+            plt.close(fig)

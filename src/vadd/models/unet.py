@@ -1,0 +1,185 @@
+"""Convolutional backbones for images whose pixels are tokens.
+
+The denoiser is a small U-Net over token embeddings (one embedding per channel value, the mask token
+included), conditioned on ``c = Conditioning(t, z)`` through adaLN-Zero in every residual block (the
+same module as the MLP and DiT backbones, so MDM and VADD differ only by the ``z`` path). It returns
+``[B, L, V]`` logits with tokens laid out ``(C, H, W)``.
+
+Why a U-Net and not a pixel transformer: at 28x28-32x32 with 784-1024 tokens, attention over all
+pixels costs ``O(L^2)`` per layer, which a CPU cannot afford for a benchmark, while convolutions are
+linear in ``L`` and give the locality prior that matters most for small training budgets. Attention
+is used only at the lowest resolution (``attn=True``), as in the DDPM/MD4 U-Nets.
+
+The recognition model embeds ``x0`` once, marks the masked positions with learned vectors
+(``MaskModulation``, method.md §4), runs strided convolutions and pools globally to a diagonal
+Gaussian.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conditioning import AdaLNZero, Conditioning, modulate
+from .mlp import MaskModulation
+
+
+def _groups(ch: int) -> int:
+    for g in (8, 4, 2, 1):
+        if ch % g == 0:
+            return g
+    return 1
+
+
+def _image_shape(seq_len: int, image_channels: int, height: int | None):
+    if seq_len % image_channels:
+        raise ValueError(f"seq_len {seq_len} is not a multiple of image_channels {image_channels}")
+    hw = seq_len // image_channels
+    h = int(height) if height else int(round(math.sqrt(hw)))
+    if h < 1 or hw % h:
+        raise ValueError(f"cannot lay out {seq_len} tokens as {image_channels} x H x W with H = {h}; set height")
+    return image_channels, h, hw // h
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> adaLN(c) -> SiLU -> conv -> GroupNorm -> SiLU -> conv, gated residual (adaLN-Zero)."""
+
+    def __init__(self, cin: int, cout: int, cond_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(_groups(cin), cin, affine=False)
+        self.ada = AdaLNZero(cond_dim, cin, 2)
+        self.gate = AdaLNZero(cond_dim, cout, 1)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.norm2 = nn.GroupNorm(_groups(cout), cout)
+        self.drop = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, c):
+        shift, scale = self.ada(c)
+        (gate,) = self.gate(c)
+        h = modulate(self.norm1(x).movedim(1, -1), shift, scale).movedim(-1, 1)
+        h = self.conv1(F.silu(h))
+        h = self.conv2(self.drop(F.silu(self.norm2(h))))
+        return self.skip(x) + gate[:, :, None, None] * h
+
+
+class Attention(nn.Module):
+    """Self-attention over the pixels of the lowest resolution (PyTorch SDPA)."""
+
+    def __init__(self, ch: int, heads: int = 4):
+        super().__init__()
+        self.heads = heads if ch % heads == 0 else 1
+        self.norm = nn.GroupNorm(_groups(ch), ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.out = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(B, 3, self.heads, C // self.heads, H * W).transpose(-1, -2).unbind(1)
+        h = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, C/heads]
+        return x + self.out(h.transpose(-1, -2).reshape(B, C, H, W))
+
+
+class UNetDenoiser(nn.Module):
+    """``(xt [B, L], t [B], z [B, d] | None) -> logits [B, L, V]`` for ``L = C*H*W`` pixel tokens."""
+
+    def __init__(self, seq_len: int, vocab_size: int, latent_dim: int = 0, image_channels: int = 1,
+                 height: int | None = None, ch: int = 32, mults=(1, 2, 2), num_res: int = 1,
+                 embed_dim: int = 16, cond_dim: int = 128, attn: bool = True, dropout: float = 0.0,
+                 time_conditioning: bool = False, latent_input: bool = True):
+        super().__init__()
+        self.C, self.H, self.W = _image_shape(seq_len, image_channels, height)
+        self.seq_len, self.vocab_size = seq_len, vocab_size
+        self.time_conditioned = bool(time_conditioning)
+        self.embed = nn.Embedding(vocab_size + 1, embed_dim)  # + the mask token
+        self.cond = Conditioning(cond_dim, latent_dim, time_conditioning=time_conditioning)
+        self.inp = nn.Conv2d(self.C * embed_dim, ch, 3, padding=1)
+        self.z_in = nn.Linear(latent_dim, ch) if (latent_input and latent_dim > 0) else None
+        chans = [ch * m for m in mults]
+        self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
+        skips, cur = [ch], ch
+        for i, co in enumerate(chans):
+            blocks = nn.ModuleList()
+            for _ in range(num_res):
+                blocks.append(ResBlock(cur, co, cond_dim, dropout))
+                cur = co
+                skips.append(cur)
+            self.down.append(blocks)
+            last = i == len(chans) - 1
+            self.downsample.append(nn.Identity() if last else nn.Conv2d(cur, cur, 3, stride=2, padding=1))
+            if not last:
+                skips.append(cur)
+        self.mid1 = ResBlock(cur, cur, cond_dim, dropout)
+        self.mid_attn = Attention(cur) if attn else nn.Identity()
+        self.mid2 = ResBlock(cur, cur, cond_dim, dropout)
+        self.up, self.upsample = nn.ModuleList(), nn.ModuleList()
+        for i, co in reversed(list(enumerate(chans))):
+            blocks = nn.ModuleList()
+            for _ in range(num_res + 1):
+                blocks.append(ResBlock(cur + skips.pop(), co, cond_dim, dropout))
+                cur = co
+            self.up.append(blocks)
+            self.upsample.append(nn.Identity() if i == 0 else nn.Conv2d(cur, cur, 3, padding=1))
+        self.out_norm = nn.GroupNorm(_groups(cur), cur, affine=False)
+        self.out_ada = AdaLNZero(cond_dim, cur, 2)
+        self.out = nn.Conv2d(cur, self.C * vocab_size, 1)
+
+    def forward(self, xt, t, z=None):
+        B = xt.shape[0]
+        c = self.cond(t, z)
+        e = self.embed(xt.view(B, self.C, self.H, self.W))          # [B, C, H, W, E]
+        h = self.inp(e.permute(0, 1, 4, 2, 3).reshape(B, -1, self.H, self.W))
+        if self.z_in is not None:
+            h = h + self.z_in(z)[:, :, None, None]
+        hs = [h]
+        for blocks, down in zip(self.down, self.downsample):
+            for blk in blocks:
+                h = blk(h, c)
+                hs.append(h)
+            if not isinstance(down, nn.Identity):
+                h = down(h)
+                hs.append(h)
+        h = self.mid2(self.mid_attn(self.mid1(h, c)), c)
+        for blocks, up in zip(self.up, self.upsample):
+            for blk in blocks:
+                h = blk(torch.cat([h, hs.pop()], dim=1), c)
+            if not isinstance(up, nn.Identity):
+                h = up(F.interpolate(h, size=hs[-1].shape[-2:], mode="nearest"))
+        shift, scale = self.out_ada(c)
+        h = modulate(self.out_norm(h).movedim(1, -1), shift, scale).movedim(-1, 1)
+        logits = self.out(F.silu(h))                                 # [B, C*V, H, W]
+        return logits.view(B, self.C, self.vocab_size, self.H, self.W).permute(0, 1, 3, 4, 2).reshape(
+            B, self.seq_len, self.vocab_size)
+
+
+class ConvEncoder(nn.Module):
+    """Recognition model ``r(z | x0, mask) -> (mean, logvar)`` over images of tokens."""
+
+    def __init__(self, seq_len: int, vocab_size: int, latent_dim: int, image_channels: int = 1,
+                 height: int | None = None, ch: int = 32, mults=(1, 2, 2), embed_dim: int = 16):
+        super().__init__()
+        self.C, self.H, self.W = _image_shape(seq_len, image_channels, height)
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.masked = MaskModulation(embed_dim)
+        layers, cur = [nn.Conv2d(self.C * embed_dim, ch, 3, padding=1)], ch
+        for i, m in enumerate(mults):
+            co = ch * m
+            layers += [nn.GroupNorm(_groups(cur), cur), nn.SiLU(),
+                       nn.Conv2d(cur, co, 3, stride=2 if i else 1, padding=1)]
+            cur = co
+        self.body = nn.Sequential(*layers, nn.GroupNorm(_groups(cur), cur), nn.SiLU())
+        self.head = nn.Linear(cur, 2 * latent_dim)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x0, masked):
+        B = x0.shape[0]
+        e = self.masked(self.embed(x0), masked).view(B, self.C, self.H, self.W, -1)
+        h = self.body(e.permute(0, 1, 4, 2, 3).reshape(B, -1, self.H, self.W))
+        mean, logvar = self.head(h.mean(dim=(2, 3))).chunk(2, dim=-1)
+        return mean, logvar
