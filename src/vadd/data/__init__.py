@@ -8,7 +8,7 @@ from .images import ImageGrid, image_data
 from .tokens import TokenData, token_data
 from .toy2d import TOYS, Grid2D, PointSource
 
-DATA_KINDS = ("toy2d", "tokens", "images")
+DATA_KINDS = ("toy2d", "tokens", "images", "text")
 
 
 def toy2d_data(name: str = "checkerboard", bins: int = 64, range=(-4.0, 4.0), tokens: str = "bins",
@@ -41,6 +41,9 @@ def build_data(cfg: dict, seed: int = 0) -> TokenData:
         if cfg.get("split") is not None:
             cfg["split"] = tuple(cfg["split"])
         return image_data(seed=seed, **cfg)
+    if kind == "text":
+        from .text import text_data
+        return text_data(seed=seed, **cfg)
     raise ValueError(f"unknown data kind {kind!r}; choose one of {list(DATA_KINDS)}")
 
 
@@ -50,6 +53,10 @@ def decoder_from_info(info: dict):
         return Grid2D.from_info(info).decode
     if info.get("kind") == "images":
         return ImageGrid.from_info(info).decode
+    if info.get("kind") == "text":
+        from ..text.tokenizers import get_tokenizer
+        tok = get_tokenizer(info["tokenizer"])
+        return lambda rows: [tok.decode(r) for r in np.asarray(rows)]
     return None
 
 

@@ -1,11 +1,12 @@
 """Backbones, picked by name from configs. Every denoiser takes ``(xt, t, z)`` and returns
 ``[B, L, V]`` logits; every encoder takes ``(x0, masked)`` and returns ``(mean, logvar)``."""
 from .conditioning import AdaLNZero, Conditioning, modulate, sinusoidal
+from .dit import ARTransformer, DiTDenoiser, TransformerEncoder
 from .mlp import MaskModulation, MLPDenoiser, MLPEncoder
 from .unet import ConvEncoder, UNetDenoiser
 
-DENOISERS = {"mlp": MLPDenoiser, "unet": UNetDenoiser}
-ENCODERS = {"mlp": MLPEncoder, "conv": ConvEncoder}
+DENOISERS = {"mlp": MLPDenoiser, "unet": UNetDenoiser, "dit": DiTDenoiser}
+ENCODERS = {"mlp": MLPEncoder, "conv": ConvEncoder, "transformer": TransformerEncoder}
 
 
 def build_denoiser(name: str, **kwargs):
@@ -20,5 +21,6 @@ def build_encoder(name: str, **kwargs):
     return ENCODERS[name](**kwargs)
 
 
-__all__ = ["AdaLNZero", "Conditioning", "ConvEncoder", "UNetDenoiser", "DENOISERS", "ENCODERS", "MaskModulation", "MLPDenoiser",
+__all__ = ["ARTransformer", "AdaLNZero", "Conditioning", "ConvEncoder", "DiTDenoiser", "TransformerEncoder",
+           "UNetDenoiser", "DENOISERS", "ENCODERS", "MaskModulation", "MLPDenoiser",
            "MLPEncoder", "build_denoiser", "build_encoder", "modulate", "sinusoidal"]

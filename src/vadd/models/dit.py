@@ -1,0 +1,176 @@
+"""Transformer backbones for text: a DiT denoiser, a transformer recognition model and an
+autoregressive baseline of the same size.
+
+The DiT (Peebles & Xie; MDLM's text variant) uses rotary positions, PyTorch SDPA attention (which
+dispatches to flash / memory-efficient kernels on GPUs without any extra package), and adaLN-Zero
+modulation from ``c = Conditioning(t, z)``, the module every backbone shares. The recognition model
+embeds the clean tokens once, modulates the masked positions with learned vectors (method.md §4),
+runs bidirectional blocks and mean-pools to a diagonal Gaussian.
+
+Sizes (``size=``): ``tiny`` (CPU: 4 layers, 256 wide, 4 heads), ``small`` (the paper's: 12 layers,
+768 wide, 12 heads), ``medium`` (24 layers, 1024 wide, 16 heads); explicit arguments override.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .conditioning import AdaLNZero, Conditioning, modulate
+from .mlp import MaskModulation
+
+SIZES = {"tiny": (4, 256, 4), "small": (12, 768, 12), "medium": (24, 1024, 16)}
+
+
+def _size(size, depth, width, heads):
+    d, w, h = SIZES[size] if size else (None, None, None)
+    if size and size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
+    depth, width, heads = depth or d or 4, width or w or 256, heads or h or 4
+    if width % heads or (width // heads) % 2:
+        raise ValueError(f"width {width} must split into {heads} heads of even size")
+    return depth, width, heads
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding, applied to queries and keys ``[B, heads, L, hd]``."""
+
+    def __init__(self, head_dim: int, base: float = 10_000.0):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim),
+                             persistent=False)
+
+    def forward(self, q, k):
+        L = q.shape[-2]
+        ang = torch.arange(L, device=q.device, dtype=torch.float32)[:, None] * self.inv_freq[None]
+        cos, sin = ang.cos().to(q.dtype), ang.sin().to(q.dtype)
+
+        def rot(x):
+            x1, x2 = x[..., 0::2], x[..., 1::2]
+            return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+        return rot(q), rot(k)
+
+
+class Attention(nn.Module):
+    def __init__(self, width: int, heads: int, causal: bool = False, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.causal, self.dropout = heads, causal, dropout
+        self.qkv = nn.Linear(width, 3 * width, bias=False)
+        self.out = nn.Linear(width, width, bias=False)
+        self.rotary = Rotary(width // heads)
+
+    def forward(self, h):
+        B, L, W = h.shape
+        q, k, v = self.qkv(h).view(B, L, 3, self.heads, W // self.heads).permute(2, 0, 3, 1, 4)
+        q, k = self.rotary(q, k)
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=self.causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(o.transpose(1, 2).reshape(B, L, W))
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm attention + MLP, each modulated (shift, scale) and gated by ``c`` (adaLN-Zero)."""
+
+    def __init__(self, width: int, heads: int, cond_dim: int | None, mlp_ratio: int = 4, causal: bool = False,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(width, elementwise_affine=cond_dim is None)
+        self.attn = Attention(width, heads, causal, dropout)
+        self.norm2 = nn.LayerNorm(width, elementwise_affine=cond_dim is None)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(approximate="tanh"),
+                                 nn.Linear(mlp_ratio * width, width))
+        self.drop = nn.Dropout(dropout)
+        self.ada = AdaLNZero(cond_dim, width, 6) if cond_dim else None
+
+    def forward(self, h, c=None):
+        if self.ada is None:
+            h = h + self.drop(self.attn(self.norm1(h)))
+            return h + self.drop(self.mlp(self.norm2(h)))
+        s1, sc1, g1, s2, sc2, g2 = self.ada(c)
+        h = h + g1.unsqueeze(1) * self.drop(self.attn(modulate(self.norm1(h), s1, sc1)))
+        return h + g2.unsqueeze(1) * self.drop(self.mlp(modulate(self.norm2(h), s2, sc2)))
+
+
+class DiTDenoiser(nn.Module):
+    """``(xt [B, L], t [B], z [B, d] | None) -> logits [B, L, V]``."""
+
+    def __init__(self, seq_len: int, vocab_size: int, latent_dim: int = 0, size: str | None = "tiny",
+                 depth: int | None = None, width: int | None = None, heads: int | None = None,
+                 cond_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0, time_conditioning: bool = False,
+                 latent_input: bool = False):
+        super().__init__()
+        depth, width, heads = _size(size, depth, width, heads)
+        self.seq_len, self.vocab_size = seq_len, vocab_size
+        self.time_conditioned = bool(time_conditioning)
+        self.embed = nn.Embedding(vocab_size + 1, width)  # + the mask token
+        self.cond = Conditioning(cond_dim, latent_dim, time_conditioning=time_conditioning)
+        self.z_in = nn.Linear(latent_dim, width) if (latent_input and latent_dim > 0) else None
+        self.blocks = nn.ModuleList([DiTBlock(width, heads, cond_dim, mlp_ratio, False, dropout)
+                                     for _ in range(depth)])
+        self.final_norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.final_ada = AdaLNZero(cond_dim, width, 2)
+        self.out = nn.Linear(width, vocab_size)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, xt, t, z=None):
+        c = self.cond(t, z)
+        h = self.embed(xt)
+        if self.z_in is not None:
+            h = h + self.z_in(z).unsqueeze(1)
+        for blk in self.blocks:
+            h = blk(h, c)
+        shift, scale = self.final_ada(c)
+        return self.out(modulate(self.final_norm(h), shift, scale))
+
+
+class TransformerEncoder(nn.Module):
+    """Recognition model ``r(z | x0, mask) -> (mean, logvar)``: one embedding of ``x0``, learned
+    modulation at masked positions, bidirectional blocks, mean pooling."""
+
+    def __init__(self, seq_len: int, vocab_size: int, latent_dim: int, size: str | None = "tiny",
+                 depth: int | None = None, width: int | None = None, heads: int | None = None,
+                 mlp_ratio: int = 4):
+        super().__init__()
+        depth, width, heads = _size(size, depth, width, heads)
+        self.embed = nn.Embedding(vocab_size, width)
+        self.masked = MaskModulation(width)
+        self.blocks = nn.ModuleList([DiTBlock(width, heads, None, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, 2 * latent_dim)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x0, masked):
+        h = self.masked(self.embed(x0), masked)
+        for blk in self.blocks:
+            h = blk(h)
+        mean, logvar = self.head(self.norm(h).mean(dim=1)).chunk(2, dim=-1)
+        return mean, logvar
+
+
+class ARTransformer(nn.Module):
+    """Autoregressive baseline of the same size: causal blocks, next-token logits. ``nll(x)`` is the
+    exact negative log-likelihood of ``x[:, 1:]`` given its prefix (the first token is conditioned on)."""
+
+    def __init__(self, seq_len: int, vocab_size: int, size: str | None = "tiny", depth: int | None = None,
+                 width: int | None = None, heads: int | None = None, mlp_ratio: int = 4, dropout: float = 0.0):
+        super().__init__()
+        depth, width, heads = _size(size, depth, width, heads)
+        self.seq_len, self.vocab_size = seq_len, vocab_size
+        self.embed = nn.Embedding(vocab_size, width)
+        self.blocks = nn.ModuleList([DiTBlock(width, heads, None, mlp_ratio, True, dropout) for _ in range(depth)])
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, vocab_size)
+
+    def forward(self, x):
+        h = self.embed(x)
+        for blk in self.blocks:
+            h = blk(h)
+        return self.out(self.norm(h))
+
+    def token_nll(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-token NLL ``[B, L-1]`` in nats of ``x[:, 1:]``."""
+        logits = self(x[:, :-1]).float()
+        return F.cross_entropy(logits.reshape(-1, self.vocab_size), x[:, 1:].reshape(-1),
+                               reduction="none").view(x.shape[0], -1)

