@@ -72,6 +72,28 @@ def test_cached_uncached_lazy_eager_agree(d, sampler, schedule):
 
 
 @pytest.mark.parametrize("d,sampler", CASES)
+def test_bufferless_blocked_sampling_matches_the_cached_buffer(d, sampler):
+    """Large vocabularies (text) sample without the [B, L, V] reuse buffer, in row blocks, with chunked
+    categorical draws; the tokens are the same as with the buffer."""
+    import vadd.sampling as smp
+    model = _model(d)
+    x_init = torch.full((120, L), V)
+    ref, _ = sample_batch(model, x_init, 7, SAMPLERS[sampler], generator=torch.Generator().manual_seed(5))
+    x, _ = sample_batch(model, x_init, 7, SAMPLERS[sampler], generator=torch.Generator().manual_seed(5),
+                        cache_bytes=0, eval_rows=7)
+    assert torch.equal(x, ref)
+    real = smp._draw_chunked
+    smp._draw_chunked = lambda rows, u, V_, budget=1 << 24: real(rows, u, V_, budget=2 * V_)  # 2 positions a chunk
+    try:
+        x2, _ = sample_batch(model, x_init, 1, SAMPLERS[sampler], generator=torch.Generator().manual_seed(5),
+                             cache_bytes=0)
+    finally:
+        smp._draw_chunked = real
+    ref1, _ = sample_batch(model, x_init, 1, SAMPLERS[sampler], generator=torch.Generator().manual_seed(5))
+    assert torch.equal(x2, ref1)
+
+
+@pytest.mark.parametrize("d,sampler", CASES)
 def test_time_conditioned_model_never_reuses_stale_outputs(d, sampler):
     model = _model(d, time_conditioning=True)
     a, _ = sample(model, 300, 25, sampler, cache=True, lazy=False, seed=3)

@@ -60,19 +60,27 @@ def resolve_latent(model, sampler: str) -> str:
     return latent
 
 
-def _categorical_f64(logp: torch.Tensor, generator=None) -> torch.Tensor:
-    """Inverse-CDF draw in float64 from ``[N, V]`` log-probabilities."""
+def _inverse_cdf_f64(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw in float64 from ``[N, V]`` log-probabilities with given uniforms ``u [N, 1]``."""
     probs = logp.double().exp()
     cdf = probs.cumsum(-1)
-    u = torch.rand(logp.shape[0], 1, generator=generator, device=logp.device, dtype=torch.float64)
     idx = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(-1)
     return idx.clamp_max(logp.shape[-1] - 1)
+
+
+def _draw_chunked(logp_rows, u: torch.Tensor, V: int, budget: int = 1 << 24) -> torch.Tensor:
+    """``logp_rows(sl) -> [n, V]`` for a slice of the positions; draws in chunks of ``budget / V``
+    positions so a float64 ``[N, V]`` never materialises (text: V = 50k)."""
+    n = u.shape[0]
+    step = max(1, budget // max(V, 1))
+    return torch.cat([_inverse_cdf_f64(logp_rows(slice(i, min(i + step, n))), u[i:i + step])
+                      for i in range(0, n, step)]) if n else u.new_zeros(0, dtype=torch.long)
 
 
 @torch.no_grad()
 def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", cache: bool = True,
                  lazy: bool = True, grid: str = "uniform", generator=None, on_step=None,
-                 eval_rows: int = 4096):
+                 eval_rows: int = 4096, cache_bytes: int = 2 << 30):
     """Run the ancestral loop from ``x_init`` ``[B, L]`` (``mask_id`` where to generate).
 
     Each step draws, in this order and for every row: the step's latent (``per_step``), the reveal
@@ -90,12 +98,15 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     sched = model.schedule
     x = x_init.clone()
     B, L = x.shape
+    V = model.vocab_size
     stats = SampleStats(steps=int(steps))
     d = model.latent_dim
     z = torch.randn(B, d, generator=generator, device=device) if latent == "fixed" else None
-    # reuse is exact only when the input is unchanged *and* the network ignores t (MDLM's setting)
-    use_cache = cache and latent != "per_step" and not model.time_conditioned
-    out = torch.zeros(B, L, model.vocab_size, device=device)
+    # reuse is exact only when the input is unchanged *and* the network ignores t (MDLM's setting); the
+    # reuse buffer holds [B, L, V] outputs, so it is used only within cache_bytes (text: V = 50k)
+    use_cache = cache and latent != "per_step" and not model.time_conditioned and B * L * V * 4 <= cache_bytes
+    part_rows = max(1, min(int(eval_rows), (1 << 26) // max(L * V, 1)))  # at most 64M logits per call
+    out = torch.zeros(B, L, V, device=device) if use_cache else None
     fresh = torch.zeros(B, dtype=torch.bool, device=device)  # out[row] is valid for the current x[row]
     for k in range(int(steps)):
         t, s = times[k], times[k + 1]
@@ -109,19 +120,32 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
         if use_cache:
             need = need & ~fresh
         rows = need.nonzero().squeeze(1)
+        idx = reveal.nonzero(as_tuple=True)  # row-major: each row's revealed positions are contiguous
+        u = torch.rand(idx[0].numel(), 1, generator=generator, device=device, dtype=torch.float64)
         if rows.numel():
-            for part in torch.split(rows, eval_rows):  # bounded working set: faster on CPU caches
+            stats.nfe += 1
+            stats.row_evals += int(rows.numel())
+        if use_cache:
+            for part in torch.split(rows, part_rows):  # bounded working set: faster on CPU caches
                 tt = torch.full((part.numel(),), float(t), device=device)
                 out[part] = model.log_probs(x[part], tt, None if z is None else z[part])
             fresh[rows] = True
-            stats.nfe += 1
-            stats.row_evals += int(rows.numel())
-        idx = reveal.nonzero(as_tuple=True)
-        if idx[0].numel():
-            x[idx] = _categorical_f64(out[idx], generator=generator).to(x.dtype)
-        fresh &= ~reveal.any(dim=1)
-        if not use_cache:
-            fresh.zero_()
+            if idx[0].numel():
+                x[idx] = _draw_chunked(lambda sl: out[idx[0][sl], idx[1][sl]], u, V).to(x.dtype)
+            fresh &= ~reveal.any(dim=1)
+        else:
+            # evaluate row blocks and draw their revealed tokens at once: no [B, L, V] buffer
+            counts = reveal.sum(dim=1)
+            start = counts.cumsum(0) - counts
+            for part in torch.split(rows, part_rows):
+                tt = torch.full((part.numel(),), float(t), device=device)
+                logp = model.log_probs(x[part], tt, None if z is None else z[part])
+                local = reveal[part].nonzero(as_tuple=True)
+                if local[0].numel():
+                    a = int(start[part[0]])
+                    uu = u[a:a + local[0].numel()]
+                    x[part[local[0]], local[1]] = _draw_chunked(lambda sl: logp[local[0][sl], local[1][sl]],
+                                                                uu, V).to(x.dtype)
         stats.per_step_revealed.append(int(reveal.sum()))
         if on_step is not None:
             on_step(k, float(t), float(s), x)
