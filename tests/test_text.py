@@ -12,7 +12,7 @@ import torch
 from vadd.assets import MissingAsset, asset_path
 from vadd.build import build_model, model_spec
 from vadd.data.text import pack, pad, read_kjv, read_user_corpus, split_docs, text_data
-from vadd.models.dit import ARTransformer, Rotary
+from vadd.models.dit import Rotary
 from vadd.text.tokenizers import BertTokenizer, CharTokenizer, GPT2Tokenizer, get_tokenizer
 
 DIT = {"schedule": {"name": "loglinear"}, "estimator": "time",
@@ -54,7 +54,7 @@ def test_char_tokenizer():
     assert tok.encode("ab z") == [0, 1, 26, 25] and tok.decode([0, 1, 26, 25]) == "ab z"
     with pytest.raises(ValueError, match="text8 alphabet"):
         tok.encode("A")
-    assert CharTokenizer(strict=False).encode("A-b") == [1]
+    assert CharTokenizer(strict=False).encode("  A-b, Café!\n") == CharTokenizer().encode("a b cafe")
     with pytest.raises(ValueError, match="unknown tokenizer"):
         get_tokenizer("sentencepiece")
 
@@ -90,7 +90,7 @@ def test_user_corpora_and_a_fixed_document_split(tmp_path):
     (tmp_path / "corpus.txt").write_text(lines)
     td = text_data("user", tokenizer="char", seq_len=16, path=str(tmp_path / "corpus.txt"))
     assert td.seq_len == 16 and td.vocab_size == 27 and len(td.train) > len(td.test) > 0
-    assert td.decode(td.train[:1])[0] == lines.replace("\n", "")[:16]  # char: no BOS/EOS
+    assert td.decode(td.train[:1])[0] == lines.replace("\n", " ")[:16]  # char: documents joined by a space
     td2 = text_data("user", tokenizer="char", seq_len=16, path=str(tmp_path / "corpus.txt"), seed=3)
     assert torch.equal(td.test, td2.test)    # the split does not move with the run seed
 
@@ -143,16 +143,28 @@ def test_rotary_scores_depend_only_on_relative_position():
 
 def test_ar_baseline_is_causal_and_its_perplexity_is_exp_mean_nll():
     torch.manual_seed(0)
-    ar = ARTransformer(10, 7, size=None, depth=2, width=16, heads=2).eval()
+    m = build_model(model_spec(DIT, {"name": "ar"}, 7, 10)).eval()
+    ar = m.net
     x = torch.randint(0, 7, (3, 10))
     logits = ar(x)
     x2 = x.clone()
     x2[:, 6] = (x[:, 6] + 1) % 7
-    assert torch.allclose(ar(x2)[:, :6], logits[:, :6], atol=1e-6)   # the future does not leak
+    assert torch.allclose(ar(x2)[:, :7], logits[:, :7], atol=1e-6)   # position i sees only x[:, :i]
+    assert not torch.allclose(ar(x2)[:, 7], logits[:, 7])
     nll = ar.token_nll(x)
-    manual = -torch.log_softmax(logits[:, :-1], -1).gather(-1, x[:, 1:, None]).squeeze(-1)
-    assert torch.allclose(nll, manual, atol=1e-5)
-    assert math.isclose(math.exp(nll.mean().item()), math.exp(manual.mean().item()), rel_tol=1e-6)
+    manual = -torch.log_softmax(logits, -1).gather(-1, x[:, :, None]).squeeze(-1)
+    assert nll.shape == (3, 10) and torch.allclose(nll, manual, atol=1e-5)
+    per_example = m.nll_bound(x)
+    assert torch.allclose(per_example, manual.sum(-1).double(), atol=1e-4)
+    ppl = math.exp(per_example.sum().item() / x.numel())
+    assert math.isclose(ppl, math.exp(manual.mean().item()), rel_tol=1e-5)
+    loss, _ = m.loss(x)
+    assert math.isclose(loss.item(), manual.mean().item(), rel_tol=1e-5)
+    from vadd.sampling import sample
+    with pytest.raises(ValueError, match="likelihood tables"):
+        sample(m, 2, 2, "mdm")
+    with pytest.raises(ValueError, match="model=dit"):
+        build_model(model_spec({**DIT, "denoiser": {"name": "mlp"}}, {"name": "ar"}, 7, 10))
 
 
 def test_text_data_with_gpt2_packs_documents(tmp_path):
@@ -204,3 +216,22 @@ def test_parquet_and_datasets_folder_corpora(tmp_path):
     assert read_user_corpus(tmp_path / "hf") == ["first doc", "second doc"]
     with pytest.raises(ValueError, match="no 'body' column"):
         read_user_corpus(tmp_path / "hf", field="body")
+
+
+def test_bench_text_quick_end_to_end(tmp_path):
+    from vadd.bench_text import run_bench
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a mat and then it ran off to see the dog".split()
+    (tmp_path / "c.txt").write_text("\n".join(" ".join(rng.choice(words, rng.integers(5, 30))) for _ in range(300)))
+    res = run_bench(out=tmp_path / "out", quick=True, judge="none", workers=1, log=lambda *a: None,
+                    overrides=["data.corpus=user", f"data.path={tmp_path / 'c.txt'}"])
+    m = res["models"]
+    assert set(m) == {"mdm", "vadd", "ar"} and set(m["vadd"]["ppl"]) == {"1", "3"} and set(m["ar"]["ppl"]) == {"0"}
+    assert all(1.0 < v["ppl"] < 27.5 for a in m.values() for v in a["ppl"].values())   # below uniform over 27
+    assert set(m["vadd"]["samples"]) == {"vadd", "vadd-cs"} and set(m["mdm"]["samples"]["mdm"]) == {"2", "4"}
+    texts = json.loads((tmp_path / "out" / "samples" / "vadd_T4.json").read_text())
+    assert len(texts) == 4 and all(len(t) == 32 and set(t) <= set("abcdefghijklmnopqrstuvwxyz ") for t in texts)
+    td = text_data("user", tokenizer="char", seq_len=32, path=str(tmp_path / "c.txt"), max_docs=60)
+    for it, row in zip(m["mdm"]["prompted"]["mdm"], td.test[-2:]):
+        assert it["prompt"] == td.decode(row[None, :8])[0]   # the given tokens are kept exactly
+    assert "Prompted continuations" in (tmp_path / "out" / "tables.md").read_text()

@@ -26,6 +26,8 @@ class Pipeline:
 
     @property
     def samplers(self) -> list[str]:
+        if self.model.name == "ar":
+            return []
         return ["mdm"] if self.model.latent_dim == 0 else ["vadd", "vadd-cs"]
 
     def sample(self, num_samples: int | None = None, steps: int = 10, sampler: str | None = None,

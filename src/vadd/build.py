@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .algorithms import ALGORITHMS, VADD, MaskedDiffusion
+from .algorithms import ALGORITHMS, VADD, Autoregressive, MaskedDiffusion
 from .models import build_denoiser, build_encoder
 from .schedules import get_schedule
 
@@ -59,6 +59,13 @@ def build_model(spec: dict) -> MaskedDiffusion:
     schedule = get_schedule(sched_cfg.pop("name"), **sched_cfg)
     V, L, d = spec["vocab_size"], spec["seq_len"], spec.get("latent_dim", 0)
     den_cfg = dict(spec["denoiser"])
+    if spec["algo"] == "ar":
+        from .models.dit import ARTransformer
+        if den_cfg.pop("name", None) != "dit":
+            raise ValueError("the autoregressive baseline (algo=ar) is a transformer: use model=dit")
+        model = Autoregressive(ARTransformer(L, V, **den_cfg), V, L)
+        model.spec = spec
+        return model
     denoiser = build_denoiser(den_cfg.pop("name"), seq_len=L, vocab_size=V, latent_dim=d, **den_cfg)
     if spec["algo"] == "mdm":
         model = MaskedDiffusion(denoiser, schedule, V, L, estimator=spec.get("estimator", "time"))

@@ -1,4 +1,4 @@
-"""``vadd`` command line: train | sample | eval | demo | bench-images.
+"""``vadd`` command line: train | sample | eval | demo | bench-images | bench-text.
 
     vadd demo --out runs/demo                      # the main job: MDM vs VADD on the 2D toys
     vadd train algo=vadd data.name=swissroll run_dir=runs/swiss trainer.max_steps=3000
@@ -115,6 +115,14 @@ def _cmd_bench_images(args) -> int:
     return 0
 
 
+def _cmd_bench_text(args) -> int:
+    from .bench_text import run_bench
+
+    run_bench(out=args.out, seed=args.seed, quick=args.quick, experiment=args.experiment, overrides=args.overrides,
+              judge=args.judge, workers=args.workers)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vadd", description="Variational autoencoding discrete diffusion (and MDM).")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -170,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: 2)")
     b.add_argument("overrides", nargs="*", help="Hydra overrides applied to every experiment")
     b.set_defaults(func=_cmd_bench_images)
+
+    x = sub.add_parser("bench-text", help="MDM vs VADD (and AR) on text: perplexity, zero-shot, gen-PPL vs steps")
+    x.add_argument("--out", default="runs/text")
+    x.add_argument("--seed", type=int, default=0)
+    x.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
+    x.add_argument("--experiment", default="text_cpu")
+    x.add_argument("--judge", default="smollm2", help="smollm2 (installed asset), a local HF model folder, or none")
+    x.add_argument("--workers", type=int, default=None)
+    x.add_argument("overrides", nargs="*", help="Hydra overrides")
+    x.set_defaults(func=_cmd_bench_text)
     return p
 
 

@@ -52,6 +52,8 @@ def time_grid(steps: int, kind: str = "uniform", device=None) -> torch.Tensor:
 def resolve_latent(model, sampler: str) -> str:
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+    if getattr(model, "name", "") == "ar":
+        raise ValueError("the autoregressive baseline is for likelihood tables; sample from an MDM or VADD model")
     latent = SAMPLERS[sampler]
     if latent != "none" and model.latent_dim == 0:
         raise ValueError(f"sampler {sampler!r} needs a model with a latent (VADD); this one is {model.name!r}")

@@ -55,7 +55,7 @@ def decoder_from_info(info: dict):
         return ImageGrid.from_info(info).decode
     if info.get("kind") == "text":
         from ..text.tokenizers import get_tokenizer
-        tok = get_tokenizer(info["tokenizer"])
+        tok = get_tokenizer(info["tokenizer"], **({"strict": False} if info["tokenizer"] == "char" else {}))
         return lambda rows: [tok.decode(r) for r in np.asarray(rows)]
     return None
 

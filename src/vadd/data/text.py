@@ -158,6 +158,9 @@ def _read_arrow(files, field: str) -> list[str]:
 
 
 def read_corpus(name: str, path: str | None = None, field: str = "text") -> list[str]:
+    """Documents of a corpus; ``"bbc+brown"`` joins installed corpora."""
+    if "+" in name:
+        return [d for part in name.split("+") for d in read_corpus(part, None, field)]
     if name == "brown":
         return read_brown(path)
     if name == "bbc":
@@ -214,7 +217,7 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
     from ..text.tokenizers import get_tokenizer
 
     docs = read_corpus(corpus, path, field)
-    tok = get_tokenizer(tokenizer, **(tokenizer_kwargs or {}))
+    tok = get_tokenizer(tokenizer, **(tokenizer_kwargs or ({"strict": False} if tokenizer == "char" else {})))
     if max_docs:
         docs = docs[:int(max_docs)]
     if len(docs) < 2:
@@ -225,7 +228,7 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
     def build(idx):
         sel = [ids[i] for i in idx]
         if convention == "pack":
-            return pack(sel, seq_len, tok.bos_id, tok.eos_id)
+            return pack(sel, seq_len, tok.bos_id, tok.eos_id if tok.eos_id is not None else getattr(tok, "sep_id", None))
         if convention == "pad":
             pad_id = tok.pad_id if tok.pad_id is not None else tok.eos_id
             if pad_id is None:

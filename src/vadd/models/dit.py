@@ -150,27 +150,30 @@ class TransformerEncoder(nn.Module):
 
 
 class ARTransformer(nn.Module):
-    """Autoregressive baseline of the same size: causal blocks, next-token logits. ``nll(x)`` is the
-    exact negative log-likelihood of ``x[:, 1:]`` given its prefix (the first token is conditioned on)."""
+    """Autoregressive baseline of the same size: causal blocks over ``BOS x[:-1]`` (``BOS`` is an extra
+    input id ``V``), next-token logits for all ``L`` positions, so its NLL covers the same tokens as the
+    diffusion bounds."""
 
     def __init__(self, seq_len: int, vocab_size: int, size: str | None = "tiny", depth: int | None = None,
-                 width: int | None = None, heads: int | None = None, mlp_ratio: int = 4, dropout: float = 0.0):
+                 width: int | None = None, heads: int | None = None, mlp_ratio: int = 4, dropout: float = 0.0,
+                 **_unused):
         super().__init__()
         depth, width, heads = _size(size, depth, width, heads)
         self.seq_len, self.vocab_size = seq_len, vocab_size
-        self.embed = nn.Embedding(vocab_size, width)
+        self.embed = nn.Embedding(vocab_size + 1, width)   # + BOS
         self.blocks = nn.ModuleList([DiTBlock(width, heads, None, mlp_ratio, True, dropout) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, vocab_size)
 
     def forward(self, x):
-        h = self.embed(x)
+        """Logits ``[B, L, V]``; position ``i`` predicts ``x[:, i]`` from ``x[:, :i]``."""
+        bos = torch.full_like(x[:, :1], self.vocab_size)
+        h = self.embed(torch.cat([bos, x[:, :-1]], dim=1))
         for blk in self.blocks:
             h = blk(h)
         return self.out(self.norm(h))
 
     def token_nll(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-token NLL ``[B, L-1]`` in nats of ``x[:, 1:]``."""
-        logits = self(x[:, :-1]).float()
-        return F.cross_entropy(logits.reshape(-1, self.vocab_size), x[:, 1:].reshape(-1),
-                               reduction="none").view(x.shape[0], -1)
+        """Per-token NLL ``[B, L]`` in nats."""
+        logits = self(x).float()
+        return F.cross_entropy(logits.reshape(-1, self.vocab_size), x.reshape(-1), reduction="none").view(x.shape)

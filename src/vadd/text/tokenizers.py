@@ -185,7 +185,9 @@ class BertTokenizer:
 
 
 class CharTokenizer:
-    """text8 characters: ``a``-``z`` -> 0..25, space -> 26. Other characters raise (or are dropped)."""
+    """text8 characters: ``a``-``z`` -> 0..25, space -> 26. ``strict`` raises on other characters;
+    otherwise text is normalised as text8 was (lower-case, accents stripped, every other character a
+    space, runs of spaces collapsed)."""
 
     name = "char"
     ALPHABET = "abcdefghijklmnopqrstuvwxyz "
@@ -195,15 +197,22 @@ class CharTokenizer:
         self.vocab_size = len(self.ALPHABET)
         self.index = {c: i for i, c in enumerate(self.ALPHABET)}
         self.bos_id = self.eos_id = self.pad_id = None
+        self.sep_id = self.index[" "]  # documents are joined with a space when packed
+
+    @staticmethod
+    def normalize(text: str) -> str:
+        text = unicodedata.normalize("NFKD", text.lower())
+        text = "".join(c if ("a" <= c <= "z") else (" " if unicodedata.category(c) != "Mn" else "") for c in text)
+        return " ".join(text.split())
 
     def encode(self, text: str) -> list[int]:
+        if not self.strict:
+            text = self.normalize(text)
         out = []
         for c in text:
             i = self.index.get(c)
             if i is None:
-                if self.strict:
-                    raise ValueError(f"character {c!r} is not in the text8 alphabet (a-z and space)")
-                continue
+                raise ValueError(f"character {c!r} is not in the text8 alphabet (a-z and space)")
             out.append(i)
         return out
 

@@ -1,0 +1,239 @@
+"""Text benchmark: MDM and VADD (and an autoregressive baseline for likelihoods) with the same DiT,
+budget and seed.
+
+Measures, side by side in one run:
+
+- test perplexity bound on the training corpus' held-out documents (MDM: ELBO; VADD: importance-weighted
+  with ``K`` samples, the bound against ``K``; AR: exact) and zero-shot on every other installed corpus;
+- generative perplexity of ``N`` unconditional samples under the judge LM with their unigram entropy,
+  against the number of steps ``T``, for MDM, VADD and VADD-CS;
+- prompted continuations (the first tokens of test rows kept, the rest generated) printed as text.
+
+    vadd bench-text --out runs/text            # the CPU protocol (experiment=text_cpu)
+    vadd bench-text --quick --judge none       # a tiny run (tests)
+"""
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import io
+from .config import compose
+from .data.text import text_data
+from .manifest import git_commit, hardware, versions
+from .metrics.genppl import unigram_entropy
+from .sampling import sample
+from .train import train
+
+LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS", "ar": "AR"}
+SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs"), "ar": ()}
+QUICK = ["data.max_docs=60", "data.seq_len=32", "model.denoiser.depth=1", "model.denoiser.width=32",
+         "model.denoiser.heads=2", "model.encoder.depth=1", "model.encoder.width=32", "model.encoder.heads=2",
+         "model.denoiser.cond_dim=16", "algo.latent_dim=4",
+         "trainer.max_steps=4", "trainer.batch_size=8", "trainer.warmup_steps=1", "trainer.progress=false",
+         "trainer.ckpt_every=0", "trainer.diag_every=2", "trainer.log_every=2", "trainer.print_every=0",
+         "bench.steps=[2,4]", "bench.num_samples=4", "bench.ppl_rows=8", "bench.bpd_k=[1,3]",
+         "bench.zero_shot=[]", "bench.prompt_rows=2", "bench.prompt_tokens=8", "bench.prompt_steps=4"]
+
+
+def _data(cfg, corpus=None):
+    d = dict(cfg["data"])
+    d.pop("kind", None)
+    if corpus:
+        d.update(corpus=corpus, path=None)
+    return text_data(seed=int(cfg.get("seed", 0)), **d)
+
+
+@torch.no_grad()
+def bound_nats(model, tokens: torch.Tensor, K: int, seed: int, batch: int = 32) -> np.ndarray:
+    """Per-sequence bound in nats (AR: exact NLL), on ``(t, xt)`` draws shared by every model."""
+    gen = torch.Generator().manual_seed(int(seed) * 7 + 11)
+    torch.manual_seed(int(seed) * 13 + 5)
+    return torch.cat([model.nll_bound(x, num_samples=K, generator=gen) for x in torch.split(tokens, batch)]).numpy()
+
+
+def _ppl(nats: np.ndarray, L: int) -> dict:
+    per_tok = nats / L
+    return {"ppl": float(math.exp(per_tok.mean())), "nats_per_token": float(per_tok.mean()),
+            "stderr_nats_per_token": float(per_tok.std(ddof=1) / math.sqrt(len(per_tok))) if len(per_tok) > 1 else 0.0,
+            "n": int(len(nats))}
+
+
+def _job(p: dict) -> dict:
+    torch.set_num_threads(int(p["threads"]))
+    cfg, algo, out, seed = p["cfg"], p["algo"], Path(p["out"]), p["seed"]
+    bench = cfg["bench"]
+    td = _data(cfg)
+    model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / algo)
+    model.eval()
+    L = td.seq_len
+    res = {"algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
+                                   "metrics": rec["train_metrics"], "run_dir": str(run_dir)},
+           "ppl": {}, "zero_shot": {}, "samples": {}, "prompted": {}}
+    ks = [int(k) for k in bench["bpd_k"]] if model.latent_dim else [0]
+    n = int(bench["ppl_rows"])
+    t0 = time.time()
+    test = td.test[:n]
+    res["ppl"] = {str(k): _ppl(bound_nats(model, test, k, seed), L) for k in ks}
+    for corpus in bench["zero_shot"]:
+        other = _data(cfg, corpus).test[:n]
+        res["zero_shot"][corpus] = {str(k): _ppl(bound_nats(model, other, k, seed), L) for k in ks[-1:]}
+    res["ppl_wall_s"] = time.time() - t0
+    for sampler in SAMPLERS[algo]:
+        res["samples"][sampler] = {}
+        for T in bench["steps"]:
+            t0 = time.time()
+            x, st = sample(model, int(bench["num_samples"]), int(T), sampler, seed=seed, batch_size=256)
+            texts = td.decode(x.numpy())
+            res["samples"][sampler][str(T)] = {"entropy": unigram_entropy(x.numpy()), "nfe": st.nfe,
+                                               "wall_s": time.time() - t0}
+            io.write_json(out / "samples" / f"{sampler}_T{T}.json", texts)
+        # prompted continuations: the first prompt_tokens of test rows are given, the rest generated
+        m = int(bench["prompt_rows"])
+        x_init = td.test[-m:].clone()
+        x_init[:, int(bench["prompt_tokens"]):] = model.mask_id
+        x, _ = sample(model, x_init=x_init, steps=int(bench["prompt_steps"]), sampler=sampler, seed=seed)
+        k = int(bench["prompt_tokens"])
+        res["prompted"][sampler] = [{"prompt": td.decode(x[i:i + 1, :k].numpy())[0],
+                                     "continuation": td.decode(x[i:i + 1, k:].numpy())[0]} for i in range(m)]
+    return res
+
+
+def run_bench(out: str | Path = "runs/text", seed: int = 0, quick: bool = False, experiment: str = "text_cpu",
+              overrides=(), judge: str = "smollm2", workers: int | None = None, log=print) -> dict:
+    t_start = time.time()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cores = os.cpu_count() or 1
+    workers = int(workers or min(2, cores))
+    threads = max(1, cores // workers)
+    extra = [*(QUICK if quick else []), *overrides]
+    base = compose([f"experiment={experiment}", f"seed={seed}", *extra])
+    results = {"experiment": experiment, "data": base["data"], "bench": base["bench"], "config": base,
+               "models": {}, "seed": seed, "quick": quick, "judge": judge, "workers": workers}
+    jobs = []
+    for algo in ("vadd", "mdm", "ar"):
+        own = [o for o in extra if algo == "vadd" or not o.lstrip("+~").startswith("algo.")]
+        cfg = compose([f"experiment={experiment}", f"seed={seed}", f"algo={algo}", *own])
+        cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
+        jobs.append({"cfg": cfg, "algo": algo, "seed": seed, "out": str(out), "threads": threads})
+
+    def collect(job, res):
+        results["models"][job["algo"]] = res
+        log(f"{LABELS[job['algo']]} trained to step {res['train']['steps']} in {res['train']['wall_s']:.0f}s; "
+            f"scored ({time.time() - t_start:.0f}s elapsed)")
+        io.write_json(out / "results.json", _finish(results, t_start))
+
+    if workers == 1:
+        for job in jobs:
+            collect(job, _job(job))
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_job, job): job for job in jobs}
+            for fut in as_completed(futures):
+                collect(futures[fut], fut.result())
+    if judge != "none":
+        score_samples(out, results, judge, log)
+    results = _finish(results, t_start)
+    io.write_json(out / "results.json", results)
+    draw_figure(out, results)
+    text = format_tables(results)
+    io.atomic_write_bytes(out / "tables.md", text.encode())
+    log(text)
+    log(f"wrote {out / 'results.json'}, {out / 'tables.md'} and samples/ ({results['wall_s']:.0f}s)")
+    return results
+
+
+def score_samples(out: Path, results: dict, judge: str, log=print) -> None:
+    """Generative perplexity of every saved sample set under the judge (loaded once)."""
+    from .metrics.genppl import Judge
+    t0 = time.time()
+    j = Judge.smollm2() if judge == "smollm2" else Judge.from_pretrained(judge)
+    results["judge_name"] = j.name
+    for algo, res in results["models"].items():
+        for sampler, rows in res["samples"].items():
+            for T, entry in rows.items():
+                texts = io.read_json(out / "samples" / f"{sampler}_T{T}.json")
+                s = j.score(texts)
+                entry.update(gen_ppl=s["gen_ppl"], judge_tokens=s["tokens"])
+    log(f"judge scores done ({time.time() - t0:.0f}s)")
+
+
+def _finish(results, t_start):
+    results.update({"wall_s": time.time() - t_start, "versions": versions(), "git_commit": git_commit(),
+                    "hardware": hardware()})
+    return results
+
+
+def format_tables(results) -> str:
+    models, b, d = results["models"], results["bench"], results["data"]
+    lines = [f"### Test perplexity bound: {d['corpus']} held-out documents, {d['tokenizer']} tokens, "
+             f"length {d['seq_len']} ({b['ppl_rows']} rows); lower is better\n",
+             "| model | K | perplexity (bound) | nats/token ± s.e. |", "|---|---|---|---|"]
+    for algo in ("ar", "mdm", "vadd"):
+        for k, v in models.get(algo, {}).get("ppl", {}).items():
+            kk = "-" if k == "0" else k
+            lines.append(f"| {LABELS[algo]} | {kk} | {v['ppl']:.2f} | {v['nats_per_token']:.4f} ± "
+                         f"{v['stderr_nats_per_token']:.4f} |")
+    corpora = b.get("zero_shot") or []
+    if corpora:
+        lines += ["", "### Zero-shot perplexity (bound) on the other corpora\n",
+                  "| model | " + " | ".join(corpora) + " |", "|---|" + "---|" * len(corpora)]
+        for algo in ("ar", "mdm", "vadd"):
+            zs = models.get(algo, {}).get("zero_shot", {})
+            if zs:
+                lines.append(f"| {LABELS[algo]} | " + " | ".join(
+                    f"{list(zs[c].values())[0]['ppl']:.2f}" for c in corpora) + " |")
+    steps = b["steps"]
+    judge = results.get("judge_name", "no judge")
+    lines += ["", f"### Generative perplexity ({judge}) / unigram entropy of {b['num_samples']} samples\n",
+              "| sampler | " + " | ".join(f"T={T}" for T in steps) + " |", "|---|" + "---|" * len(steps)]
+    for algo in ("mdm", "vadd"):
+        for sampler, rows in models.get(algo, {}).get("samples", {}).items():
+            cells = []
+            for T in steps:
+                e = rows[str(T)]
+                cells.append((f"{e['gen_ppl']:.1f}" if "gen_ppl" in e else "-") + f" / {e['entropy']:.2f}")
+            lines.append(f"| {LABELS[sampler]} | " + " | ".join(cells) + " |")
+    b_ = results["bench"]
+    lines += ["", f"### Prompted continuations ({b_['prompt_tokens']} given tokens, T = {b_['prompt_steps']})\n"]
+    for algo in ("mdm", "vadd"):
+        for sampler, items in models.get(algo, {}).get("prompted", {}).items():
+            for it in items:
+                lines.append(f"- **{LABELS[sampler]}**: `{it['prompt']}` -> {it['continuation']}")
+    return "\n".join(lines) + "\n"
+
+
+def draw_figure(out: Path, results: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .demo import _savefig
+
+    steps = results["bench"]["steps"]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for algo in ("mdm", "vadd"):
+        for sampler, rows in results["models"].get(algo, {}).get("samples", {}).items():
+            if all("gen_ppl" in rows[str(T)] for T in steps):
+                axes[0].plot(steps, [rows[str(T)]["gen_ppl"] for T in steps], marker="o", label=LABELS[sampler])
+            axes[1].plot(steps, [rows[str(T)]["entropy"] for T in steps], marker="o", label=LABELS[sampler])
+    for ax, name in zip(axes, ("generative perplexity", "unigram entropy (nats)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("sampling steps T")
+        ax.set_ylabel(name)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    fig.suptitle(f"{results['data']['corpus']}: judge {results.get('judge_name', 'none')}", fontsize=9)
+    fig.tight_layout()
+    _savefig(fig, out / "genppl_vs_steps.png")
+    plt.close(fig)
