@@ -12,10 +12,7 @@ Inception network, at one sample count for every entry; write sample grids.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +22,7 @@ from . import io
 from .config import compose
 from .data import build_data
 from .data.images import ImageGrid, save_grid_png
-from .manifest import git_commit, hardware, versions
+from .jobs import plan_workers, run_jobs, stamp
 from .metrics.fid import feature_stats, frechet_distance
 from .sampling import sample
 from .train import train
@@ -149,9 +146,7 @@ def run_bench(out: str | Path = "runs/images", seed: int = 0, quick: bool = Fals
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cores = os.cpu_count() or 1
-    workers = int(workers or min(2, cores))
-    threads = max(1, cores // workers)
+    workers, threads = plan_workers(workers)
     results = {"experiments": {}, "seed": seed, "quick": quick, "features": features, "workers": workers}
     jobs = []
     for exp in experiments:
@@ -180,20 +175,12 @@ def run_bench(out: str | Path = "runs/images", seed: int = 0, quick: bool = Fals
         else:
             log(f"{job['label']}: FID reference features of {res['n']} training images "
                 f"({time.time() - t_start:.0f}s elapsed)")
-        io.write_json(out / "results.json", _finish(results, t_start))
+        io.write_json(out / "results.json", stamp(results, t_start))
 
-    if workers == 1:
-        for job in jobs:
-            collect(job, _job(job))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_job, job): job for job in jobs}
-            for fut in as_completed(futures):
-                collect(futures[fut], fut.result())
+    run_jobs(jobs, _job, workers, collect)
     for label, e in results["experiments"].items():
         e["fid"] = _fids(out, label, e) if int(e["bench"]["fid_samples"]) else {}
-    results = _finish(results, t_start)
+    results = stamp(results, t_start)
     io.write_json(out / "results.json", results)
     draw_figures(out, results)
     text = format_tables(results)
@@ -213,12 +200,6 @@ def _fids(out: Path, label: str, e: dict) -> dict:
                 f = np.load(out / "features" / label / f"{sampler}_T{T}.npy").astype(np.float64)
                 fids[sampler][str(T)] = frechet_distance(feature_stats(f), ref)
     return fids
-
-
-def _finish(results, t_start):
-    results.update({"wall_s": time.time() - t_start, "versions": versions(), "git_commit": git_commit(),
-                    "hardware": hardware()})
-    return results
 
 
 def format_tables(results) -> str:

@@ -15,10 +15,7 @@ Measures, side by side in one run:
 from __future__ import annotations
 
 import math
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +24,7 @@ import torch
 from . import io
 from .config import compose
 from .data.text import text_data
-from .manifest import git_commit, hardware, versions
+from .jobs import plan_workers, run_jobs, stamp
 from .metrics.genppl import unigram_entropy
 from .sampling import sample
 from .train import train
@@ -111,9 +108,7 @@ def run_bench(out: str | Path = "runs/text", seed: int = 0, quick: bool = False,
     t_start = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cores = os.cpu_count() or 1
-    workers = int(workers or min(2, cores))
-    threads = max(1, cores // workers)
+    workers, threads = plan_workers(workers)
     extra = [*(QUICK if quick else []), *overrides]
     base = compose([f"experiment={experiment}", f"seed={seed}", *extra])
     results = {"experiment": experiment, "data": base["data"], "bench": base["bench"], "config": base,
@@ -129,20 +124,12 @@ def run_bench(out: str | Path = "runs/text", seed: int = 0, quick: bool = False,
         results["models"][job["algo"]] = res
         log(f"{LABELS[job['algo']]} trained to step {res['train']['steps']} in {res['train']['wall_s']:.0f}s; "
             f"scored ({time.time() - t_start:.0f}s elapsed)")
-        io.write_json(out / "results.json", _finish(results, t_start))
+        io.write_json(out / "results.json", stamp(results, t_start))
 
-    if workers == 1:
-        for job in jobs:
-            collect(job, _job(job))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_job, job): job for job in jobs}
-            for fut in as_completed(futures):
-                collect(futures[fut], fut.result())
+    run_jobs(jobs, _job, workers, collect)
     if judge != "none":
         score_samples(out, results, judge, log)
-    results = _finish(results, t_start)
+    results = stamp(results, t_start)
     io.write_json(out / "results.json", results)
     draw_figure(out, results)
     text = format_tables(results)
@@ -165,12 +152,6 @@ def score_samples(out: Path, results: dict, judge: str, log=print) -> None:
                 s = j.score(texts)
                 entry.update(gen_ppl=s["gen_ppl"], judge_tokens=s["tokens"])
     log(f"judge scores done ({time.time() - t0:.0f}s)")
-
-
-def _finish(results, t_start):
-    results.update({"wall_s": time.time() - t_start, "versions": versions(), "git_commit": git_commit(),
-                    "hardware": hardware()})
-    return results
 
 
 def format_tables(results) -> str:

@@ -6,10 +6,7 @@ the target cell probabilities and the noise floor (``N`` fresh true samples agai
 """
 from __future__ import annotations
 
-import multiprocessing
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ from . import io
 from .config import compose
 from .data import toy2d_data
 from .data.toy2d import TOYS, Grid2D, PointSource, reference_cell_probs
-from .manifest import git_commit, hardware, versions
+from .jobs import plan_workers, run_jobs, stamp
 from .metrics import histogram_js
 from .sampling import sample
 from .train import train
@@ -68,9 +65,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
     base = compose([exp, f"seed={seed}", *overrides])
     n = int(num_samples or base["demo"]["num_samples"])
     names = [data] if data else list(TOYS)
-    cores = os.cpu_count() or 1
-    workers = int(workers or min(2, cores))
-    threads = max(1, cores // workers)
+    workers, threads = plan_workers(workers)
     results = {"datasets": {}, "steps": list(steps), "num_samples": n, "seed": seed, "workers": workers}
     jobs, grid = [], None
     for name in names:
@@ -103,15 +98,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
             f"in {res['train']['wall_s']:.0f}s, sampled T = {list(steps)}  ({time.time() - t_start:.0f}s elapsed)")
         io.write_json(out / "results.json", _finish(results, base, grid, t_start))
 
-    if workers == 1:
-        for job in jobs:
-            collect(job, _job(job))
-    else:
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_job, job): job for job in jobs}
-            for fut in as_completed(futures):
-                collect(futures[fut], fut.result())
+    run_jobs(jobs, _job, workers, collect)
     for entry in results["datasets"].values():  # fixed order: MDM, VADD, VADD-CS
         entry["js"] = {k: entry["js"][k] for k in ("mdm", "vadd", "vadd-cs") if k in entry["js"]}
     results = _finish(results, base, grid, t_start)
@@ -124,9 +111,8 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
 
 
 def _finish(results, cfg, grid, t_start):
-    results.update({"grid": grid.to_dict(), "wall_s": time.time() - t_start, "config": cfg,
-                    "versions": versions(), "git_commit": git_commit(), "hardware": hardware()})
-    return results
+    results.update({"grid": grid.to_dict(), "config": cfg})
+    return stamp(results, t_start)
 
 
 def format_table(results) -> str:

@@ -1,0 +1,37 @@
+"""Running a benchmark's (dataset, method) jobs on the CPU cores: one single-threaded worker process
+per core (at most 2 by default), or in-process with ``workers = 1``; and stamping a results dict."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from .manifest import git_commit, hardware, versions
+
+
+def plan_workers(workers: int | None = None) -> tuple[int, int]:
+    """``(workers, threads per worker)`` for this machine."""
+    cores = os.cpu_count() or 1
+    workers = int(workers or min(2, cores))
+    return workers, max(1, cores // workers)
+
+
+def run_jobs(jobs: list, fn, workers: int, collect) -> None:
+    """Call ``collect(job, fn(job))`` for every job as it finishes (spawned workers: no shared state)."""
+    if workers == 1:
+        for job in jobs:
+            collect(job, fn(job))
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futures = {pool.submit(fn, job): job for job in jobs}
+        for fut in as_completed(futures):
+            collect(futures[fut], fut.result())
+
+
+def stamp(results: dict, t_start: float) -> dict:
+    """Add wall time, package versions, git commit and hardware to a results dict (in place)."""
+    results.update({"wall_s": time.time() - t_start, "versions": versions(), "git_commit": git_commit(),
+                    "hardware": hardware()})
+    return results
