@@ -235,3 +235,18 @@ def test_bench_text_quick_end_to_end(tmp_path):
     for it, row in zip(m["mdm"]["prompted"]["mdm"], td.test[-2:]):
         assert it["prompt"] == td.decode(row[None, :8])[0]   # the given tokens are kept exactly
     assert "Prompted continuations" in (tmp_path / "out" / "tables.md").read_text()
+
+
+def test_cli_trains_and_evaluates_a_text_model_on_its_own_test_split(tmp_path):
+    from vadd.cli import main
+    (tmp_path / "c.txt").write_text("\n".join(f"line number {i} of the corpus" for i in range(200)))
+    run = tmp_path / "run"
+    assert main(["train", "experiment=text_cpu", "data.corpus=user", f"data.path={tmp_path / 'c.txt'}",
+                 "data.seq_len=16", "model.denoiser.depth=1", "model.denoiser.width=16", "model.denoiser.heads=2",
+                 "model.encoder.depth=1", "model.encoder.width=16", "model.encoder.heads=2", "algo.latent_dim=2",
+                 "trainer.max_steps=2", "trainer.batch_size=4", "trainer.progress=false", "trainer.print_every=0",
+                 "trainer.ckpt_every=0", f"run_dir={run}"]) == 0
+    assert main(["eval", str(run), "-K", "2", "--num-t", "1", "--out", str(tmp_path / "e.json")]) == 0
+    res = json.loads((tmp_path / "e.json").read_text())
+    td = text_data("user", tokenizer="char", seq_len=16, path=str(tmp_path / "c.txt"))
+    assert res["num_examples"] == len(td.test) and 0 < res["bounds"]["2"]["perplexity"] < 100

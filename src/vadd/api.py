@@ -49,13 +49,18 @@ class Pipeline:
         return decoder_from_info(self.config.get("data", {}))
 
     def test_tokens(self) -> np.ndarray | None:
-        """The held-out split of the data the model was trained on, where it can be rebuilt (images)."""
+        """The held-out split of the data the model was trained on, where it can be rebuilt (images,
+        text corpora); None otherwise."""
         info = dict(self.config.get("data", {}))
-        if info.get("kind") != "images":
-            return None
-        from .data.images import image_data
-        keys = ("name", "path", "levels", "size", "binarization", "split", "n_test", "test_fraction", "seed")
-        return image_data(**{k: info[k] for k in keys if k in info}).test.numpy()
+        if info.get("kind") == "images":
+            from .data.images import image_data
+            keys = ("name", "path", "levels", "size", "binarization", "split", "n_test", "test_fraction", "seed")
+            return image_data(**{k: info[k] for k in keys if k in info}).test.numpy()
+        if info.get("kind") == "text":
+            from .data.text import text_data
+            keys = ("corpus", "path", "field", "tokenizer", "seq_len", "convention", "test_fraction", "max_docs")
+            return text_data(**{k: info[k] for k in keys if k in info}).test.numpy()
+        return None
 
     def decode(self, tokens):
         dec = self.decoder

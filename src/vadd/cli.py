@@ -73,7 +73,7 @@ def _cmd_eval(args) -> int:
     pipe = load(args.model)
     if args.data:
         tokens = validate_tokens(load_array(args.data), pipe.model.vocab_size, args.data)
-    elif pipe.config.get("data", {}).get("kind") == "images":
+    elif pipe.config.get("data", {}).get("kind") in ("images", "text"):
         tokens = pipe.test_tokens()
     else:
         info = dict(pipe.config.get("data", {}))
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("eval", help="likelihood bound on held-out data (JSON out)")
     e.add_argument("model")
     e.add_argument("--data", default=None,
-                   help="token array (N, L); default: fresh points for a named 2D toy, the test split for images")
+                   help="token array (N, L); default: fresh points for a named 2D toy, the test split for images and text")
     e.add_argument("--num-samples", "-K", type=int, nargs="+", default=[1, 10, 100],
                    help="K of the importance-weighted bound (VADD), several allowed")
     e.add_argument("--num-t", type=int, default=16, help="(t, xt) draws per example")

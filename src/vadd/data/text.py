@@ -239,8 +239,9 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
     train, test = build(tr_i), build(te_i)
     if len(train) < 2 or len(test) < 1:
         raise ValueError(f"corpus {corpus!r} gives {len(train)} train / {len(test)} test rows of length {seq_len}")
-    info = {"kind": "text", "corpus": corpus, "path": path, "tokenizer": tokenizer, "seq_len": seq_len,
-            "convention": convention, "vocab_size": tok.vocab_size, "test_fraction": test_fraction,
+    info = {"kind": "text", "corpus": corpus, "path": path, "field": field, "tokenizer": tokenizer,
+            "seq_len": seq_len, "convention": convention, "vocab_size": tok.vocab_size,
+            "test_fraction": test_fraction, "max_docs": max_docs,
             "pad_id": (tok.pad_id if tok.pad_id is not None else tok.eos_id) if convention == "pad" else None,
             "padding": "counted in likelihoods (MDLM's LM1B convention)" if convention == "pad" else "none (packed)"}
     decode = lambda rows: [tok.decode(r) for r in np.asarray(rows)]  # noqa: E731
