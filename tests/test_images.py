@@ -311,3 +311,14 @@ def test_cli_trains_evaluates_and_samples_an_image_model(tmp_path):
     imgs = np.load(tmp_path / "s" / "vadd_T2_images.npy")
     assert imgs.shape == (5, 1, 8, 8) and imgs.dtype == np.uint8 and (tmp_path / "s" / "vadd_T2.png").exists()
     assert set(np.unique(imgs).tolist()) <= {16 * k + 8 for k in range(16)}   # 16 levels, bin centres
+
+
+def test_area_downsampling_is_exact_and_needs_square_images():
+    from vadd.data.images import _downsample
+    x = np.array([[[[0, 2, 10, 10], [4, 6, 10, 12], [255, 255, 0, 0], [255, 253, 0, 1]]]], dtype=np.uint8)
+    assert _downsample(x, 2).tolist() == [[[[3, 10], [254, 0]]]]   # 2x2 block means, rounded half to even
+    assert _downsample(x, 4) is x and _downsample(x, None) is x
+    with pytest.raises(ValueError, match="not a multiple"):
+        _downsample(x, 3)
+    with pytest.raises(ValueError, match="square"):
+        _downsample(np.zeros((1, 1, 4, 6), dtype=np.uint8), 2)

@@ -220,9 +220,11 @@ def binarize(images: np.ndarray, mode: str = "static", rng: np.random.Generator 
 
 def _downsample(images: np.ndarray, size: int | None) -> np.ndarray:
     """Area-average ``[N, C, H, W]`` uint8 images to ``size x size`` (an integer factor of H)."""
-    if not size or size == images.shape[-1]:
+    if not size or images.shape[-2:] == (size, size):
         return images
     h = images.shape[-1]
+    if images.shape[-2] != h:
+        raise ValueError(f"data.size needs square images, got {images.shape[-2]}x{h}; use data.size=null")
     if h % size:
         raise ValueError(f"image size {h} is not a multiple of {size}")
     f = h // size
