@@ -4,6 +4,9 @@ ratio with the full recognition model and with a half-width one, and the model F
 the training step against the matmul peak measured in the same run.
 
     .venv/bin/python benchmarks/train_throughput.py --out runs/train_throughput
+    # on a GPU: bf16 autocast, torch.compile, the paper-scale backbones (U-Net CIFAR-10, DiT small at
+    # L = 1024 with the GPT-2 vocabulary); the peak is a bf16 matmul measured in the same run
+    python benchmarks/train_throughput.py --device cuda --bf16 --compile --preset gpu --out runs/tt_gpu
 
 FLOPs of a step are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions,
 forward and backward); MFU = counted FLOPs / step time / peak. Steps are interleaved across models
@@ -21,6 +24,11 @@ from vadd.build import build_model, model_spec
 from vadd.config import compose
 from vadd.io import write_json
 
+GPU_BACKBONES = {
+    "unet (cifar10 recipe)": (["experiment=cifar10", "data.path=unused"], 256, 3072,
+                              {"kind": "images", "channels": 3, "height": 32, "width": 32}, 64),
+    "dit small (owt recipe, L=1024)": (["experiment=owt", "data.path=unused"], 50257, 1024, None, 16),
+}
 BACKBONES = {
     # name: (experiment overrides, vocab, seq_len, data info for image geometry, batch)
     "mlp (toys)": (["experiment=demo"], 64, 2, None, 512),
@@ -30,13 +38,20 @@ BACKBONES = {
 }
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device="cpu", dtype=torch.float32, n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
+    _sync(device)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best
 
@@ -57,14 +72,17 @@ def build(over, V, L, info, algo, encoder=None):
     return build_model(model_spec(cfg["model"], cfg["algo"], V, L, info)), cfg
 
 
-def step_fn(model, x):
+def step_fn(model, x, bf16=False):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    device_type = x.device.type
 
     def step():
-        loss, _ = model.loss(x, kl_weight=1.0)
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+            loss, _ = model.loss(x, kl_weight=1.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        _sync(x.device)
     return step
 
 
@@ -80,22 +98,32 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/train_throughput")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (peak measured in bf16)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    ap.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    peak = matmul_peak(args.threads)
-    results = {"threads": args.threads, "matmul_peak_gflops": peak / 1e9, "backbones": {}}
-    for name, (over, V, L, info, B) in BACKBONES.items():
-        x = torch.randint(0, V, (B, L))
+    peak = matmul_peak(args.device, torch.bfloat16 if args.bf16 else torch.float32,
+                       n=8192 if args.device != "cpu" else 2048)
+    results = {"threads": args.threads, "device": args.device, "bf16": args.bf16, "compile": args.compile,
+               "matmul_peak_gflops": peak / 1e9, "backbones": {}}
+    for name, (over, V, L, info, B) in (GPU_BACKBONES if args.preset == "gpu" else BACKBONES).items():
+        x = torch.randint(0, V, (B, L), device=args.device)
         variants = {}
         mdm, _ = build(over, V, L, info, "mdm")
         vadd, cfg = build(over, V, L, info, "vadd")
         vadd_half, _ = build(over, V, L, info, "vadd", half_encoder(cfg))
         for key, model in (("mdm", mdm), ("vadd", vadd), ("vadd_half_encoder", vadd_half)):
-            model.train()
-            variants[key] = {"model": model, "step": step_fn(model, x), "times": [],
-                             "params": sum(p.numel() for p in model.parameters())}
-            variants[key]["step"]()                      # warm-up
-            variants[key]["flops"] = flops_of(variants[key]["step"])
+            model.to(args.device).train()
+            v = variants[key] = {"model": model, "step": step_fn(model, x, args.bf16), "times": [],
+                                 "params": sum(p.numel() for p in model.parameters())}
+            v["step"]()                                  # warm-up
+            v["flops"] = flops_of(v["step"])             # counted eagerly, before any compilation
+            if args.compile:
+                model.denoiser = torch.compile(model.denoiser)
+                v["step"] = step_fn(model, x, args.bf16)
+                v["step"]()                              # compile outside the timed steps
         for _ in range(args.steps):                      # round-robin: load drifts hit all alike
             for v in variants.values():
                 t0 = time.perf_counter()
