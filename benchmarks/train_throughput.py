@@ -57,7 +57,12 @@ def matmul_peak(device="cpu", dtype=torch.float32, n: int = 2048, repeats: int =
 
 
 def half_encoder(cfg: dict) -> dict:
+    """The recognition model at half width (hidden units, channels or transformer width)."""
+    from vadd.models.dit import SIZES
     enc = dict(cfg["model"]["encoder"])
+    if enc.get("size"):   # a named transformer size: make its shape explicit first
+        enc["depth"], enc["width"], enc["heads"] = SIZES[enc.pop("size")]
+        enc["size"] = None
     for key in ("hidden", "ch", "width"):
         if key in enc and enc[key]:
             enc[key] = max(8, int(enc[key]) // 2)
