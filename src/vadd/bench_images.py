@@ -22,7 +22,7 @@ from . import io
 from .config import compose
 from .data import build_data
 from .data.images import ImageGrid, save_grid_png
-from .jobs import plan_workers, run_jobs, stamp
+from .jobs import plan_workers, report, run_jobs, stamp
 from .metrics.fid import feature_stats, frechet_distance
 from .sampling import sample
 from .train import train
@@ -180,14 +180,7 @@ def run_bench(out: str | Path = "runs/images", seed: int = 0, quick: bool = Fals
     run_jobs(jobs, _job, workers, collect)
     for label, e in results["experiments"].items():
         e["fid"] = _fids(out, label, e) if int(e["bench"]["fid_samples"]) else {}
-    results = stamp(results, t_start)
-    io.write_json(out / "results.json", results)
-    draw_figures(out, results)
-    text = format_tables(results)
-    io.atomic_write_bytes(out / "tables.md", text.encode())
-    log(text)
-    log(f"wrote {out / 'results.json'}, {out / 'tables.md'}, figures and grids/ ({results['wall_s']:.0f}s)")
-    return results
+    return report(out, results, t_start, draw_figures, format_tables, log)
 
 
 def _fids(out: Path, label: str, e: dict) -> dict:

@@ -24,7 +24,7 @@ import torch
 from . import io
 from .config import compose
 from .data.text import text_data
-from .jobs import plan_workers, run_jobs, stamp
+from .jobs import plan_workers, report, run_jobs, stamp
 from .metrics.genppl import unigram_entropy
 from .sampling import sample
 from .train import train
@@ -129,14 +129,7 @@ def run_bench(out: str | Path = "runs/text", seed: int = 0, quick: bool = False,
     run_jobs(jobs, _job, workers, collect)
     if judge != "none":
         score_samples(out, results, judge, log)
-    results = stamp(results, t_start)
-    io.write_json(out / "results.json", results)
-    draw_figure(out, results)
-    text = format_tables(results)
-    io.atomic_write_bytes(out / "tables.md", text.encode())
-    log(text)
-    log(f"wrote {out / 'results.json'}, {out / 'tables.md'} and samples/ ({results['wall_s']:.0f}s)")
-    return results
+    return report(out, results, t_start, draw_figure, format_tables, log)
 
 
 def score_samples(out: Path, results: dict, judge: str, log=print) -> None:

@@ -35,3 +35,17 @@ def stamp(results: dict, t_start: float) -> dict:
     results.update({"wall_s": time.time() - t_start, "versions": versions(), "git_commit": git_commit(),
                     "hardware": hardware()})
     return results
+
+
+def report(out, results: dict, t_start: float, draw, tables, log) -> dict:
+    """The common end of a benchmark: stamp and write ``results.json``, draw the figures, write and log
+    ``tables.md``."""
+    from . import io
+    stamp(results, t_start)
+    io.write_json(out / "results.json", results)
+    draw(out, results)
+    text = tables(results)
+    io.atomic_write_bytes(out / "tables.md", text.encode())
+    log(text)
+    log(f"wrote {out / 'results.json'}, {out / 'tables.md'} and figures ({results['wall_s']:.0f}s)")
+    return results

@@ -240,7 +240,7 @@ def image_data(name: str = "fashion-mnist", path: str | None = None, levels: int
     ``path``) or ``images`` (a user array/folder at ``path``). ``n_train``/``n_test`` cut the splits."""
     if name == "binarized-mnist":
         imgs, _ = load_mnist_digits(path)
-        tr_i, va_i, te_i = split_indices(len(imgs), tuple(split), seed=0)  # fixed split, independent of run seed
+        tr_i, _, te_i = split_indices(len(imgs), tuple(split), seed=0)  # fixed split, independent of run seed
         imgs = pad_to(imgs[:, None], 32)
         rng = np.random.default_rng([0, 4242])
         train = imgs[tr_i]
@@ -248,7 +248,6 @@ def image_data(name: str = "fashion-mnist", path: str | None = None, levels: int
         if binarization == "static":
             train = binarize(train, "static")
         levels = 2
-        gray_train = binarization == "dynamic"
     else:
         if name == "fashion-mnist":
             root = Path(path) if path else asset_path("fashion-mnist")
@@ -270,7 +269,6 @@ def image_data(name: str = "fashion-mnist", path: str | None = None, levels: int
         train, test = _downsample(train, size), _downsample(test, size)
         if not 2 <= int(levels) <= 256:
             raise ValueError(f"levels must be in [2, 256], got {levels}")
-        gray_train = False
     if n_train:
         train = train[:int(n_train)]
     if n_test:
@@ -280,11 +278,10 @@ def image_data(name: str = "fashion-mnist", path: str | None = None, levels: int
     info = {"kind": "images", "name": name, **grid.to_dict(), "path": None if path is None else str(path),
             "size": size, "binarization": binarization, "split": list(split), "n_test": n_test,
             "test_fraction": test_fraction, "seed": int(seed)}
-    if levels == 2 and name == "binarized-mnist":  # already {0, 1} (or gray values for dynamic training)
+    if name == "binarized-mnist":  # already {0, 1}; dynamic: gray training values, binarized per batch
         flat = lambda a: torch.from_numpy(a.reshape(len(a), -1).astype(np.int64))  # noqa: E731
-        td = TokenData(flat(train), flat(test), 2, name=name, decode=grid.decode, info=info)
-        td.train_transform = dynamic_binarize if gray_train else None
-        return td
+        return TokenData(flat(train), flat(test), 2, name=name, decode=grid.decode, info=info,
+                         train_transform=dynamic_binarize if binarization == "dynamic" else None)
     return TokenData(torch.from_numpy(grid.encode(train)), torch.from_numpy(grid.encode(test)), grid.levels,
                      name=name, decode=grid.decode, info=info)
 
