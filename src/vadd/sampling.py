@@ -85,10 +85,10 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
                  eval_rows: int = 4096, cache_bytes: int = 2 << 30):
     """Run the ancestral loop from ``x_init`` ``[B, L]`` (``mask_id`` where to generate).
 
-    Each step draws, in this order and for every row: the step's latent (``per_step``), the reveal
-    decisions, then candidate tokens for the revealed positions only. Because the reveal decisions do
-    not depend on the network, a row that reveals nothing at a step need not be evaluated
-    (``lazy=True``, exact for every latent policy, a fresh ``z`` per step included). ``cache=True``
+    Each step draws, in this order: the reveal decisions for every row, the step's latent for the rows
+    that reveal something (``per_step``), then candidate tokens for the revealed positions only. Because
+    the reveal decisions do not depend on the network, a row that reveals nothing at a step need not be
+    evaluated (``lazy=True``, exact for every latent policy, a fresh ``z`` per step included). ``cache=True``
     reuses a row's last output while its input is unchanged (``none`` / ``fixed`` latents).
     Given (non-mask) tokens are never changed: infilling and prompting come for free.
     ``on_step(k, t, s, x)`` is called after every step (e.g. to record trajectories). The network sees
@@ -104,6 +104,8 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     stats = SampleStats(steps=int(steps))
     d = model.latent_dim
     z = torch.randn(B, d, generator=generator, device=device) if latent == "fixed" else None
+    if latent == "per_step":
+        z = torch.zeros(B, d, device=device)
     # reuse is exact only when the input is unchanged *and* the network ignores t (MDLM's setting); the
     # reuse buffer holds [B, L, V] outputs, so it is used only within cache_bytes (text: V = 50k)
     use_cache = cache and latent != "per_step" and not model.time_conditioned and B * L * V * 4 <= cache_bytes
@@ -113,12 +115,14 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     for k in range(int(steps)):
         t, s = times[k], times[k + 1]
         masked = x == model.mask_id
-        if latent == "per_step":
-            z = torch.randn(B, d, generator=generator, device=device)
-            fresh.zero_()
         p = 1.0 if k == steps - 1 else float(process.reveal_prob(sched.alpha(s), sched.alpha(t)))
         reveal = masked & (torch.rand(B, L, generator=generator, device=device) < p)
-        need = reveal.any(dim=1) if lazy else masked.any(dim=1)
+        revealing = reveal.any(dim=1)
+        if latent == "per_step":
+            # a fresh z only for the rows whose output is used at this step; other rows (evaluated only when
+            # lazy=False) keep a stale z and their output is discarded. The draws are the same lazy or not.
+            z[revealing] = torch.randn(int(revealing.sum()), d, generator=generator, device=device)
+        need = revealing if lazy else masked.any(dim=1)
         if use_cache:
             need = need & ~fresh
         rows = need.nonzero().squeeze(1)
@@ -134,7 +138,7 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
             fresh[rows] = True
             if idx[0].numel():
                 x[idx] = _draw_chunked(lambda sl: out[idx[0][sl], idx[1][sl]], u, V).to(x.dtype)
-            fresh &= ~reveal.any(dim=1)
+            fresh &= ~revealing
         else:
             # evaluate row blocks and draw their revealed tokens at once: no [B, L, V] buffer
             counts = reveal.sum(dim=1)

@@ -33,22 +33,33 @@ def _size(size, depth, width, heads):
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding, applied to queries and keys ``[B, heads, L, hd]``."""
+    """Rotary position embedding, applied to queries and keys ``[B, heads, L, hd]``.
+
+    Channel pairs ``(2j, 2j+1)`` are rotated by the angle ``pos * base^(-2j/hd)``: computed as one complex
+    multiplication per pair, with the angle table cached per length and device."""
 
     def __init__(self, head_dim: int, base: float = 10_000.0):
         super().__init__()
         self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2).float() / head_dim),
                              persistent=False)
+        self._table = None
+
+    def phases(self, L: int, device) -> torch.Tensor:
+        """``exp(i * pos * freq)`` as a complex tensor ``[L, hd/2]``."""
+        tab = self._table
+        if (tab is None or tab.shape[0] < L or tab.device != device
+                or tab.is_inference() and not torch.is_inference_mode_enabled()):
+            ang = torch.arange(L, device=device, dtype=torch.float32)[:, None] * self.inv_freq.to(device)[None]
+            tab = self._table = torch.polar(torch.ones_like(ang), ang)
+        return tab[:L]
 
     def forward(self, q, k):
-        L = q.shape[-2]
-        ang = torch.arange(L, device=q.device, dtype=torch.float32)[:, None] * self.inv_freq[None]
-        cos, sin = ang.cos().to(q.dtype), ang.sin().to(q.dtype)
+        rot = self.phases(q.shape[-2], q.device)
 
-        def rot(x):
-            x1, x2 = x[..., 0::2], x[..., 1::2]
-            return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
-        return rot(q), rot(k)
+        def apply(x):
+            xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+            return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
+        return apply(q), apply(k)
 
 
 class Attention(nn.Module):
