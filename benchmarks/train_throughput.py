@@ -1,7 +1,8 @@
 """Training cost of VADD against MDM, side by side in one run, for each backbone (toy MLP, image U-Net,
 text DiT at their CPU-protocol sizes): time per optimiser step, examples/s and tokens/s, the VADD/MDM
-ratio with the full recognition model and with a half-width one, and the model FLOP utilisation of
-the training step against the matmul peak measured in the same run.
+ratio with the protocol's recognition model, with one as large as the denoiser and with a half-width
+one, and the model FLOP utilisation of the training step against the matmul peak measured in the
+same run.
 
     .venv/bin/python benchmarks/train_throughput.py --out runs/train_throughput
     # on a GPU: bf16 autocast, torch.compile, the paper-scale backbones (U-Net CIFAR-10, DiT small at
@@ -58,14 +59,32 @@ def matmul_peak(device="cpu", dtype=torch.float32, n: int = 2048, repeats: int =
 
 def half_encoder(cfg: dict) -> dict:
     """The recognition model at half width (hidden units, channels or transformer width)."""
-    from vadd.models.dit import SIZES
-    enc = dict(cfg["model"]["encoder"])
-    if enc.get("size"):   # a named transformer size: make its shape explicit first
-        enc["depth"], enc["width"], enc["heads"] = SIZES[enc.pop("size")]
-        enc["size"] = None
+    enc = _explicit(cfg["model"]["encoder"])
     for key in ("hidden", "ch", "width"):
         if key in enc and enc[key]:
             enc[key] = max(8, int(enc[key]) // 2)
+    return enc
+
+
+def equal_encoder(cfg: dict) -> dict:
+    """The recognition model as large as the denoiser: its depth and width (the U-Net's conv encoder
+    already has the denoiser's channels and multipliers: it is returned unchanged)."""
+    from vadd.models.dit import _size
+    enc, den = _explicit(cfg["model"]["encoder"]), cfg["model"]["denoiser"]
+    if enc["name"] == "transformer":
+        enc["depth"], enc["width"], enc["heads"] = _size(den.get("size"), den.get("depth"), den.get("width"),
+                                                         den.get("heads"))
+    elif enc["name"] == "mlp":
+        enc["depth"], enc["hidden"] = den["depth"], den["hidden"]
+    return enc
+
+
+def _explicit(enc: dict) -> dict:
+    from vadd.models.dit import SIZES
+    enc = dict(enc)
+    if enc.get("size"):   # a named transformer size: make its shape explicit first
+        enc["depth"], enc["width"], enc["heads"] = SIZES[enc.pop("size")]
+        enc["size"] = None
     return enc
 
 
@@ -118,8 +137,10 @@ def main(argv=None) -> int:
         variants = {}
         mdm, _ = build(over, V, L, info, "mdm")
         vadd, cfg = build(over, V, L, info, "vadd")
+        vadd_equal, _ = build(over, V, L, info, "vadd", equal_encoder(cfg))
         vadd_half, _ = build(over, V, L, info, "vadd", half_encoder(cfg))
-        for key, model in (("mdm", mdm), ("vadd", vadd), ("vadd_half_encoder", vadd_half)):
+        for key, model in (("mdm", mdm), ("vadd", vadd), ("vadd_equal_encoder", vadd_equal),
+                           ("vadd_half_encoder", vadd_half)):
             model.to(args.device).train()
             v = variants[key] = {"model": model, "step": step_fn(model, x, args.bf16), "times": [],
                                  "params": sum(p.numel() for p in model.parameters())}
@@ -140,11 +161,15 @@ def main(argv=None) -> int:
             row[key] = {"s_per_step": t, "examples_per_s": B / t, "tokens_per_s": B * L / t, "params": v["params"],
                         "gflop_per_step": v["flops"] / 1e9, "mfu": v["flops"] / t / peak}
         row["ratio_vadd_mdm"] = row["vadd"]["s_per_step"] / row["mdm"]["s_per_step"]
+        row["ratio_vadd_equal_mdm"] = row["vadd_equal_encoder"]["s_per_step"] / row["mdm"]["s_per_step"]
         row["ratio_vadd_half_mdm"] = row["vadd_half_encoder"]["s_per_step"] / row["mdm"]["s_per_step"]
+        row["encoders"] = {"vadd": cfg["model"]["encoder"], "vadd_equal_encoder": equal_encoder(cfg),
+                           "vadd_half_encoder": half_encoder(cfg)}
         row["batch"], row["seq_len"], row["vocab"] = B, L, V
         results["backbones"][name] = row
         print(f"{name}: MDM {row['mdm']['s_per_step'] * 1e3:.1f} ms, VADD {row['vadd']['s_per_step'] * 1e3:.1f} ms "
-              f"({row['ratio_vadd_mdm']:.2f}x), half encoder {row['ratio_vadd_half_mdm']:.2f}x; "
+              f"({row['ratio_vadd_mdm']:.2f}x), encoder as large as the denoiser {row['ratio_vadd_equal_mdm']:.2f}x, "
+              f"half-width encoder {row['ratio_vadd_half_mdm']:.2f}x; "
               f"MFU MDM {100 * row['mdm']['mfu']:.1f}% VADD {100 * row['vadd']['mfu']:.1f}% "
               f"(peak {peak / 1e9:.0f} GFLOP/s)", flush=True)
     write_json(f"{args.out}/train_throughput.json", results)

@@ -61,6 +61,16 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
         assert torch.equal(w_full[k], w_cut[k]), k  # bit for bit, EMA included
 
 
+def test_a_run_dir_holding_another_models_checkpoint_is_refused_with_a_clear_error(tmp_path):
+    args = [*TINY, "trainer.max_steps=2", "trainer.batch_size=16", f"run_dir={tmp_path}"]
+    train(compose(args))
+    before = _weights(tmp_path)
+    with pytest.raises(ValueError, match="another model.*cannot resume this run"):
+        train(compose([*args, "model.denoiser.hidden=48"]))
+    after = _weights(tmp_path)  # the old checkpoint is untouched
+    assert before[0] == after[0] == 2 and all(torch.equal(before[1][k], after[1][k]) for k in before[1])
+
+
 @pytest.mark.parametrize("algo", ["mdm", "vadd"])
 def test_two_process_ddp_equals_one_process_with_the_global_batch(tmp_path, algo):
     common = [*TINY, f"algo={algo}", "trainer.max_steps=3", "trainer.ckpt_every=0", "trainer.grad_clip=0"]

@@ -109,7 +109,12 @@ def from_pretrained(folder, map_location: str = "cpu"):
 
 def load_state_checked(model, state: dict, where: str) -> None:
     """Load a state dict, or explain in one line why it belongs to another model."""
-    own = model.state_dict()
+    check_state(model.state_dict(), state, where)
+    model.load_state_dict(state)
+
+
+def check_state(own: dict, state: dict, where: str) -> None:
+    """Raise ``ValueError`` (one line) unless ``state`` has exactly the tensor names and shapes of ``own``."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
@@ -119,4 +124,3 @@ def load_state_checked(model, state: dict, where: str) -> None:
         if tuple(state[k].shape) != tuple(v.shape):
             raise ValueError(f"{where}: weights belong to another model: {k} has shape "
                              f"{tuple(state[k].shape)}, this model expects {tuple(v.shape)}")
-    model.load_state_dict(state)

@@ -85,8 +85,9 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
                  eval_rows: int = 4096, cache_bytes: int = 2 << 30):
     """Run the ancestral loop from ``x_init`` ``[B, L]`` (``mask_id`` where to generate).
 
-    Each step draws, in this order: the reveal decisions for every row, the step's latent for the rows
-    that reveal something (``per_step``), then candidate tokens for the revealed positions only. Because
+    Each step draws, in this order: the reveal decisions for every row, the latent (``per_step``: for the
+    rows that reveal something; ``fixed``: for every row, at the first step only), then candidate tokens
+    for the revealed positions only. Because
     the reveal decisions do not depend on the network, a row that reveals nothing at a step need not be
     evaluated (``lazy=True``, exact for every latent policy, a fresh ``z`` per step included). ``cache=True``
     reuses a row's last output while its input is unchanged (``none`` / ``fixed`` latents).
@@ -103,9 +104,7 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     V = model.vocab_size
     stats = SampleStats(steps=int(steps))
     d = model.latent_dim
-    z = torch.randn(B, d, generator=generator, device=device) if latent == "fixed" else None
-    if latent == "per_step":
-        z = torch.zeros(B, d, device=device)
+    z = torch.zeros(B, d, device=device) if latent == "per_step" else None
     # reuse is exact only when the input is unchanged *and* the network ignores t (MDLM's setting); the
     # reuse buffer holds [B, L, V] outputs, so it is used only within cache_bytes (text: V = 50k)
     use_cache = cache and latent != "per_step" and not model.time_conditioned and B * L * V * 4 <= cache_bytes
@@ -118,6 +117,8 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
         p = 1.0 if k == steps - 1 else float(process.reveal_prob(sched.alpha(s), sched.alpha(t)))
         reveal = masked & (torch.rand(B, L, generator=generator, device=device) < p)
         revealing = reveal.any(dim=1)
+        if latent == "fixed" and k == 0:  # drawn here, not before the loop: at T = 1 VADD-CS is VADD, draw for draw
+            z = torch.randn(B, d, generator=generator, device=device)
         if latent == "per_step":
             # a fresh z only for the rows whose output is used at this step; other rows (evaluated only when
             # lazy=False) keep a stale z and their output is discarded. The draws are the same lazy or not.

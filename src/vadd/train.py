@@ -113,10 +113,12 @@ def atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
-def read_checkpoint_step(path) -> int:
-    """Global step stored in a Lightning checkpoint (loaded without unpickling arbitrary objects)."""
+def read_checkpoint(path) -> dict:
+    """A Lightning checkpoint, loaded without unpickling arbitrary objects."""
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        int(ckpt["global_step"]), ckpt["state_dict"]
+        return ckpt
     except Exception as e:
         raise ValueError(f"{path}: not a readable vadd training checkpoint ({str(e).splitlines()[0][:120]})") from None
 
@@ -310,7 +312,16 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
         ckpt = str(run_dir / "checkpoints" / "last.ckpt")
     if ckpt and not Path(ckpt).exists():
         raise FileNotFoundError(f"no such checkpoint to resume from: {ckpt}")
-    start_batch = read_checkpoint_step(ckpt) * trainer.accumulate_grad_batches if ckpt else 0
+    start_batch = 0
+    if ckpt:
+        saved = read_checkpoint(ckpt)
+        try:
+            io.check_state(lit.state_dict(), saved["state_dict"], str(ckpt))
+        except ValueError as e:
+            raise ValueError(f"{e}; it cannot resume this run: use a new run_dir (demo/bench: --out), "
+                             "resume=PATH of a checkpoint of this model, or trainer.auto_resume=false") from None
+        start_batch = int(saved["global_step"]) * trainer.accumulate_grad_batches
+        del saved
     loader = torch.utils.data.DataLoader(StepBatches(data.train, bs, seed, start_batch, data.train_transform), batch_size=None,
                                          num_workers=0)
     trainer.fit(lit, train_dataloaders=loader, ckpt_path=ckpt, weights_only=True)

@@ -137,15 +137,22 @@ class DiTDenoiser(nn.Module):
 
 class TransformerEncoder(nn.Module):
     """Recognition model ``r(z | x0, mask) -> (mean, logvar)``: one embedding of ``x0``, learned
-    modulation at masked positions, bidirectional blocks, mean pooling."""
+    modulation at masked positions, optionally ``patch`` positions merged into one, bidirectional blocks,
+    mean pooling."""
 
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int, size: str | None = "tiny",
                  depth: int | None = None, width: int | None = None, heads: int | None = None,
-                 mlp_ratio: int = 4):
+                 mlp_ratio: int = 4, patch: int = 1):
         super().__init__()
         depth, width, heads = _size(size, depth, width, heads)
+        if int(patch) < 1:
+            raise ValueError(f"encoder patch must be >= 1, got {patch}")
+        self.patch = int(patch)
         self.embed = nn.Embedding(vocab_size, width)
         self.masked = MaskModulation(width)
+        # patch > 1: every `patch` consecutive (modulated) token vectors are concatenated and projected to one
+        # position, so the blocks run on L / patch positions (a global summary needs no per-token resolution)
+        self.merge = nn.Linear(self.patch * width, width) if self.patch > 1 else None
         self.blocks = nn.ModuleList([DiTBlock(width, heads, None, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
         self.head = nn.Linear(width, 2 * latent_dim)
@@ -154,6 +161,12 @@ class TransformerEncoder(nn.Module):
 
     def forward(self, x0, masked):
         h = self.masked(self.embed(x0), masked)
+        if self.merge is not None:
+            B, L, W = h.shape
+            pad = -L % self.patch
+            if pad:
+                h = F.pad(h, (0, 0, 0, pad))
+            h = self.merge(h.reshape(B, (L + pad) // self.patch, self.patch * W))
         for blk in self.blocks:
             h = blk(h)
         mean, logvar = self.head(self.norm(h).mean(dim=1)).chunk(2, dim=-1)
