@@ -34,20 +34,25 @@ def models():
     return out
 
 
-def measure(model, sampler, T, n, cache, lazy, repeats):
-    best = float("inf")
+def measure(runs, T, n, cache, lazy, repeats):
+    """Best-of-``repeats`` wall time of each ``(sampler, model)`` in ``runs``, interleaved round-robin so
+    that drifts in machine load hit every sampler alike."""
+    best, stats = {s: float("inf") for s, _ in runs}, {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        _, st = sample(model, n, T, sampler, cache=cache, lazy=lazy, seed=0)
-        best = min(best, time.perf_counter() - t0)
-    return {"calls": st.nfe, "rows_per_sample": st.row_evals / n, "us_per_sample": 1e6 * best / n}
+        for sampler, model in runs:
+            t0 = time.perf_counter()
+            _, st = sample(model, n, T, sampler, cache=cache, lazy=lazy, seed=0)
+            best[sampler] = min(best[sampler], time.perf_counter() - t0)
+            stats[sampler] = st
+    return {s: {"calls": stats[s].nfe, "rows_per_sample": stats[s].row_evals / n,
+                "us_per_sample": 1e6 * best[s] / n} for s, _ in runs}
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/sampling_cost")
     ap.add_argument("--num-samples", type=int, default=20_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -55,8 +60,8 @@ def main(argv=None) -> int:
     rows = []
     for T in STEPS:
         for mode, cache, lazy in (("lazy", True, True), ("cached", True, False), ("uncached", False, False)):
-            for sampler, model in (("mdm", m["mdm"]), ("vadd", m["vadd"]), ("vadd-cs", m["vadd"])):
-                r = measure(model, sampler, T, args.num_samples, cache, lazy, args.repeats)
+            runs = (("mdm", m["mdm"]), ("vadd", m["vadd"]), ("vadd-cs", m["vadd"]))
+            for sampler, r in measure(runs, T, args.num_samples, cache, lazy, args.repeats).items():
                 rows.append({"T": T, "mode": mode, "sampler": sampler, **r})
                 print(rows[-1], flush=True)
     for r in rows:

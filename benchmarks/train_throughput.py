@@ -36,6 +36,12 @@ BACKBONES = {
     "unet (fashion-mnist 14x14)": (["experiment=images_fmnist"], 256, 196,
                                    {"kind": "images", "channels": 1, "height": 14, "width": 14}, 64),
     "dit (text_cpu, chars, L=256)": (["experiment=text_cpu"], 27, 256, None, 32),
+    # the largest backbone that fits a few minutes here: the library's named `tiny` DiT (4 x 256, 4 heads)
+    "dit tiny 4x256 (chars, L=256)": (["experiment=text_cpu", "model.denoiser.size=tiny",
+                                       "model.denoiser.depth=null", "model.denoiser.width=null",
+                                       "model.denoiser.heads=null", "model.encoder.size=tiny",
+                                       "model.encoder.depth=2", "model.encoder.width=null",
+                                       "model.encoder.heads=null"], 27, 256, None, 32),
 }
 
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from vadd.assets import MissingAsset, asset_path
 from vadd.build import build_model, model_spec
@@ -159,6 +160,27 @@ def test_rotary_rotates_each_channel_pair_by_position_times_frequency():
     qg = q.clone().requires_grad_()
     rot(qg, k)[0].sum().backward()
     assert qg.grad is not None and torch.isfinite(qg.grad).all()
+
+
+@pytest.mark.parametrize("L", [12, 10])
+def test_patched_recognition_model_sees_every_token_and_the_mask(L):
+    from vadd.models.dit import TransformerEncoder
+    torch.manual_seed(0)
+    enc = TransformerEncoder(L, 7, latent_dim=3, size=None, depth=1, width=16, heads=2, patch=4)
+    nn.init.normal_(enc.head.weight)
+    x0 = torch.randint(0, 7, (2, L))
+    masked = torch.zeros(2, L, dtype=torch.bool)
+    mean, logvar = enc(x0, masked)
+    assert mean.shape == logvar.shape == (2, 3)
+    for i in range(L):  # changing any one token, or masking it, changes the posterior
+        x1 = x0.clone()
+        x1[:, i] = (x1[:, i] + 1) % 7
+        assert not torch.allclose(enc(x1, masked)[0], mean)
+        m1 = masked.clone()
+        m1[:, i] = True
+        assert not torch.allclose(enc(x0, m1)[0], mean)
+    with pytest.raises(ValueError, match="patch"):
+        TransformerEncoder(L, 7, latent_dim=3, size=None, depth=1, width=16, heads=2, patch=0)
 
 
 def test_ar_baseline_is_causal_and_its_perplexity_is_exp_mean_nll():

@@ -119,14 +119,18 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
         revealing = reveal.any(dim=1)
         if latent == "fixed" and k == 0:  # drawn here, not before the loop: at T = 1 VADD-CS is VADD, draw for draw
             z = torch.randn(B, d, generator=generator, device=device)
+        rows = None
         if latent == "per_step":
             # a fresh z only for the rows whose output is used at this step; other rows (evaluated only when
             # lazy=False) keep a stale z and their output is discarded. The draws are the same lazy or not.
-            z[revealing] = torch.randn(int(revealing.sum()), d, generator=generator, device=device)
-        need = revealing if lazy else masked.any(dim=1)
-        if use_cache:
-            need = need & ~fresh
-        rows = need.nonzero().squeeze(1)
+            rows = revealing.nonzero().squeeze(1)
+            if rows.numel():
+                z[rows] = torch.randn(rows.numel(), d, generator=generator, device=device)
+        if rows is None or not lazy or use_cache:
+            need = revealing if lazy else masked.any(dim=1)
+            if use_cache:
+                need = need & ~fresh
+            rows = need.nonzero().squeeze(1)
         idx = reveal.nonzero(as_tuple=True)  # row-major: each row's revealed positions are contiguous
         u = torch.rand(idx[0].numel(), 1, generator=generator, device=device, dtype=torch.float64)
         if rows.numel():
