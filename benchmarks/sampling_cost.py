@@ -1,9 +1,12 @@
 """Sampling cost of MDM, VADD (fresh z per step) and VADD-CS (fixed z) against T, with and without
-caching, measured side by side in one run on the toy MLP (2 tokens, V = 64).
+caching, measured side by side in one run on the toy MLP (2 tokens, V = 64) or the Fashion-MNIST U-Net
+(196 tokens, V = 256).
 
     .venv/bin/python benchmarks/sampling_cost.py --out runs/sampling_cost
+    .venv/bin/python benchmarks/sampling_cost.py --backbone unet --num-samples 64 --modes lazy cached \
+        --out runs/sampling_cost
 
-Writes OUT/sampling_cost.json and OUT/sampling_cost.png: batched network calls, network rows per
+Writes OUT/sampling_cost[_BACKBONE].json and .png: batched network calls, network rows per
 sample and wall time per sample, and each VADD sampler's wall-time ratio to MDM at every T. The models
 are untrained (cost does not depend on the weights); VADD's network adds the latent path.
 """
@@ -23,14 +26,23 @@ from vadd.config import compose
 from vadd.sampling import sample
 
 STEPS = (1, 2, 5, 10, 20, 50, 100, 1000)
+MODES = {"lazy": (True, True), "cached": (True, False), "uncached": (False, False)}  # (cache, lazy)
 
 
-def models():
+BACKBONES = {
+    # name: (experiment overrides, vocab, seq_len, data info for image geometry)
+    "mlp": ([], 64, 2, None),
+    "unet": (["experiment=images_fmnist"], 256, 196, {"kind": "images", "channels": 1, "height": 14, "width": 14}),
+}
+
+
+def models(backbone: str = "mlp"):
+    over, V, L, info = BACKBONES[backbone]
     out = {}
     for algo in ("mdm", "vadd"):
-        cfg = compose([f"algo={algo}"])
+        cfg = compose([*over, f"algo={algo}"])
         torch.manual_seed(0)
-        out[algo] = build_model(model_spec(cfg["model"], cfg["algo"], 64, 2)).eval()
+        out[algo] = build_model(model_spec(cfg["model"], cfg["algo"], V, L, info)).eval()
     return out
 
 
@@ -51,15 +63,20 @@ def measure(runs, T, n, cache, lazy, repeats):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/sampling_cost")
-    ap.add_argument("--num-samples", type=int, default=20_000)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--num-samples", type=int, default=10_000)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backbone", choices=sorted(BACKBONES), default="mlp",
+                    help="mlp: the toy network (2 tokens); unet: the Fashion-MNIST 14x14 U-Net (196 tokens)")
+    ap.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
+    ap.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    m = models()
+    m = models(args.backbone)
     rows = []
-    for T in STEPS:
-        for mode, cache, lazy in (("lazy", True, True), ("cached", True, False), ("uncached", False, False)):
+    for T in args.steps:
+        for mode in args.modes:
+            cache, lazy = MODES[mode]
             runs = (("mdm", m["mdm"]), ("vadd", m["vadd"]), ("vadd-cs", m["vadd"]))
             for sampler, r in measure(runs, T, args.num_samples, cache, lazy, args.repeats).items():
                 rows.append({"T": T, "mode": mode, "sampler": sampler, **r})
@@ -70,12 +87,15 @@ def main(argv=None) -> int:
         r["calls_ratio_to_mdm"] = r["calls"] / max(ref["calls"], 1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "sampling_cost.json", {"num_samples": args.num_samples, "threads": args.threads, "rows": rows})
+    stem = "sampling_cost" if args.backbone == "mlp" else f"sampling_cost_{args.backbone}"
+    write_json(out / f"{stem}.json", {"backbone": args.backbone, "num_samples": args.num_samples,
+                                       "threads": args.threads, "repeats": args.repeats, "rows": rows})
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, mode in zip(axes, ("lazy", "cached", "uncached")):
+    fig, axes = plt.subplots(1, len(args.modes), figsize=(4.4 * len(args.modes), 3.6), squeeze=False)
+    axes = axes[0]
+    for ax, mode in zip(axes, args.modes):
         for sampler in ("mdm", "vadd", "vadd-cs"):
             sel = [r for r in rows if r["mode"] == mode and r["sampler"] == sampler]
             ax.plot([r["T"] for r in sel], [r["us_per_sample"] for r in sel], marker="o", label=sampler)
@@ -86,8 +106,8 @@ def main(argv=None) -> int:
     axes[0].set_ylabel("wall time per sample (us)")
     axes[-1].legend()
     fig.tight_layout()
-    fig.savefig(out / "sampling_cost.png", dpi=110)
-    print(f"wrote {out / 'sampling_cost.json'} and {out / 'sampling_cost.png'}")
+    fig.savefig(out / f"{stem}.png", dpi=110)
+    print(f"wrote {out / (stem + '.json')} and {out / (stem + '.png')}")
     return 0
 
 

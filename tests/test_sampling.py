@@ -167,3 +167,23 @@ def test_out_of_vocabulary_prompt_is_a_clear_error():
     x[0, 0] = V + 1
     with pytest.raises(ValueError, match="outside the vocabulary"):
         sample(_model(0), steps=2, sampler="mdm", x_init=x)
+
+
+def test_one_seed_reveals_the_same_positions_with_every_sampler():
+    """Latents have their own stream: MDM, VADD and VADD-CS reveal the same positions at the same steps for
+    one seed, so cached VADD-CS makes exactly cached MDM's network calls, lazy evaluation costs every
+    sampler the same rows, and at T = 1 VADD and VADD-CS are the same draw."""
+    mdm, vadd = _model(0), _model(3)
+    for T in (1, 7, 60):
+        runs = {(s, lazy): sample(mdm if s == "mdm" else vadd, 400, T, s, cache=True, lazy=lazy, seed=4)
+                for s in ("mdm", "vadd", "vadd-cs") for lazy in (True, False)}
+        for lazy in (True, False):
+            ref = runs[("mdm", lazy)][1]
+            cs = runs[("vadd-cs", lazy)][1]
+            assert (cs.nfe, cs.row_evals) == (ref.nfe, ref.row_evals)
+            assert runs[("vadd", lazy)][1].per_step_revealed == ref.per_step_revealed == cs.per_step_revealed
+            assert len(ref.per_step_revealed) == T and sum(ref.per_step_revealed) == 400 * L
+        assert runs[("vadd", True)][1].row_evals == runs[("mdm", True)][1].row_evals
+    a, _ = sample(vadd, 400, 1, "vadd", seed=9)
+    b, _ = sample(vadd, 400, 1, "vadd-cs", seed=9)
+    assert torch.equal(a, b)

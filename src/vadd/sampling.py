@@ -85,12 +85,15 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
                  eval_rows: int = 4096, cache_bytes: int = 2 << 30):
     """Run the ancestral loop from ``x_init`` ``[B, L]`` (``mask_id`` where to generate).
 
-    Each step draws, in this order: the reveal decisions for every row, the latent (``per_step``: for the
-    rows that reveal something; ``fixed``: for every row, at the first step only), then candidate tokens
-    for the revealed positions only. Because
-    the reveal decisions do not depend on the network, a row that reveals nothing at a step need not be
-    evaluated (``lazy=True``, exact for every latent policy, a fresh ``z`` per step included). ``cache=True``
-    reuses a row's last output while its input is unchanged (``none`` / ``fixed`` latents).
+    Each step draws the reveal decisions for every row, then candidate tokens for the revealed positions
+    only. Latents come from their own stream, seeded by one draw from ``generator`` at the start (every
+    sampler, MDM included, makes that draw): so for one seed MDM, VADD and VADD-CS reveal the same
+    positions at the same steps (paired cost comparisons), and at ``T = 1`` VADD and VADD-CS are the same
+    draw. ``per_step`` draws a fresh ``z`` only for the rows that reveal something at a step; ``fixed``
+    draws one per row up front. Because the reveal decisions do not depend on the network, a row that
+    reveals nothing at a step need not be evaluated (``lazy=True``, exact for every latent policy, a
+    fresh ``z`` per step included). ``cache=True`` reuses a row's last output while its input is
+    unchanged (``none`` / ``fixed`` latents).
     Given (non-mask) tokens are never changed: infilling and prompting come for free.
     ``on_step(k, t, s, x)`` is called after every step (e.g. to record trajectories). The network sees
     at most ``eval_rows`` rows at a time.
@@ -104,7 +107,13 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     V = model.vocab_size
     stats = SampleStats(steps=int(steps))
     d = model.latent_dim
-    z = torch.zeros(B, d, device=device) if latent == "per_step" else None
+    zseed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=device))
+    zgen = torch.Generator(device=device).manual_seed(zseed)
+    z = None
+    if latent == "fixed":
+        z = torch.randn(B, d, generator=zgen, device=device)
+    elif latent == "per_step":
+        z = torch.zeros(B, d, device=device)
     # reuse is exact only when the input is unchanged *and* the network ignores t (MDLM's setting); the
     # reuse buffer holds [B, L, V] outputs, so it is used only within cache_bytes (text: V = 50k)
     use_cache = cache and latent != "per_step" and not model.time_conditioned and B * L * V * 4 <= cache_bytes
@@ -117,16 +126,14 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
         p = 1.0 if k == steps - 1 else float(process.reveal_prob(sched.alpha(s), sched.alpha(t)))
         reveal = masked & (torch.rand(B, L, generator=generator, device=device) < p)
         revealing = reveal.any(dim=1)
-        if latent == "fixed" and k == 0:  # drawn here, not before the loop: at T = 1 VADD-CS is VADD, draw for draw
-            z = torch.randn(B, d, generator=generator, device=device)
         rows = None
         if latent == "per_step":
             # a fresh z only for the rows whose output is used at this step; other rows (evaluated only when
             # lazy=False) keep a stale z and their output is discarded. The draws are the same lazy or not.
             rows = revealing.nonzero().squeeze(1)
             if rows.numel():
-                z[rows] = torch.randn(rows.numel(), d, generator=generator, device=device)
-        if rows is None or not lazy or use_cache:
+                z[rows] = torch.randn(rows.numel(), d, generator=zgen, device=device)
+        if rows is None or not lazy:  # (per_step never caches)
             need = revealing if lazy else masked.any(dim=1)
             if use_cache:
                 need = need & ~fresh
@@ -200,6 +207,8 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
             out.append(x.cpu())
             total.nfe += st.nfe
             total.row_evals += st.row_evals
+            total.per_step_revealed = [a + b for a, b in itertools.zip_longest(
+                total.per_step_revealed, st.per_step_revealed, fillvalue=0)]
     finally:
         model.train(was_training)
     return torch.cat(out), total
