@@ -13,7 +13,7 @@ from torch import nn
 from vadd.assets import MissingAsset, asset_path
 from vadd.build import build_model, model_spec
 from vadd.data.text import pack, pad, read_kjv, read_user_corpus, split_docs, text_data
-from vadd.models.dit import Rotary
+from vadd.models.dit import Rotary, rotate_pairs
 from vadd.text.tokenizers import BertTokenizer, CharTokenizer, GPT2Tokenizer, get_tokenizer
 
 DIT = {"schedule": {"name": "loglinear"}, "estimator": "time",
@@ -154,6 +154,7 @@ def test_rotary_rotates_each_channel_pair_by_position_times_frequency():
         a, b = x[..., 0::2], x[..., 1::2]
         assert torch.allclose(rx[..., 0::2], a * cos - b * sin, atol=1e-6)
         assert torch.allclose(rx[..., 1::2], a * sin + b * cos, atol=1e-6)
+        assert torch.allclose(rotate_pairs(x, cos, sin), rx, atol=1e-6)  # the compiled path's real form
     rot = Rotary(hd)
     with torch.inference_mode():  # a table built here must not leak into training
         rot(q, k)

@@ -54,12 +54,29 @@ class Rotary(nn.Module):
         return tab[:L]
 
     def forward(self, q, k):
-        rot = self.phases(q.shape[-2], q.device)
+        L = q.shape[-2]
+        if _compiling():  # inductor has no complex kernels; it fuses the real form instead
+            ang = torch.arange(L, device=q.device, dtype=torch.float32)[:, None] * self.inv_freq[None]
+            cos, sin = ang.cos(), ang.sin()
+            return rotate_pairs(q, cos, sin), rotate_pairs(k, cos, sin)
+        rot = self.phases(L, q.device)
 
         def apply(x):
             xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
             return torch.view_as_real(xc * rot).flatten(-2).to(x.dtype)
         return apply(q), apply(k)
+
+
+def _compiling() -> bool:
+    f = getattr(torch.compiler, "is_compiling", None)  # torch >= 2.3
+    return bool(f is not None and f())
+
+
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs ``(2j, 2j+1)`` of ``x [..., L, hd]`` by angles with ``cos``/``sin`` ``[L, hd/2]``
+    (real arithmetic: the compiled path of :class:`Rotary`)."""
+    a, b = x.float().unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack((a * cos - b * sin, a * sin + b * cos), dim=-1).flatten(-2).to(x.dtype)
 
 
 class Attention(nn.Module):
