@@ -126,18 +126,16 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
         p = 1.0 if k == steps - 1 else float(process.reveal_prob(sched.alpha(s), sched.alpha(t)))
         reveal = masked & (torch.rand(B, L, generator=generator, device=device) < p)
         revealing = reveal.any(dim=1)
-        rows = None
+        need = revealing if lazy else masked.any(dim=1)
+        if use_cache:
+            need = need & ~fresh
+        rows = need.nonzero().squeeze(1)
         if latent == "per_step":
             # a fresh z only for the rows whose output is used at this step; other rows (evaluated only when
             # lazy=False) keep a stale z and their output is discarded. The draws are the same lazy or not.
-            rows = revealing.nonzero().squeeze(1)
-            if rows.numel():
-                z[rows] = torch.randn(rows.numel(), d, generator=zgen, device=device)
-        if rows is None or not lazy:  # (per_step never caches)
-            need = revealing if lazy else masked.any(dim=1)
-            if use_cache:
-                need = need & ~fresh
-            rows = need.nonzero().squeeze(1)
+            drawn = rows if lazy else revealing.nonzero().squeeze(1)  # (per_step never caches)
+            if drawn.numel():
+                z[drawn] = torch.randn(drawn.numel(), d, generator=zgen, device=device)
         idx = reveal.nonzero(as_tuple=True)  # row-major: each row's revealed positions are contiguous
         u = torch.rand(idx[0].numel(), 1, generator=generator, device=device, dtype=torch.float64)
         if rows.numel():
@@ -164,7 +162,7 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
                     uu = u[a:a + local[0].numel()]
                     x[part[local[0]], local[1]] = _draw_chunked(lambda sl: logp[local[0][sl], local[1][sl]],
                                                                 uu, V).to(x.dtype)
-        stats.per_step_revealed.append(int(reveal.sum()))
+        stats.per_step_revealed.append(idx[0].numel())
         if on_step is not None:
             on_step(k, float(t), float(s), x)
     return x, stats
