@@ -187,3 +187,60 @@ def test_one_seed_reveals_the_same_positions_with_every_sampler():
     a, _ = sample(vadd, 400, 1, "vadd", seed=9)
     b, _ = sample(vadd, 400, 1, "vadd-cs", seed=9)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("schedule", [LogLinear(), Linear(), Cosine()], ids=repr)
+@pytest.mark.parametrize("grid", ["uniform", "cosine"])
+def test_reveal_steps_follow_the_stepwise_reveal_probabilities(schedule, grid):
+    """One inverse-CDF draw per position has the law of one Bernoulli(p_k) draw per position and step."""
+    from vadd.process import reveal_prob
+    from vadd.sampling import reveal_steps
+    T, n = 6, 400_000
+    times = time_grid(T, grid)
+    a = schedule.alpha(times)
+    still, expected = 1.0, []
+    for k in range(T):
+        p = 1.0 if k == T - 1 else float(reveal_prob(a[k + 1], a[k]))
+        expected.append(still * p)
+        still *= 1 - p
+    when = reveal_steps(schedule, times, torch.rand(n, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+    freq = torch.bincount(when, minlength=T).double() / n
+    assert when.min() >= 0 and when.max() < T
+    assert torch.allclose(freq, torch.tensor(expected, dtype=torch.float64), atol=4 * (0.25 / n) ** 0.5)
+
+
+def test_event_driven_sampler_makes_at_most_min_T_L_calls():
+    mdm, vadd = _model(0), _model(3)
+    for T in (1, 4, 1000):
+        for s, m in (("mdm", mdm), ("vadd", vadd), ("vadd-cs", vadd)):
+            _, st = sample(m, 300, T, s, seed=0)
+            assert st.nfe <= min(T, L) and st.row_evals <= 300 * min(T, L)
+            _, eager = sample(m, 300, T, s, cache=False, lazy=False, seed=0)
+            assert st.nfe <= eager.nfe <= T and st.row_evals <= eager.row_evals
+
+
+def test_event_driven_vadd_matches_a_stepwise_reference_in_law():
+    """The joint law of VADD's tokens (fresh z per step) equals that of a plain step-by-step ancestral loop
+    with a Bernoulli reveal per position and step, written here independently (L = 2, V = 3: 9 cells)."""
+    Vs, Ls, d, T, n = 3, 2, 2, 3, 120_000
+    torch.manual_seed(1)
+    den = MLPDenoiser(Ls, Vs, latent_dim=d, hidden=16, depth=1, embed_dim=4, cond_dim=8, time_conditioning=True)
+    model = VADD(den, MLPEncoder(Ls, Vs, d, hidden=8, depth=1, embed_dim=4), Linear(), Vs, Ls, d)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 1.0)
+    model.eval()
+    g = torch.Generator().manual_seed(7)
+    x = torch.full((n, Ls), Vs)
+    times = time_grid(T)
+    with torch.no_grad():
+        for k in range(T):
+            p = 1.0 if k == T - 1 else float((times[k] - times[k + 1]) / times[k])  # linear: alpha = 1 - t
+            reveal = (x == Vs) & (torch.rand(n, Ls, generator=g) < p)
+            z = torch.randn(n, d, generator=g)
+            probs = model.log_probs(x, torch.full((n,), float(times[k])), z).exp()
+            draw = torch.multinomial(probs.view(-1, Vs), 1, generator=g).view(n, Ls)
+            x = torch.where(reveal, draw, x)
+    ours, _ = sample(model, n, T, "vadd", seed=3)
+    cells = lambda a: torch.bincount(a[:, 0] * Vs + a[:, 1], minlength=Vs * Vs).double() / n
+    assert (cells(ours) - cells(x)).abs().max() < 0.008

@@ -226,3 +226,30 @@ def test_demo_on_a_user_point_file(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "d" / "results.json").read_text())
     assert list(res["datasets"]) == ["blob"]
+
+
+def test_ema_tracks_in_place_updates_and_a_new_source_model():
+    """The EMA caches its tensor lists: in-place optimiser updates must still be seen, and another source
+    model gets its own lists."""
+    from vadd.train import EMA
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA(net, decay=0.5)
+    for n in range(3):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)  # in place, as optimisers do
+            net[1].running_mean.add_(2.0)
+        before = [e.clone() for e in ema.model.parameters()]
+        ema.update(net)
+        d = min(0.5, (1.0 + n) / (10.0 + n))
+        for b, e, p in zip(before, ema.model.parameters(), net.parameters()):
+            assert torch.allclose(e, d * b + (1 - d) * p)
+        assert torch.equal(ema.model[1].running_mean, net[1].running_mean)
+    other = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema.update(other)
+    before = [e.clone() for e in ema.model.parameters()]
+    n = int(ema.updates)
+    ema.update(other)
+    d = min(0.5, (1.0 + n) / (10.0 + n))
+    for b, e, p in zip(before, ema.model.parameters(), other.parameters()):
+        assert torch.allclose(e, d * b + (1 - d) * p)

@@ -6,12 +6,14 @@ The latent policy is the only difference between the samplers:
 - ``per_step``  VADD: a fresh ``z ~ N(0, I)`` at every step (the exact ancestral sampler).
 - ``fixed``     VADD-CS: one ``z`` per sample, kept for the whole trajectory.
 
-Cost: the reveal decisions of a step are drawn before the network runs, so a row that reveals
-nothing at this step is not evaluated (``lazy``, exact for every latent policy). Caching
-(``cache=True``) reuses a row's output while its input is unchanged, when the latent is ``none`` or
-``fixed`` and the denoiser is not time-conditioned (MDLM's ``ddpm_cache``, per row; exact only then);
-it saves calls when ``lazy`` is off. All random draws are made for every row whether or not it is
-evaluated, so cached and uncached runs consume the same random stream and agree token for token.
+Cost: the reveal step of every position is drawn before the network runs (it does not depend on the
+network), so the network need only run when a row reveals something, on that row's state before the
+step. The default sampler is event-driven: it batches the rows' ``r``-th reveal events into one call
+whatever their steps, so it makes at most ``min(T, L)`` calls for every latent policy, a fresh ``z``
+per step included, and exactly the same ones for MDM, VADD and VADD-CS. A step-by-step mode
+(``lazy=False``) shows the naive cost, with MDLM's per-row caching (``cache=True``, exact for the
+``none`` / ``fixed`` latents when the denoiser ignores ``t``). All random draws are made up front
+for every row, so every mode gives the same tokens.
 Categorical draws are float64 (inverse CDF), which avoids the temperature bias of float32 Gumbel draws.
 """
 from __future__ import annotations
@@ -79,92 +81,167 @@ def _draw_chunked(logp_rows, u: torch.Tensor, V: int, budget: int = 1 << 24) -> 
                       for i in range(0, n, step)]) if n else u.new_zeros(0, dtype=torch.long)
 
 
+def reveal_steps(schedule, times: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The step at which each position masked at ``t_0 = 1`` is revealed, from uniforms ``u`` (any shape).
+
+    The ancestral sampler reveals a still-masked position at step ``k`` (from ``t_k`` to ``t_{k+1}``) with
+    probability ``(alpha(t_{k+1}) - alpha(t_k)) / (1 - alpha(t_k))`` and everything at the last step; so
+    it is revealed by step ``k`` with probability ``(alpha(t_{k+1}) - alpha(t_0)) / (1 - alpha(t_0))``.
+    One inverse-CDF draw per position gives the same law as one Bernoulli draw per position and step.
+    """
+    a = schedule.alpha(times.double())
+    cdf = ((a[1:] - a[0]) / (1.0 - a[0]).clamp_min(1e-12)).clamp(0.0, 1.0)
+    cdf[-1] = 1.0
+    cdf = torch.cummax(cdf, 0).values.contiguous()
+    return torch.searchsorted(cdf, u.reshape(-1).double(), right=True).view(u.shape).clamp_max(len(cdf) - 1)
+
+
+class EventLatents:
+    """The latents of the samplers: ``z`` for the ``r``-th reveal event of row ``b`` is row ``b`` of the
+    ``r``-th ``randn(B, d)`` of a stream seeded once. A row's ``z`` does not depend on which rows are
+    evaluated when, so every evaluation mode gives the same tokens; VADD-CS uses event 0's draw for the
+    whole trajectory, so at ``T = 1`` VADD and VADD-CS are the same draw."""
+
+    def __init__(self, rows: int, dim: int, seed: int, device=None):
+        self.rows, self.dim, self.device = rows, dim, device
+        self.gen = torch.Generator(device=device).manual_seed(seed)
+        self.draws, self.made = {}, 0
+
+    def draw(self, r: int) -> torch.Tensor:
+        while self.made <= r:
+            self.draws[self.made] = torch.randn(self.rows, self.dim, generator=self.gen, device=self.device)
+            self.made += 1
+        return self.draws[r]
+
+    def get(self, rows: torch.Tensor, event) -> torch.Tensor:
+        """``z [n, d]`` for ``rows`` at their event indices (an int, or a tensor like ``rows``)."""
+        if isinstance(event, int):
+            return self.draw(event)[rows]
+        z = torch.empty(rows.numel(), self.dim, device=self.device)
+        for r in event.unique().tolist():
+            sel = event == r
+            z[sel] = self.draw(r)[rows[sel]]
+        return z
+
+    def release_below(self, r: int) -> None:
+        """Free the draws of events before ``r`` (no row will need them again)."""
+        for key in [k for k in self.draws if k < r]:
+            del self.draws[key]
+
+
 @torch.no_grad()
 def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", cache: bool = True,
                  lazy: bool = True, grid: str = "uniform", generator=None, on_step=None,
                  eval_rows: int = 4096, cache_bytes: int = 2 << 30):
     """Run the ancestral loop from ``x_init`` ``[B, L]`` (``mask_id`` where to generate).
 
-    Each step draws the reveal decisions for every row, then candidate tokens for the revealed positions
-    only. Latents come from their own stream, seeded by one draw from ``generator`` at the start (every
-    sampler, MDM included, makes that draw): so for one seed MDM, VADD and VADD-CS reveal the same
-    positions at the same steps (paired cost comparisons), and at ``T = 1`` VADD and VADD-CS are the same
-    draw. ``per_step`` draws a fresh ``z`` only for the rows that reveal something at a step; ``fixed``
-    draws one per row up front. Because the reveal decisions do not depend on the network, a row that
-    reveals nothing at a step need not be evaluated (``lazy=True``, exact for every latent policy, a
-    fresh ``z`` per step included). ``cache=True`` reuses a row's last output while its input is
-    unchanged (``none`` / ``fixed`` latents).
-    Given (non-mask) tokens are never changed: infilling and prompting come for free.
-    ``on_step(k, t, s, x)`` is called after every step (e.g. to record trajectories). The network sees
-    at most ``eval_rows`` rows at a time.
+    Every random choice that does not depend on the network is drawn up front, in this order from
+    ``generator``: the seed of the latent stream, the step at which each position is revealed
+    (:func:`reveal_steps`) and the uniform of each position's categorical draw. So for one seed MDM,
+    VADD and VADD-CS reveal the same positions at the same steps (paired cost comparisons), and every
+    evaluation mode below gives the same tokens.
+
+    Latents (:class:`EventLatents`): ``per_step`` (VADD) gives each reveal event of a row a fresh
+    ``z``; ``fixed`` (VADD-CS) keeps the first one. At ``T = 1`` both are the same draw.
+
+    Evaluation modes:
+
+    - ``lazy=True`` (default): event-driven. The network runs once per *reveal event* of a row (a step
+      at which it reveals something), on that row's state before the step, with that step's ``t`` and
+      a fresh ``z``; the rows' ``r``-th events are batched into one call whatever their steps. This is
+      the ancestral sampler exactly (a step that reveals nothing leaves a row unchanged), and costs
+      ``min(T, L)`` calls at most, whatever the latent policy.
+    - ``lazy=False``: step by step, evaluating every row that still has masked positions at every step
+      (the naive cost), except that ``cache=True`` reuses a row's output while its input is unchanged
+      when the latent is ``none`` / ``fixed`` and the denoiser ignores ``t`` (MDLM's ``ddpm_cache``).
+      A reference and benchmark mode.
+
+    Given (non-mask) tokens are never changed: infilling and prompting come for free. ``on_step(k, t,
+    s, x)`` is called for every step after the loop, with the state after step ``k`` (e.g. to record
+    trajectories). The network sees at most ``eval_rows`` rows at a time.
     Returns ``(x0 [B, L], SampleStats)``.
     """
     device = x_init.device
     times = time_grid(steps, grid, device=device)
-    sched = model.schedule
+    T = int(steps)
     x = x_init.clone()
     B, L = x.shape
     V = model.vocab_size
-    stats = SampleStats(steps=int(steps))
-    d = model.latent_dim
+    stats = SampleStats(steps=T)
     zseed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=device))
-    zgen = torch.Generator(device=device).manual_seed(zseed)
-    z = None
-    if latent == "fixed":
-        z = torch.randn(B, d, generator=zgen, device=device)
-    elif latent == "per_step":
-        z = torch.zeros(B, d, device=device)
-    # reuse is exact only when the input is unchanged *and* the network ignores t (MDLM's setting); the
-    # reuse buffer holds [B, L, V] outputs, so it is used only within cache_bytes (text: V = 50k)
-    use_cache = cache and latent != "per_step" and not model.time_conditioned and B * L * V * 4 <= cache_bytes
+    masked0 = x == model.mask_id
+    when = reveal_steps(model.schedule, times,
+                        torch.rand(B, L, generator=generator, device=device, dtype=torch.float64))
+    u = torch.rand(B, L, generator=generator, device=device, dtype=torch.float64)
+    stats.per_step_revealed = torch.bincount(when[masked0], minlength=T).tolist()
+    latents = EventLatents(B, model.latent_dim, zseed, device) if latent != "none" else None
+    pending = masked0.clone()                              # still masked, to be generated
+    events = torch.zeros(B, dtype=torch.long, device=device)  # reveal events so far per row
     part_rows = max(1, min(int(eval_rows), (1 << 26) // max(L * V, 1)))  # at most 64M logits per call
-    out = torch.zeros(B, L, V, device=device) if use_cache else None
-    fresh = torch.zeros(B, dtype=torch.bool, device=device)  # out[row] is valid for the current x[row]
-    for k in range(int(steps)):
-        t, s = times[k], times[k + 1]
-        masked = x == model.mask_id
-        p = 1.0 if k == steps - 1 else float(process.reveal_prob(sched.alpha(s), sched.alpha(t)))
-        reveal = masked & (torch.rand(B, L, generator=generator, device=device) < p)
-        revealing = reveal.any(dim=1)
-        need = revealing if lazy else masked.any(dim=1)
-        if use_cache:
-            need = need & ~fresh
-        rows = need.nonzero().squeeze(1)
-        if latent == "per_step":
-            # a fresh z only for the rows whose output is used at this step; other rows (evaluated only when
-            # lazy=False) keep a stale z and their output is discarded. The draws are the same lazy or not.
-            drawn = rows if lazy else revealing.nonzero().squeeze(1)  # (per_step never caches)
-            if drawn.numel():
-                z[drawn] = torch.randn(drawn.numel(), d, generator=zgen, device=device)
-        idx = reveal.nonzero(as_tuple=True)  # row-major: each row's revealed positions are contiguous
-        u = torch.rand(idx[0].numel(), 1, generator=generator, device=device, dtype=torch.float64)
-        if rows.numel():
+
+    def evaluate(rows, k_rows, event=None):
+        """``(part, k, logp)`` for blocks of ``rows`` evaluated at steps ``k_rows``; ``event``: the rows'
+        common event index when known (event-driven rounds), else read from ``events``."""
+        for part, k in zip(torch.split(rows, part_rows), torch.split(k_rows, part_rows)):
+            z = None
+            if latent == "fixed":
+                z = latents.get(part, 0)
+            elif latent == "per_step":
+                z = latents.get(part, events[part] if event is None else event)
+            yield part, k, model.log_probs(x[part], times[k].float(), z)
+
+    def reveal(part, k, logp_rows):
+        """Draw the tokens ``part``'s rows reveal at their steps ``k``; ``logp_rows(i, j)`` -> ``[n, V]``."""
+        hit = pending[part] & (when[part] == k.unsqueeze(1))
+        local = hit.nonzero(as_tuple=True)
+        if local[0].numel():
+            r, c = part[local[0]], local[1]
+            x[r, c] = _draw_chunked(lambda sl: logp_rows(local[0][sl], c[sl]), u[r, c].unsqueeze(1), V).to(x.dtype)
+            pending[r, c] = False
+        events[part] += hit.any(dim=1).long()
+
+    if lazy:
+        never = torch.full_like(when, T)
+        for r in itertools.count():  # round r: every unfinished row's r-th reveal event, at its own step
+            nxt = torch.where(pending, when, never).amin(dim=1)
+            rows = (nxt < T).nonzero().squeeze(1)
+            if not rows.numel():
+                break
             stats.nfe += 1
             stats.row_evals += int(rows.numel())
-        if use_cache:
-            for part in torch.split(rows, part_rows):  # bounded working set: faster on CPU caches
-                tt = torch.full((part.numel(),), float(t), device=device)
-                out[part] = model.log_probs(x[part], tt, None if z is None else z[part])
-            fresh[rows] = True
-            if idx[0].numel():
-                x[idx] = _draw_chunked(lambda sl: out[idx[0][sl], idx[1][sl]], u, V).to(x.dtype)
-            fresh &= ~revealing
-        else:
-            # evaluate row blocks and draw their revealed tokens at once: no [B, L, V] buffer
-            counts = reveal.sum(dim=1)
-            start = counts.cumsum(0) - counts
-            for part in torch.split(rows, part_rows):
-                tt = torch.full((part.numel(),), float(t), device=device)
-                logp = model.log_probs(x[part], tt, None if z is None else z[part])
-                local = reveal[part].nonzero(as_tuple=True)
-                if local[0].numel():
-                    a = int(start[part[0]])
-                    uu = u[a:a + local[0].numel()]
-                    x[part[local[0]], local[1]] = _draw_chunked(lambda sl: logp[local[0][sl], local[1][sl]],
-                                                                uu, V).to(x.dtype)
-        stats.per_step_revealed.append(idx[0].numel())
-        if on_step is not None:
-            on_step(k, float(t), float(s), x)
+            for part, k, logp in evaluate(rows, nxt[rows], event=r):
+                reveal(part, k, lambda i, j, logp=logp: logp[i, j])
+            if latent == "per_step":
+                latents.release_below(r + 1)
+    else:
+        # reuse is exact only when the input is unchanged *and* the network ignores t (MDLM's setting); the
+        # reuse buffer holds [B, L, V] outputs, so it is used only within cache_bytes (text: V = 50k)
+        use_cache = (cache and latent != "per_step" and not model.time_conditioned
+                     and B * L * V * 4 <= cache_bytes)
+        out = torch.zeros(B, L, V, device=device) if use_cache else None
+        fresh = torch.zeros(B, dtype=torch.bool, device=device)  # out[row] is valid for the current x[row]
+        for k in range(T):
+            active = pending.any(dim=1)
+            rows = (active & ~fresh).nonzero().squeeze(1) if use_cache else active.nonzero().squeeze(1)
+            if rows.numel():
+                stats.nfe += 1
+                stats.row_evals += int(rows.numel())
+            kk = torch.full((B,), k, dtype=torch.long, device=device)
+            if use_cache:
+                for part, _, logp in evaluate(rows, kk[rows]):
+                    out[part] = logp
+                fresh[rows] = True
+                revealing = (pending & (when == k)).any(dim=1)
+                fresh &= ~revealing
+                act = revealing.nonzero().squeeze(1)
+                reveal(act, kk[act], lambda i, j, act=act: out[act[i], j])
+            else:
+                for part, kp, logp in evaluate(rows, kk[rows]):
+                    reveal(part, kp, lambda i, j, logp=logp: logp[i, j])
+    if on_step is not None:
+        for k in range(T):
+            state = torch.where(masked0 & (when > k), torch.full_like(x, model.mask_id), x)
+            on_step(k, float(times[k]), float(times[k + 1]), state)
     return x, stats
 
 
