@@ -6,8 +6,11 @@ caching, measured side by side in one run on the toy MLP (2 tokens, V = 64) or t
     .venv/bin/python benchmarks/sampling_cost.py --backbone unet --num-samples 64 --modes events cached \
         --out runs/sampling_cost
 
-Writes OUT/sampling_cost[_BACKBONE].json and .png: batched network calls, network rows per
-sample and wall time per sample, and each VADD sampler's wall-time ratio to MDM at every T. The models
+Modes: ``events`` (the default event-driven sampler), ``cached`` (step by step with MDLM's per-row
+reuse where exact; VADD's fresh z per step cannot reuse), ``uncached`` (step by step, every row with
+masked positions evaluated at every step). Writes OUT/sampling_cost[_BACKBONE].json, .md (the
+README's table) and .png: batched network calls, network rows per sample, the best wall time per
+sample, and each VADD sampler's median paired wall-time ratio to MDM with its quartiles. The models
 are untrained (cost does not depend on the weights); VADD's network adds the latent path.
 """
 from __future__ import annotations
@@ -48,21 +51,25 @@ def models(backbone: str = "mlp"):
     return out
 
 
-def measure(runs, T, n, cache, lazy, repeats, long_s: float = 0.5):
-    """Wall time of each ``(sampler, model)`` in ``runs``, interleaved round-robin ``repeats`` times.
+def measure(runs, T, n, cache, lazy, repeats, budget_s: float = 20.0, min_rounds: int = 3, long_s: float = 60.0):
+    """Wall time of each ``(sampler, model)`` in ``runs``, interleaved round-robin.
 
     Reports the best time per sample and, for each sampler, the median and quartiles of its per-round
     ratio to the first sampler (MDM): paired ratios cancel drifts in machine load, which on a shared
-    2-core machine move single timings by +-10%. Runs longer than ``long_s`` seconds (the naive modes at
-    large T) are timed once: their relative noise is small."""
+    2-core machine move single timings by +-10%. Rounds repeat up to ``repeats`` times, stopping once
+    at least ``min_rounds`` are done and they took ``budget_s`` seconds; a round longer than ``long_s``
+    (the naive modes at large T) is not repeated."""
     times, stats = {s: [] for s, _ in runs}, {}
-    for _ in range(repeats):
+    spent = 0.0
+    for i in range(repeats):
         for sampler, model in runs:
             t0 = time.perf_counter()
             _, st = sample(model, n, T, sampler, cache=cache, lazy=lazy, seed=0)
             times[sampler].append(time.perf_counter() - t0)
+            spent += times[sampler][-1]
             stats[sampler] = st
-        if min(v[-1] for v in times.values()) > long_s:
+        last = sum(v[-1] for v in times.values())
+        if last > long_s or (i + 1 >= min_rounds and spent > budget_s):
             break
     ref = times[runs[0][0]]
     out = {}
@@ -73,6 +80,25 @@ def measure(runs, T, n, cache, lazy, repeats, long_s: float = 0.5):
                   "us_per_sample": 1e6 * min(v) / n, "rounds": len(v),
                   "time_ratio_to_mdm": statistics.median(ratios), "ratio_quartiles": [q[0], q[2]]}
     return out
+
+
+def table(rows) -> str:
+    """The README's table: per T and mode, calls and rows per sample (MDM / VADD / VADD-CS where they
+    differ), MDM's best time per sample and each VADD sampler's median paired time ratio."""
+    lines = ["| T | sampling | calls | rows/sample | MDM us/sample | VADD / MDM time | VADD-CS / MDM time |",
+             "|---:|---|---:|---:|---:|---:|---:|"]
+    for T in dict.fromkeys(r["T"] for r in rows):
+        for mode in dict.fromkeys(r["mode"] for r in rows):
+            by = {r["sampler"]: r for r in rows if r["T"] == T and r["mode"] == mode}
+            if not by:
+                continue
+            calls = [by[s]["calls"] for s in ("mdm", "vadd", "vadd-cs")]
+            per = [f"{by[s]['rows_per_sample']:.2f}" for s in ("mdm", "vadd", "vadd-cs")]
+            calls_s = str(calls[0]) if len(set(calls)) == 1 else " / ".join(map(str, calls))
+            per_s = per[0] if len(set(per)) == 1 else " / ".join(per)
+            lines.append(f"| {T} | {mode} | {calls_s} | {per_s} | {by['mdm']['us_per_sample']:.1f} | "
+                         f"{by['vadd']['time_ratio_to_mdm']:.2f} | {by['vadd-cs']['time_ratio_to_mdm']:.2f} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -104,6 +130,7 @@ def main(argv=None) -> int:
     stem = "sampling_cost" if args.backbone == "mlp" else f"sampling_cost_{args.backbone}"
     write_json(out / f"{stem}.json", {"backbone": args.backbone, "num_samples": args.num_samples,
                                        "threads": args.threads, "repeats": args.repeats, "rows": rows})
+    (out / f"{stem}.md").write_text(table(rows))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
