@@ -41,13 +41,13 @@ class Judge:
         tf = _transformers()
         tok = tf.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = tf.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                        torch_dtype=torch.float32)
+                                                        dtype=torch.float32)
         return cls(model, tok, name="SmolLM2-135M-Instruct (Q4_1 GGUF)", **kw)
 
     @classmethod
     def from_pretrained(cls, path: str, **kw) -> "Judge":
         tf = _transformers()
-        return cls(tf.AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32),
+        return cls(tf.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
                    tf.AutoTokenizer.from_pretrained(path), name=str(path), **kw)
 
     @torch.no_grad()
