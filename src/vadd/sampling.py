@@ -171,7 +171,7 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     zseed = int(torch.randint(0, 2 ** 62, (1,), generator=generator, device=device))
     masked0 = x == model.mask_id
     when = reveal_steps(model.schedule, times,
-                        torch.rand(B, L, generator=generator, device=device, dtype=torch.float64))
+                        torch.rand(B, L, generator=generator, device=device, dtype=torch.float64)).int()
     u = torch.rand(B, L, generator=generator, device=device, dtype=torch.float64)
     stats.per_step_revealed = torch.bincount(when[masked0], minlength=T).tolist()
     latents = EventLatents(B, model.latent_dim, zseed, device) if latent != "none" else None
@@ -201,7 +201,7 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
         events[part] += hit.any(dim=1).long()
 
     if lazy:
-        never = torch.full_like(when, T)
+        never = torch.full_like(when, T)  # int32 like when
         for r in itertools.count():  # round r: every unfinished row's r-th reveal event, at its own step
             nxt = torch.where(pending, when, never).amin(dim=1)
             rows = (nxt < T).nonzero().squeeze(1)
@@ -247,12 +247,14 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
 
 @torch.no_grad()
 def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str = "mdm", cache: bool = True,
-           lazy: bool = True, x_init: torch.Tensor | None = None, seed: int | None = 0, batch_size: int = 100_000,
+           lazy: bool = True, x_init: torch.Tensor | None = None, seed: int | None = 0, batch_size: int | None = None,
            grid: str = "uniform", device=None, progress: bool = False):
     """Draw samples from a trained MDM or VADD model.
 
     Either ``num_samples`` (unconditional) or ``x_init`` ``[N, L]`` (conditional: ``model.mask_id`` marks
-    positions to generate, every other token is kept). Returns ``(tokens [N, L] int64, SampleStats)``.
+    positions to generate, every other token is kept). Rows are sampled in chunks of ``batch_size``
+    (default: at most 100,000 rows and 2^24 positions); the samples of a seed depend on the chunking.
+    Returns ``(tokens [N, L] int64, SampleStats)``.
     """
     latent = resolve_latent(model, sampler)
     if device is None:
@@ -269,7 +271,9 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
     gen = torch.Generator(device=device)
     gen.manual_seed(0 if seed is None else int(seed))
     out, total = [], SampleStats(steps=int(steps))
-    chunks = torch.split(x_init, batch_size)
+    if batch_size is None:  # at most 100k rows and 16M positions a chunk (the sampler keeps ~24 bytes each)
+        batch_size = max(1, min(100_000, (1 << 24) // max(x_init.shape[1], 1)))
+    chunks = torch.split(x_init, int(batch_size))
     it = chunks
     if progress:
         from tqdm.auto import tqdm
