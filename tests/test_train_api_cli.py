@@ -253,3 +253,20 @@ def test_ema_tracks_in_place_updates_and_a_new_source_model():
     d = min(0.5, (1.0 + n) / (10.0 + n))
     for b, e, p in zip(before, ema.model.parameters(), other.parameters()):
         assert torch.allclose(e, d * b + (1 - d) * p)
+
+
+def test_ema_sees_a_moved_model():
+    """``.to()`` swaps parameter data but keeps the Parameter objects: the cached lists must follow."""
+    from vadd.train import EMA
+    net = torch.nn.Linear(3, 4)
+    ema = EMA(net, decay=0.5)
+    ema.update(net)
+    net.to(torch.float64)
+    ema.model.to(torch.float64)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+    before = ema.model.weight.clone()
+    n = int(ema.updates)
+    ema.update(net)
+    d = min(0.5, (1.0 + n) / (10.0 + n))
+    assert torch.allclose(ema.model.weight, d * before + (1 - d) * 2.0)

@@ -46,10 +46,11 @@ class EMA(torch.nn.Module):
 
     def _pairs(self, model):
         """The tensor lists of an update, built once per source model: walking the module tree costs as
-        much as the update itself on small networks. Strategies set parameters up before the first step
-        and checkpoints load into them in place, so the lists stay valid."""
+        much as the update itself on small networks. The lists hold the Parameter objects themselves
+        (no detached views), so in-place optimiser steps, checkpoint loads and ``.to()`` moves, which
+        keep those objects, stay visible."""
         if self._cache is None or self._cache[0] is not model:
-            lists = (list(self.model.parameters()), [p.detach() for p in model.parameters()],
+            lists = (list(self.model.parameters()), list(model.parameters()),
                      list(self.model.buffers()), list(model.buffers()))
             self._cache = (model, lists)
         return self._cache[1]
