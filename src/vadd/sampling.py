@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import process
 
 SAMPLERS = {"mdm": "none", "vadd": "per_step", "vadd-cs": "fixed"}
 
@@ -226,17 +225,16 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
             if rows.numel():
                 stats.nfe += 1
                 stats.row_evals += int(rows.numel())
-            kk = torch.full((B,), k, dtype=torch.long, device=device)
             if use_cache:
-                for part, _, logp in evaluate(rows, kk[rows]):
+                for part, _, logp in evaluate(rows, torch.full_like(rows, k)):
                     out[part] = logp
                 fresh[rows] = True
                 revealing = (pending & (when == k)).any(dim=1)
                 fresh &= ~revealing
                 act = revealing.nonzero().squeeze(1)
-                reveal(act, kk[act], lambda i, j, act=act: out[act[i], j])
+                reveal(act, torch.full_like(act, k), lambda i, j, act=act: out[act[i], j])
             else:
-                for part, kp, logp in evaluate(rows, kk[rows]):
+                for part, kp, logp in evaluate(rows, torch.full_like(rows, k)):
                     reveal(part, kp, lambda i, j, logp=logp: logp[i, j])
     if on_step is not None:
         for k in range(T):

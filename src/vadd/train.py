@@ -38,13 +38,13 @@ class EMA(torch.nn.Module):
     def update(self, model: torch.nn.Module) -> None:
         n = int(self.updates)
         d = min(self.decay, (1.0 + n) / (10.0 + n))
-        pairs = self._pairs(model)
-        torch._foreach_lerp_(pairs[0], pairs[1], 1.0 - d)
-        for e, b in zip(pairs[2], pairs[3]):
+        ema_params, params, ema_buffers, buffers = self._lists(model)
+        torch._foreach_lerp_(ema_params, params, 1.0 - d)
+        for e, b in zip(ema_buffers, buffers):
             e.copy_(b)
         self.updates += 1
 
-    def _pairs(self, model):
+    def _lists(self, model):
         """The tensor lists of an update, built once per source model: walking the module tree costs as
         much as the update itself on small networks. The lists hold the Parameter objects themselves
         (no detached views), so in-place optimiser steps, checkpoint loads and ``.to()`` moves, which
