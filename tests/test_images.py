@@ -195,6 +195,35 @@ def test_unet_shapes_and_no_leak_from_masked_positions():
         model_spec(UNET, {"name": "mdm"}, 4, 64, {"kind": "toy2d"})
 
 
+def test_pixel_embedding_lets_a_fully_masked_image_vary_by_position():
+    """Without the per-pixel table a fully masked image is one vector everywhere, so away from the zero
+    padding every pixel gets the same logits and ``z`` cannot say where anything goes; with it they differ.
+    Specs written before the option (no key) build without the table, so old checkpoints still load."""
+    spec = {"schedule": {"name": "linear"}, "estimator": "count",
+            "denoiser": {"name": "unet", "ch": 4, "mults": [1], "num_res": 1, "embed_dim": 4, "cond_dim": 8,
+                         "attn": False},
+            "encoder": {"name": "conv", "ch": 4, "mults": [1], "embed_dim": 4}}
+    info = {"kind": "images", "channels": 1, "height": 32, "width": 32, "levels": 2}
+    logits = {}
+    for pos in (False, True):
+        spec["denoiser"]["pos_embed"] = spec["encoder"]["pos_embed"] = pos
+        torch.manual_seed(0)
+        m = build_model(model_spec(spec, {"name": "vadd", "latent_dim": 2}, 2, 1024, info))
+        with torch.no_grad():
+            for prm in m.parameters():
+                prm.normal_(0.0, 0.3)
+        xt = torch.full((1, 1024), m.mask_id)
+        out = m.log_probs(xt, torch.ones(1), torch.zeros(1, 2)).view(32, 32, 2)
+        logits[pos] = (out[15, 15], out[16, 17])   # 11 convolutions deep: both pixels far from the border
+        assert ("denoiser.pos" in m.state_dict()) == pos and ("encoder.pos" in m.state_dict()) == pos
+    assert torch.allclose(*logits[False], atol=1e-6)
+    assert not torch.allclose(*logits[True], atol=1e-3)
+    legacy = dict(UNET, denoiser={k: v for k, v in UNET["denoiser"].items() if k != "pos_embed"})
+    keys = build_model(model_spec(legacy, {"name": "vadd", "latent_dim": 3}, 4, 64,
+                                  {"kind": "images", "channels": 1, "height": 8, "width": 8})).state_dict()
+    assert not any(k.endswith(".pos") for k in keys)
+
+
 def test_likelihood_path_weights_every_encoder_z_by_the_prior_posterior_ratio():
     torch.manual_seed(0)
     m = _image_model("vadd").eval()

@@ -61,11 +61,11 @@ def test_training_estimators_are_unbiased(estimator):
     assert abs(nll.mean() + math.log(float(p[idx]))) < 4 * stderr + 1e-3
 
 
-def _vadd(d=1, seed=0, V=4, L=3):
+def _vadd(d=1, seed=0, V=4, L=3, mask_gate=False):
     torch.manual_seed(seed)
     den = MLPDenoiser(L, V, latent_dim=d, hidden=32, depth=2, embed_dim=8, cond_dim=16)
     enc = MLPEncoder(L, V, d, hidden=32, depth=1, embed_dim=8)
-    model = VADD(den, enc, Linear(), V, L, d)
+    model = VADD(den, enc, Linear(), V, L, d, mask_gate=mask_gate)
     with torch.no_grad():  # a random, strongly z-dependent model (adaLN-Zero starts z-blind)
         for prm in model.parameters():
             prm.normal_(0.0, 0.5)
@@ -135,12 +135,35 @@ def test_iw_streaming_chunks_match_one_shot():
     assert torch.allclose(lme.value(), torch.logsumexp(x, 0) - math.log(1000))
 
 
-def test_posterior_is_prior_when_nothing_masked():
-    model = _vadd(d=3)
+@pytest.mark.parametrize("mask_gate", [False, True])
+def test_posterior_is_prior_when_nothing_masked(mask_gate):
+    model = _vadd(d=3, mask_gate=mask_gate)
     x0 = torch.randint(0, 4, (8, 3))
     post = model.posterior(x0, torch.zeros(8, 3, dtype=torch.bool))
     assert torch.equal(post.mean, torch.zeros_like(post.mean))
     assert torch.equal(post.kl_standard(), torch.zeros(8))
+
+
+def test_mask_gate_moves_the_posterior_between_the_encoder_and_the_prior():
+    """The gate is a function of the masked fraction only: open, the posterior is the encoder's; shut, it
+    is the prior (KL 0) whatever x0 is; in between, the mean and log-variance scale by the gate."""
+    model = _vadd(d=3, mask_gate=True)
+    plain = _vadd(d=3)
+    plain.encoder.load_state_dict(model.encoder.state_dict())
+    x0 = torch.randint(0, 4, (16, 3))
+    masked = torch.rand(16, 3) < 0.6
+    masked[:, 0] = True
+    ref = plain.posterior(x0, masked)
+    with torch.no_grad():
+        lin = model.mask_gate[2]
+        lin.weight.zero_()
+        for bias, expect in ((60.0, 1.0), (-60.0, 0.0), (0.0, 0.5)):
+            lin.bias.fill_(bias)
+            post = model.posterior(x0, masked)
+            assert torch.allclose(post.mean, expect * ref.mean, atol=1e-6)
+            assert torch.allclose(post.logvar, expect * ref.logvar, atol=1e-6)
+        lin.bias.fill_(-60.0)
+        assert torch.allclose(model.posterior(x0, masked).kl_standard(), torch.zeros(16), atol=1e-6)
 
 
 def _log_marginal_quadrature(model, x0, xt, masked, t, nodes=80):

@@ -129,7 +129,7 @@ class VADD(MaskedDiffusion):
 
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
                  seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
-                 free_bits: float = 0.0):
+                 free_bits: float = 0.0, mask_gate: bool = False):
         super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
         if free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {free_bits}")
@@ -137,16 +137,28 @@ class VADD(MaskedDiffusion):
         self.encoder = encoder
         self.latent_dim = int(latent_dim)
         self.eval_chunk_tokens = int(eval_chunk_tokens)  # rows * L per network call of the IW bound
+        # A learned gate in [0, 1] per latent unit, a function of the masked fraction, that moves the
+        # posterior toward the prior: the KL is paid at every masking level with weight w(t) ~ 1/t, while
+        # z only helps where much is masked, so a posterior that cannot switch itself off by masking level
+        # collapses (README, "Posterior collapse and the mask gate"). Starts at 0.5 for every fraction.
+        self.mask_gate = None
+        if mask_gate:
+            self.mask_gate = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, self.latent_dim))
+            nn.init.zeros_(self.mask_gate[2].bias)
 
     def posterior(self, x0: torch.Tensor, masked: torch.Tensor) -> DiagGaussian:
         """``r_phi(z | x0, xt)`` from the clean tokens and the mask pattern.
 
         Where nothing is masked, ``log p(x0 | xt, z) = 0`` whatever ``z`` is, so the best posterior is
         the prior: we set it exactly (our default). This removes a KL term weighted by ``w(t) ~ 1/t``
-        that would otherwise add variance at small ``t``.
+        that would otherwise add variance at small ``t``. With ``mask_gate`` the mean and log-variance are
+        further scaled by a learned gate of the masked fraction (the prior where the gate is 0).
         """
         mean, logvar = self.encoder(x0, masked)
         gate = masked.any(dim=-1, keepdim=True).to(mean.dtype)
+        if self.mask_gate is not None:
+            frac = masked.to(mean.dtype).mean(dim=-1, keepdim=True)
+            gate = gate * torch.sigmoid(self.mask_gate(frac))
         return DiagGaussian(mean * gate, logvar.clamp(-12.0, 8.0) * gate)
 
     def bound_term(self, x0, xt, masked, t, kl_weight: float = 1.0, num_samples: int = 0, eps=None):

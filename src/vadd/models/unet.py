@@ -91,12 +91,17 @@ class UNetDenoiser(nn.Module):
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int = 0, image_channels: int = 1,
                  height: int | None = None, ch: int = 32, mults=(1, 2, 2), num_res: int = 1,
                  embed_dim: int = 16, cond_dim: int = 128, attn: bool = True, dropout: float = 0.0,
-                 time_conditioning: bool = False, latent_input: bool = True):
+                 time_conditioning: bool = False, latent_input: bool = True, pos_embed: bool = False,
+                 latent_map: bool = False):
         super().__init__()
         self.C, self.H, self.W = _image_shape(seq_len, image_channels, height)
         self.seq_len, self.vocab_size = seq_len, vocab_size
         self.time_conditioned = bool(time_conditioning)
         self.embed = nn.Embedding(vocab_size + 1, embed_dim)  # + the mask token
+        # A learned embedding per pixel (and channel). Without it a fully masked image is the same
+        # vector at every pixel, and convolutions can place structure only through their zero padding:
+        # a global z could say "a 7" but not where its strokes go.
+        self.pos = nn.Parameter(torch.zeros(self.C, self.H, self.W, embed_dim)) if pos_embed else None
         self.cond = Conditioning(cond_dim, latent_dim, time_conditioning=time_conditioning)
         self.inp = nn.Conv2d(self.C * embed_dim, ch, 3, padding=1)
         self.z_in = nn.Linear(latent_dim, ch) if (latent_input and latent_dim > 0) else None
@@ -114,6 +119,13 @@ class UNetDenoiser(nn.Module):
             self.downsample.append(nn.Identity() if last else nn.Conv2d(cur, cur, 3, stride=2, padding=1))
             if not last:
                 skips.append(cur)
+        # z as a map at the lowest resolution (one linear "template" per latent unit), besides the global
+        # adaLN path: a direct route from z to where things are, which the decoder learns in a few steps
+        low = (self.H, self.W)
+        for _ in range(len(chans) - 1):
+            low = ((low[0] + 1) // 2, (low[1] + 1) // 2)
+        self.low = low
+        self.z_map = nn.Linear(latent_dim, cur * low[0] * low[1]) if (latent_map and latent_dim > 0) else None
         self.mid1 = ResBlock(cur, cur, cond_dim, dropout)
         self.mid_attn = Attention(cur) if attn else nn.Identity()
         self.mid2 = ResBlock(cur, cur, cond_dim, dropout)
@@ -133,6 +145,8 @@ class UNetDenoiser(nn.Module):
         B = xt.shape[0]
         c = self.cond(t, z)
         e = self.embed(xt.view(B, self.C, self.H, self.W))          # [B, C, H, W, E]
+        if self.pos is not None:
+            e = e + self.pos
         h = self.inp(e.permute(0, 1, 4, 2, 3).reshape(B, -1, self.H, self.W))
         if self.z_in is not None:
             h = h + self.z_in(z)[:, :, None, None]
@@ -144,6 +158,8 @@ class UNetDenoiser(nn.Module):
             if not isinstance(down, nn.Identity):
                 h = down(h)
                 hs.append(h)
+        if self.z_map is not None:
+            h = h + self.z_map(z).view(B, -1, *self.low)
         h = self.mid2(self.mid_attn(self.mid1(h, c)), c)
         for blocks, up in zip(self.up, self.upsample):
             for blk in blocks:
@@ -161,10 +177,16 @@ class ConvEncoder(nn.Module):
     """Recognition model ``r(z | x0, mask) -> (mean, logvar)`` over images of tokens."""
 
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int, image_channels: int = 1,
-                 height: int | None = None, ch: int = 32, mults=(1, 2, 2), embed_dim: int = 16):
+                 height: int | None = None, ch: int = 32, mults=(1, 2, 2), embed_dim: int = 16,
+                 pos_embed: bool = False, pool: str = "mean"):
         super().__init__()
+        if pool not in ("mean", "flatten"):
+            raise ValueError(f"unknown encoder pooling {pool!r}; choose 'mean' or 'flatten'")
+        self.pool = pool
         self.C, self.H, self.W = _image_shape(seq_len, image_channels, height)
         self.embed = nn.Embedding(vocab_size, embed_dim)
+        # per-pixel embedding: the pooled features then say where a stroke is, not only that it exists
+        self.pos = nn.Parameter(torch.zeros(seq_len, embed_dim)) if pos_embed else None
         self.masked = MaskModulation(embed_dim)
         layers, cur = [nn.Conv2d(self.C * embed_dim, ch, 3, padding=1)], ch
         for i, m in enumerate(mults):
@@ -173,13 +195,22 @@ class ConvEncoder(nn.Module):
                        nn.Conv2d(cur, co, 3, stride=2 if i else 1, padding=1)]
             cur = co
         self.body = nn.Sequential(*layers, nn.GroupNorm(_groups(cur), cur), nn.SiLU())
+        if pool == "flatten":  # one weight per (channel, low-resolution pixel), as a VAE encoder reads an image
+            fh, fw = self.H, self.W
+            for i in range(1, len(mults)):
+                fh, fw = (fh + 1) // 2, (fw + 1) // 2
+            cur = cur * fh * fw
         self.head = nn.Linear(cur, 2 * latent_dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x0, masked):
         B = x0.shape[0]
-        e = self.masked(self.embed(x0), masked).view(B, self.C, self.H, self.W, -1)
+        e = self.embed(x0)
+        if self.pos is not None:
+            e = e + self.pos
+        e = self.masked(e, masked).view(B, self.C, self.H, self.W, -1)
         h = self.body(e.permute(0, 1, 4, 2, 3).reshape(B, -1, self.H, self.W))
-        mean, logvar = self.head(h.mean(dim=(2, 3))).chunk(2, dim=-1)
+        h = h.flatten(1) if self.pool == "flatten" else h.mean(dim=(2, 3))
+        mean, logvar = self.head(h).chunk(2, dim=-1)
         return mean, logvar
