@@ -224,6 +224,35 @@ def test_pixel_embedding_lets_a_fully_masked_image_vary_by_position():
     assert not any(k.endswith(".pos") for k in keys)
 
 
+def test_latent_map_and_flatten_pooling_on_an_odd_sized_image():
+    """14x14 pixels halve to 7 and 4. The z map alone makes a fully masked image depend on z (adaLN and the
+    input path shut); the flatten-pooled encoder has one weight per channel and low-resolution pixel."""
+    spec = {"schedule": {"name": "linear"}, "estimator": "count",
+            "denoiser": {"name": "unet", "ch": 4, "mults": [1, 2, 2], "num_res": 1, "embed_dim": 4, "cond_dim": 8,
+                         "latent_input": False, "latent_map": True, "pos_embed": True},
+            "encoder": {"name": "conv", "ch": 4, "mults": [1, 2, 2], "embed_dim": 4, "pool": "flatten"}}
+    info = {"kind": "images", "channels": 1, "height": 14, "width": 14, "levels": 4}
+    torch.manual_seed(0)
+    m = build_model(model_spec(spec, {"name": "vadd", "latent_dim": 3}, 4, 196, info))
+    assert m.denoiser.low == (4, 4) and m.encoder.head.in_features == 8 * 4 * 4
+    xt = torch.full((2, 196), m.mask_id)
+    z = torch.randn(2, 3)
+    out = m.log_probs(xt, torch.ones(2), z)
+    assert not torch.allclose(out, m.log_probs(xt, torch.ones(2), z + 1.0))
+    m.denoiser.z_map = None   # no map: the adaLN-Zero path starts shut, so z has no effect at all
+    assert torch.equal(m.log_probs(xt, torch.ones(2), z), m.log_probs(xt, torch.ones(2), z + 1.0))
+    with torch.no_grad():
+        for prm in m.encoder.parameters():
+            prm.normal_(0.0, 0.3)
+    x = torch.zeros(2, 196, dtype=torch.long)
+    x[0, 15], x[1, 15 + 7 * 14 + 5] = 3, 3          # one bright pixel, in two places: different posteriors
+    mean, _ = m.encoder(x, torch.zeros_like(x, dtype=torch.bool))
+    assert not torch.allclose(mean[0], mean[1], atol=1e-4)
+    with pytest.raises(ValueError, match="pooling"):
+        build_model(model_spec(dict(spec, encoder=dict(spec["encoder"], pool="max")), {"name": "vadd", "latent_dim": 3},
+                               4, 196, info))
+
+
 def test_likelihood_path_weights_every_encoder_z_by_the_prior_posterior_ratio():
     torch.manual_seed(0)
     m = _image_model("vadd").eval()
