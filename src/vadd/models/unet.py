@@ -33,6 +33,13 @@ def _groups(ch: int) -> int:
     return 1
 
 
+def _halved(h: int, w: int, times: int) -> tuple[int, int]:
+    """Size after ``times`` stride-2, padding-1, 3x3 convolutions: ``ceil`` halving."""
+    for _ in range(times):
+        h, w = (h + 1) // 2, (w + 1) // 2
+    return h, w
+
+
 def _image_shape(seq_len: int, image_channels: int, height: int | None):
     if seq_len % image_channels:
         raise ValueError(f"seq_len {seq_len} is not a multiple of image_channels {image_channels}")
@@ -121,11 +128,9 @@ class UNetDenoiser(nn.Module):
                 skips.append(cur)
         # z as a map at the lowest resolution (one linear "template" per latent unit), besides the global
         # adaLN path: a direct route from z to where things are, which the decoder learns in a few steps
-        low = (self.H, self.W)
-        for _ in range(len(chans) - 1):
-            low = ((low[0] + 1) // 2, (low[1] + 1) // 2)
-        self.low = low
-        self.z_map = nn.Linear(latent_dim, cur * low[0] * low[1]) if (latent_map and latent_dim > 0) else None
+        self.low = _halved(self.H, self.W, len(chans) - 1)
+        self.z_map = (nn.Linear(latent_dim, cur * self.low[0] * self.low[1]) if (latent_map and latent_dim > 0)
+                      else None)
         self.mid1 = ResBlock(cur, cur, cond_dim, dropout)
         self.mid_attn = Attention(cur) if attn else nn.Identity()
         self.mid2 = ResBlock(cur, cur, cond_dim, dropout)
@@ -196,9 +201,7 @@ class ConvEncoder(nn.Module):
             cur = co
         self.body = nn.Sequential(*layers, nn.GroupNorm(_groups(cur), cur), nn.SiLU())
         if pool == "flatten":  # one weight per (channel, low-resolution pixel), as a VAE encoder reads an image
-            fh, fw = self.H, self.W
-            for i in range(1, len(mults)):
-                fh, fw = (fh + 1) // 2, (fw + 1) // 2
+            fh, fw = _halved(self.H, self.W, len(mults) - 1)
             cur = cur * fh * fw
         self.head = nn.Linear(cur, 2 * latent_dim)
         nn.init.zeros_(self.head.weight)
