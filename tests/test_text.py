@@ -163,11 +163,12 @@ def test_rotary_rotates_each_channel_pair_by_position_times_frequency():
     assert qg.grad is not None and torch.isfinite(qg.grad).all()
 
 
-@pytest.mark.parametrize("L", [12, 10])
-def test_patched_recognition_model_sees_every_token_and_the_mask(L):
+@pytest.mark.parametrize("L,pool", [(12, "mean"), (10, "mean"), (10, "flatten")])
+def test_patched_recognition_model_sees_every_token_and_the_mask(L, pool):
     from vadd.models.dit import TransformerEncoder
     torch.manual_seed(0)
-    enc = TransformerEncoder(L, 7, latent_dim=3, size=None, depth=1, width=16, heads=2, patch=4)
+    enc = TransformerEncoder(L, 7, latent_dim=3, size=None, depth=1, width=16, heads=2, patch=4, pool=pool)
+    assert enc.head.in_features == 16 * (3 if pool == "flatten" else 1)   # ceil(10 / 4) = 3 positions
     nn.init.normal_(enc.head.weight)
     x0 = torch.randint(0, 7, (2, L))
     masked = torch.zeros(2, L, dtype=torch.bool)
@@ -182,6 +183,8 @@ def test_patched_recognition_model_sees_every_token_and_the_mask(L):
         assert not torch.allclose(enc(x0, m1)[0], mean)
     with pytest.raises(ValueError, match="patch"):
         TransformerEncoder(L, 7, latent_dim=3, size=None, depth=1, width=16, heads=2, patch=0)
+    with pytest.raises(ValueError, match="pooling"):
+        TransformerEncoder(L, 7, latent_dim=3, size=None, depth=1, width=16, heads=2, pool="max")
 
 
 def test_ar_baseline_is_causal_and_its_perplexity_is_exp_mean_nll():
@@ -293,3 +296,20 @@ def test_cli_trains_and_evaluates_a_text_model_on_its_own_test_split(tmp_path):
     res = json.loads((tmp_path / "e.json").read_text())
     td = text_data("user", tokenizer="char", seq_len=16, path=str(tmp_path / "c.txt"))
     assert res["num_examples"] == len(td.test) and 0 < res["bounds"]["2"]["perplexity"] < 100
+
+
+def test_dit_absolute_positions_let_a_fully_masked_row_vary_by_position():
+    """Rotary attention over equal vectors gives equal outputs: without the absolute table every position
+    of a fully masked row gets the same logits whatever z is; with it they differ."""
+    from vadd.models.dit import DiTDenoiser
+    out = {}
+    for pos in (False, True):
+        torch.manual_seed(0)
+        den = DiTDenoiser(12, 7, latent_dim=2, size=None, depth=2, width=16, heads=2, cond_dim=8, pos_embed=pos)
+        with torch.no_grad():
+            for prm in den.parameters():
+                prm.normal_(0.0, 0.3)
+        out[pos] = den(torch.full((1, 12), 7), torch.ones(1), torch.randn(1, 2))[0]
+        assert ("pos" in dict(den.named_parameters())) == pos
+    assert torch.allclose(out[False], out[False][:1].expand(12, -1), atol=1e-5)
+    assert not torch.allclose(out[True], out[True][:1].expand(12, -1), atol=1e-3)

@@ -125,12 +125,16 @@ class DiTDenoiser(nn.Module):
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int = 0, size: str | None = "tiny",
                  depth: int | None = None, width: int | None = None, heads: int | None = None,
                  cond_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0, time_conditioning: bool = False,
-                 latent_input: bool = False):
+                 latent_input: bool = False, pos_embed: bool = False):
         super().__init__()
         depth, width, heads = _size(size, depth, width, heads)
         self.seq_len, self.vocab_size = seq_len, vocab_size
         self.time_conditioned = bool(time_conditioning)
         self.embed = nn.Embedding(vocab_size + 1, width)  # + the mask token
+        # Absolute positions besides rotary: a fully masked row is one vector at every position, and
+        # rotary attention over equal vectors gives equal outputs, so without them a global z could shift
+        # the row's token frequencies but never say which token goes where (README, Text).
+        self.pos = nn.Parameter(torch.zeros(seq_len, width)) if pos_embed else None
         self.cond = Conditioning(cond_dim, latent_dim, time_conditioning=time_conditioning)
         self.z_in = nn.Linear(latent_dim, width) if (latent_input and latent_dim > 0) else None
         self.blocks = nn.ModuleList([DiTBlock(width, heads, cond_dim, mlp_ratio, False, dropout)
@@ -144,6 +148,8 @@ class DiTDenoiser(nn.Module):
     def forward(self, xt, t, z=None):
         c = self.cond(t, z)
         h = self.embed(xt)
+        if self.pos is not None:
+            h = h + self.pos
         if self.z_in is not None:
             h = h + self.z_in(z).unsqueeze(1)
         for blk in self.blocks:
@@ -159,12 +165,14 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int, size: str | None = "tiny",
                  depth: int | None = None, width: int | None = None, heads: int | None = None,
-                 mlp_ratio: int = 4, patch: int = 1):
+                 mlp_ratio: int = 4, patch: int = 1, pool: str = "mean"):
         super().__init__()
         depth, width, heads = _size(size, depth, width, heads)
         if int(patch) < 1:
             raise ValueError(f"encoder patch must be >= 1, got {patch}")
-        self.patch = int(patch)
+        if pool not in ("mean", "flatten"):
+            raise ValueError(f"unknown encoder pooling {pool!r}; choose 'mean' or 'flatten'")
+        self.patch, self.pool = int(patch), pool
         self.embed = nn.Embedding(vocab_size, width)
         self.masked = MaskModulation(width)
         # patch > 1: every `patch` consecutive (modulated) token vectors are concatenated and projected to one
@@ -172,7 +180,9 @@ class TransformerEncoder(nn.Module):
         self.merge = nn.Linear(self.patch * width, width) if self.patch > 1 else None
         self.blocks = nn.ModuleList([DiTBlock(width, heads, None, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, 2 * latent_dim)
+        # flatten: one weight per (position, channel), so the head reads where things are (README, Images)
+        positions = -(-seq_len // self.patch)
+        self.head = nn.Linear(width * (positions if pool == "flatten" else 1), 2 * latent_dim)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
@@ -186,7 +196,8 @@ class TransformerEncoder(nn.Module):
             h = self.merge(h.reshape(B, (L + pad) // self.patch, self.patch * W))
         for blk in self.blocks:
             h = blk(h)
-        mean, logvar = self.head(self.norm(h).mean(dim=1)).chunk(2, dim=-1)
+        h = self.norm(h)
+        mean, logvar = self.head(h.flatten(1) if self.pool == "flatten" else h.mean(dim=1)).chunk(2, dim=-1)
         return mean, logvar
 
 
