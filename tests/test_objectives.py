@@ -164,6 +164,14 @@ def test_mask_gate_moves_the_posterior_between_the_encoder_and_the_prior():
             assert torch.allclose(post.logvar, expect * ref.logvar, atol=1e-6)
         lin.bias.fill_(-60.0)
         assert torch.allclose(model.posterior(x0, masked).kl_standard(), torch.zeros(16), atol=1e-6)
+        lin.weight.normal_(0.0, 2.0)
+        lin.bias.zero_()
+    # a trained-looking gate: the scale it applies depends on how many positions are masked, not which
+    one = [torch.tensor([[True, False, False]]), torch.tensor([[False, False, True]])]
+    two = torch.tensor([[True, True, False]])
+    scale = [model.posterior(x0[:1], m).logvar / plain.posterior(x0[:1], m).logvar for m in (*one, two)]
+    assert torch.allclose(scale[0], scale[1], atol=1e-5)
+    assert not torch.allclose(scale[0], scale[2], atol=1e-3)
 
 
 def _log_marginal_quadrature(model, x0, xt, masked, t, nodes=80):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import AdaLNZero, Conditioning, modulate
-from .mlp import MaskModulation
+from .mlp import MaskModulation, check_pool
 
 SIZES = {"tiny": (4, 256, 4), "small": (12, 768, 12), "medium": (24, 1024, 16)}
 
@@ -170,9 +170,7 @@ class TransformerEncoder(nn.Module):
         depth, width, heads = _size(size, depth, width, heads)
         if int(patch) < 1:
             raise ValueError(f"encoder patch must be >= 1, got {patch}")
-        if pool not in ("mean", "flatten"):
-            raise ValueError(f"unknown encoder pooling {pool!r}; choose 'mean' or 'flatten'")
-        self.patch, self.pool = int(patch), pool
+        self.patch, self.pool = int(patch), check_pool(pool)
         self.embed = nn.Embedding(vocab_size, width)
         self.masked = MaskModulation(width)
         # patch > 1: every `patch` consecutive (modulated) token vectors are concatenated and projected to one

@@ -75,6 +75,17 @@ class MaskModulation(nn.Module):
         return h + m * (h * self.scale + self.shift)
 
 
+POOLS = ("mean", "flatten")
+
+
+def check_pool(pool: str) -> str:
+    """Validate a recognition model's pooling: ``mean`` over positions or ``flatten`` (one head weight per
+    position and channel, for fixed-size inputs)."""
+    if pool not in POOLS:
+        raise ValueError(f"unknown encoder pooling {pool!r}; choose one of {POOLS}")
+    return pool
+
+
 class MLPEncoder(nn.Module):
     """Recognition model ``r(z | x0, mask) -> (mean [B, d], logvar [B, d])``."""
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .conditioning import AdaLNZero, Conditioning, modulate
-from .mlp import MaskModulation
+from .mlp import MaskModulation, check_pool
 
 
 def _groups(ch: int) -> int:
@@ -127,7 +127,7 @@ class UNetDenoiser(nn.Module):
             if not last:
                 skips.append(cur)
         # z as a map at the lowest resolution (one linear "template" per latent unit), besides the global
-        # adaLN path: a direct route from z to where things are, which the decoder learns in a few steps
+        # adaLN path: a direct route from z to where things are
         self.low = _halved(self.H, self.W, len(chans) - 1)
         self.z_map = (nn.Linear(latent_dim, cur * self.low[0] * self.low[1]) if (latent_map and latent_dim > 0)
                       else None)
@@ -185,9 +185,7 @@ class ConvEncoder(nn.Module):
                  height: int | None = None, ch: int = 32, mults=(1, 2, 2), embed_dim: int = 16,
                  pos_embed: bool = False, pool: str = "mean"):
         super().__init__()
-        if pool not in ("mean", "flatten"):
-            raise ValueError(f"unknown encoder pooling {pool!r}; choose 'mean' or 'flatten'")
-        self.pool = pool
+        self.pool = check_pool(pool)
         self.C, self.H, self.W = _image_shape(seq_len, image_channels, height)
         self.embed = nn.Embedding(vocab_size, embed_dim)
         # per-pixel embedding: the pooled features then say where a stroke is, not only that it exists
