@@ -56,13 +56,14 @@ def measure(runs, T, n, cache, lazy, repeats, budget_s: float = 20.0, min_rounds
 
     Reports the best time per sample and, for each sampler, the median and quartiles of its per-round
     ratio to the first sampler (MDM): paired ratios cancel drifts in machine load, which on a shared
-    2-core machine move single timings by +-10%. Rounds repeat up to ``repeats`` times, stopping once
+    2-core machine move single timings by +-10%. The order rotates every round, so no sampler always
+    runs first or after the same other one. Rounds repeat up to ``repeats`` times, stopping once
     at least ``min_rounds`` are done and they took ``budget_s`` seconds; a round longer than ``long_s``
     (the naive modes at large T) is not repeated."""
     times, stats = {s: [] for s, _ in runs}, {}
     spent = 0.0
     for i in range(repeats):
-        for sampler, model in runs:
+        for sampler, model in runs[i % len(runs):] + runs[:i % len(runs)]:
             t0 = time.perf_counter()
             _, st = sample(model, n, T, sampler, cache=cache, lazy=lazy, seed=0)
             times[sampler].append(time.perf_counter() - t0)
@@ -105,7 +106,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="runs/sampling_cost")
     ap.add_argument("--num-samples", type=int, default=10_000)
-    ap.add_argument("--repeats", type=int, default=25)
+    ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backbone", choices=sorted(BACKBONES), default="mlp",
                     help="mlp: the toy network (2 tokens); unet: the Fashion-MNIST 14x14 U-Net (196 tokens)")
