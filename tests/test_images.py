@@ -18,6 +18,7 @@ from vadd.build import build_model, model_spec
 from vadd.data import build_data
 from vadd.data.images import (ImageGrid, binarize, dynamic_binarize, image_data, load_cifar10, load_mnist_digits,
                               load_user_images, pad_to, read_idx, split_indices)
+from vadd.models.unet import _patchify, _unpatchify
 from vadd.metrics.fid import feature_stats, fid, frechet_distance
 from vadd.objectives import LogMeanExp, masked_log_likelihood
 from vadd.latent import standard_normal_log_prob
@@ -28,9 +29,26 @@ UNET = {"schedule": {"name": "linear"}, "estimator": "count",
         "encoder": {"name": "conv", "ch": 8, "mults": [1, 2], "embed_dim": 4}}
 
 
-def _image_model(algo, V=4, C=1, H=8, W=8, d=3):
+def _image_model(algo, V=4, C=1, H=8, W=8, d=3, patch=1):
     info = {"kind": "images", "channels": C, "height": H, "width": W, "levels": V}
-    return build_model(model_spec(UNET, {"name": algo, "latent_dim": d}, V, C * H * W, info))
+    spec = dict(UNET, denoiser=dict(UNET["denoiser"], patch=patch), encoder=dict(UNET["encoder"], patch=patch))
+    return build_model(model_spec(spec, {"name": algo, "latent_dim": d}, V, C * H * W, info))
+
+
+def test_patches_map_pixels_to_channels_and_back_exactly():
+    """Space-to-depth of the embeddings and depth-to-space of the logits are inverse layouts: a pixel's
+    embedding lands in the channel slot its logits come back from, and patch 1 is the plain layout."""
+    B, C, H, W, E = 2, 3, 4, 6, 5
+    e = torch.randn(B, C, H, W, E)
+    assert torch.equal(_patchify(e, 1), e.permute(0, 1, 4, 2, 3).reshape(B, C * E, H, W))
+    p = _patchify(e, 2)
+    assert p.shape == (B, C * E * 4, 2, 3)
+    # channel (c, e, py, px) at grid (gy, gx) holds pixel (c, 2 gy + py, 2 gx + px)
+    assert torch.equal(p[1, ((2 * E + 3) * 2 + 1) * 2 + 0, 1, 2], e[1, 2, 3, 4, 3])
+    # logits laid out like the embeddings with E -> V come back as tokens (C, H, W) x V
+    assert torch.equal(_unpatchify(p, C, E, 2), e.reshape(B, C * H * W, E))
+    with pytest.raises(ValueError, match="patch 3 must"):
+        _image_model("mdm", H=8, W=8, patch=3)
 
 
 # ---- data ------------------------------------------------------------------------------------------
@@ -177,9 +195,10 @@ def test_image_grid_round_trip_and_user_images(tmp_path):
 
 
 # ---- backbones and the likelihood path ---------------------------------------------------------------
-def test_unet_shapes_and_no_leak_from_masked_positions():
+@pytest.mark.parametrize("patch", [1, 2])
+def test_unet_shapes_and_no_leak_from_masked_positions(patch):
     torch.manual_seed(0)
-    m = _image_model("vadd", V=4, C=2, H=8, W=6)
+    m = _image_model("vadd", V=4, C=2, H=8, W=6, patch=patch)
     x = torch.randint(0, 4, (3, 96))
     z = torch.randn(3, 3)
     xt = x.clone()

@@ -40,6 +40,27 @@ def _halved(h: int, w: int, times: int) -> tuple[int, int]:
     return h, w
 
 
+def _check_patch(patch: int, h: int, w: int) -> int:
+    patch = int(patch)
+    if patch < 1 or h % patch or w % patch:
+        raise ValueError(f"patch {patch} must be >= 1 and divide the image size {h}x{w}")
+    return patch
+
+
+def _patchify(e: torch.Tensor, p: int) -> torch.Tensor:
+    """``[B, C, H, W, E] -> [B, C*E*p*p, H/p, W/p]``: each ``p x p`` patch's embeddings stacked as channels."""
+    B, C, H, W, E = e.shape
+    e = e.view(B, C, H // p, p, W // p, p, E).permute(0, 1, 6, 3, 5, 2, 4)
+    return e.reshape(B, C * E * p * p, H // p, W // p)
+
+
+def _unpatchify(logits: torch.Tensor, C: int, V: int, p: int) -> torch.Tensor:
+    """``[B, C*V*p*p, H/p, W/p] -> [B, C*H*W, V]`` (tokens laid out ``C, H, W``), inverse of ``_patchify``."""
+    B, _, h, w = logits.shape
+    x = logits.view(B, C, V, p, p, h, w).permute(0, 1, 5, 3, 6, 4, 2)
+    return x.reshape(B, C * h * p * w * p, V)
+
+
 def _image_shape(seq_len: int, image_channels: int, height: int | None):
     if seq_len % image_channels:
         raise ValueError(f"seq_len {seq_len} is not a multiple of image_channels {image_channels}")
@@ -99,9 +120,13 @@ class UNetDenoiser(nn.Module):
                  height: int | None = None, ch: int = 32, mults=(1, 2, 2), num_res: int = 1,
                  embed_dim: int = 16, cond_dim: int = 128, attn: bool = True, dropout: float = 0.0,
                  time_conditioning: bool = False, latent_input: bool = True, pos_embed: bool = False,
-                 latent_map: bool = False):
+                 latent_map: bool = False, patch: int = 1):
         super().__init__()
         self.C, self.H, self.W = _image_shape(seq_len, image_channels, height)
+        # patch > 1: the U-Net runs on (H/p, W/p), each position carrying a p x p patch's embeddings in and
+        # its p*p pixels' logits out (space-to-depth), ~p^2 cheaper convolutions at full image size
+        self.patch = _check_patch(patch, self.H, self.W)
+        gh, gw = self.H // self.patch, self.W // self.patch
         self.seq_len, self.vocab_size = seq_len, vocab_size
         self.time_conditioned = bool(time_conditioning)
         self.embed = nn.Embedding(vocab_size + 1, embed_dim)  # + the mask token
@@ -110,7 +135,7 @@ class UNetDenoiser(nn.Module):
         # a global z could say "a 7" but not where its strokes go.
         self.pos = nn.Parameter(torch.zeros(self.C, self.H, self.W, embed_dim)) if pos_embed else None
         self.cond = Conditioning(cond_dim, latent_dim, time_conditioning=time_conditioning)
-        self.inp = nn.Conv2d(self.C * embed_dim, ch, 3, padding=1)
+        self.inp = nn.Conv2d(self.C * embed_dim * self.patch ** 2, ch, 3, padding=1)
         self.z_in = nn.Linear(latent_dim, ch) if (latent_input and latent_dim > 0) else None
         chans = [ch * m for m in mults]
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -128,7 +153,7 @@ class UNetDenoiser(nn.Module):
                 skips.append(cur)
         # z as a map at the lowest resolution (one linear "template" per latent unit), besides the global
         # adaLN path: a direct route from z to where things are
-        self.low = _halved(self.H, self.W, len(chans) - 1)
+        self.low = _halved(gh, gw, len(chans) - 1)
         self.z_map = (nn.Linear(latent_dim, cur * self.low[0] * self.low[1]) if (latent_map and latent_dim > 0)
                       else None)
         self.mid1 = ResBlock(cur, cur, cond_dim, dropout)
@@ -144,7 +169,7 @@ class UNetDenoiser(nn.Module):
             self.upsample.append(nn.Identity() if i == 0 else nn.Conv2d(cur, cur, 3, padding=1))
         self.out_norm = nn.GroupNorm(_groups(cur), cur, affine=False)
         self.out_ada = AdaLNZero(cond_dim, cur, 2)
-        self.out = nn.Conv2d(cur, self.C * vocab_size, 1)
+        self.out = nn.Conv2d(cur, self.C * vocab_size * self.patch ** 2, 1)
 
     def forward(self, xt, t, z=None):
         B = xt.shape[0]
@@ -152,7 +177,7 @@ class UNetDenoiser(nn.Module):
         e = self.embed(xt.view(B, self.C, self.H, self.W))          # [B, C, H, W, E]
         if self.pos is not None:
             e = e + self.pos
-        h = self.inp(e.permute(0, 1, 4, 2, 3).reshape(B, -1, self.H, self.W))
+        h = self.inp(_patchify(e, self.patch))
         if self.z_in is not None:
             h = h + self.z_in(z)[:, :, None, None]
         hs = [h]
@@ -173,9 +198,8 @@ class UNetDenoiser(nn.Module):
                 h = up(F.interpolate(h, size=hs[-1].shape[-2:], mode="nearest"))
         shift, scale = self.out_ada(c)
         h = modulate(self.out_norm(h).movedim(1, -1), shift, scale).movedim(-1, 1)
-        logits = self.out(F.silu(h))                                 # [B, C*V, H, W]
-        return logits.view(B, self.C, self.vocab_size, self.H, self.W).permute(0, 1, 3, 4, 2).reshape(
-            B, self.seq_len, self.vocab_size)
+        logits = self.out(F.silu(h))                                 # [B, C*V*p*p, H/p, W/p]
+        return _unpatchify(logits, self.C, self.vocab_size, self.patch)
 
 
 class ConvEncoder(nn.Module):
@@ -183,15 +207,16 @@ class ConvEncoder(nn.Module):
 
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int, image_channels: int = 1,
                  height: int | None = None, ch: int = 32, mults=(1, 2, 2), embed_dim: int = 16,
-                 pos_embed: bool = False, pool: str = "mean"):
+                 pos_embed: bool = False, pool: str = "mean", patch: int = 1):
         super().__init__()
         self.pool = check_pool(pool)
         self.C, self.H, self.W = _image_shape(seq_len, image_channels, height)
+        self.patch = _check_patch(patch, self.H, self.W)
         self.embed = nn.Embedding(vocab_size, embed_dim)
         # per-pixel embedding: the pooled features then say where a stroke is, not only that it exists
         self.pos = nn.Parameter(torch.zeros(seq_len, embed_dim)) if pos_embed else None
         self.masked = MaskModulation(embed_dim)
-        layers, cur = [nn.Conv2d(self.C * embed_dim, ch, 3, padding=1)], ch
+        layers, cur = [nn.Conv2d(self.C * embed_dim * self.patch ** 2, ch, 3, padding=1)], ch
         for i, m in enumerate(mults):
             co = ch * m
             layers += [nn.GroupNorm(_groups(cur), cur), nn.SiLU(),
@@ -199,7 +224,7 @@ class ConvEncoder(nn.Module):
             cur = co
         self.body = nn.Sequential(*layers, nn.GroupNorm(_groups(cur), cur), nn.SiLU())
         if pool == "flatten":  # one weight per (channel, low-resolution pixel), as a VAE encoder reads an image
-            fh, fw = _halved(self.H, self.W, len(mults) - 1)
+            fh, fw = _halved(self.H // self.patch, self.W // self.patch, len(mults) - 1)
             cur = cur * fh * fw
         self.head = nn.Linear(cur, 2 * latent_dim)
         nn.init.zeros_(self.head.weight)
@@ -211,7 +236,7 @@ class ConvEncoder(nn.Module):
         if self.pos is not None:
             e = e + self.pos
         e = self.masked(e, masked).view(B, self.C, self.H, self.W, -1)
-        h = self.body(e.permute(0, 1, 4, 2, 3).reshape(B, -1, self.H, self.W))
+        h = self.body(_patchify(e, self.patch))
         h = h.flatten(1) if self.pool == "flatten" else h.mean(dim=(2, 3))
         mean, logvar = self.head(h).chunk(2, dim=-1)
         return mean, logvar
