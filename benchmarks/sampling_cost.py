@@ -1,6 +1,6 @@
 """Sampling cost of MDM, VADD (fresh z per step) and VADD-CS (fixed z) against T, with and without
 caching, measured side by side in one run on the toy MLP (2 tokens, V = 64) or the Fashion-MNIST U-Net
-(196 tokens, V = 256).
+(28x28 = 784 tokens on 2x2 patches, V = 256).
 
     .venv/bin/python benchmarks/sampling_cost.py --out runs/sampling_cost
     .venv/bin/python benchmarks/sampling_cost.py --backbone unet --num-samples 64 --modes events cached \
@@ -37,7 +37,7 @@ MODES = {"events": (True, True), "cached": (True, False), "uncached": (False, Fa
 BACKBONES = {
     # name: (experiment overrides, vocab, seq_len, data info for image geometry)
     "mlp": ([], 64, 2, None),
-    "unet": (["experiment=images_fmnist"], 256, 196, {"kind": "images", "channels": 1, "height": 14, "width": 14}),
+    "unet": (["experiment=images_fmnist"], 256, 784, {"kind": "images", "channels": 1, "height": 28, "width": 28}),
 }
 
 
@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backbone", choices=sorted(BACKBONES), default="mlp",
-                    help="mlp: the toy network (2 tokens); unet: the Fashion-MNIST 14x14 U-Net (196 tokens)")
+                    help="mlp: the toy network (2 tokens); unet: the Fashion-MNIST U-Net (28x28, 784 tokens)")
     ap.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     args = ap.parse_args(argv)

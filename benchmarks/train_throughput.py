@@ -33,8 +33,8 @@ GPU_BACKBONES = {
 BACKBONES = {
     # name: (experiment overrides, vocab, seq_len, data info for image geometry, batch)
     "mlp (toys)": (["experiment=demo"], 64, 2, None, 512),
-    "unet (fashion-mnist 14x14)": (["experiment=images_fmnist"], 256, 196,
-                                   {"kind": "images", "channels": 1, "height": 14, "width": 14}, 64),
+    "unet (fashion-mnist 28x28)": (["experiment=images_fmnist"], 256, 784,
+                                   {"kind": "images", "channels": 1, "height": 28, "width": 28}, 64),
     "dit (text_cpu, chars, L=256)": (["experiment=text_cpu"], 27, 256, None, 32),
     # the largest backbone that fits a few minutes here: the library's named `tiny` DiT (4 x 256, 4 heads)
     "dit tiny 4x256 (chars, L=256)": (["experiment=text_cpu", "model.denoiser.size=tiny",

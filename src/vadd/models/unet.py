@@ -8,7 +8,9 @@ same module as the MLP and DiT backbones, so MDM and VADD differ only by the ``z
 Why a U-Net and not a pixel transformer: at 28x28-32x32 with 784-1024 tokens, attention over all
 pixels costs ``O(L^2)`` per layer, which a CPU cannot afford for a benchmark, while convolutions are
 linear in ``L`` and give the locality prior that matters most for small training budgets. Attention
-is used only at the lowest resolution (``attn=True``), as in the DDPM/MD4 U-Nets.
+is used only at the lowest resolution (``attn=True``), as in the DDPM/MD4 U-Nets. With ``patch=p`` both
+networks run on ``(H/p, W/p)`` positions, each carrying a ``p x p`` patch's embeddings in and its ``p^2``
+pixels' logits out (space-to-depth): full-size images at a fraction of the convolution cost.
 
 The recognition model embeds ``x0`` once, marks the masked positions with learned vectors
 (``MaskModulation``, method.md §4), runs strided convolutions and pools globally to a diagonal
