@@ -244,3 +244,39 @@ def test_event_driven_vadd_matches_a_stepwise_reference_in_law():
     ours, _ = sample(model, n, T, "vadd", seed=3)
     cells = lambda a: torch.bincount(a[:, 0] * Vs + a[:, 1], minlength=Vs * Vs).double() / n
     assert (cells(ours) - cells(x)).abs().max() < 0.008
+
+
+def test_batch_constant_conditioning_is_computed_once_and_equals_the_per_row_result():
+    """A time-free MDM's ``c`` is one row broadcast over the batch (its adaLN projections run once per
+    call); the logits equal those of the per-row computation. A VADD MLP with ``latent_adaln=False``
+    keeps that constant modulation and reads ``z`` through the input layer only."""
+    torch.manual_seed(0)
+    mdm = MLPDenoiser(2, 5, latent_dim=0, hidden=16, depth=2, embed_dim=4, cond_dim=8, time_conditioning=False)
+    with torch.no_grad():
+        for p in mdm.parameters():
+            p.normal_(0.0, 0.3)
+    xt, t = torch.randint(0, 6, (7, 2)), torch.rand(7)
+    assert mdm.cond(t).shape == (1, 8)
+    expanded = mdm.cond.const.expand(7, -1)
+    h = mdm.inp((mdm.embed(xt) + mdm.pos).flatten(1))
+    for blk in mdm.blocks:
+        h = blk(h, expanded)
+    from vadd.models.conditioning import modulate
+    shift, scale = mdm.final_ada(expanded)
+    ref = mdm.out(modulate(mdm.final_norm(h), shift, scale)).view(7, 2, 5)
+    assert torch.allclose(mdm(xt, t), ref, atol=1e-6)
+    with pytest.raises(ValueError, match="no latent"):
+        mdm(xt, t, torch.zeros(7, 3))
+
+    vadd = MLPDenoiser(2, 5, latent_dim=3, hidden=16, depth=2, embed_dim=4, cond_dim=8, time_conditioning=False,
+                       latent_input=True, latent_adaln=False)
+    with torch.no_grad():
+        for p in vadd.parameters():
+            p.normal_(0.0, 0.3)
+    assert vadd.cond.latent is None and vadd.cond(t).shape == (1, 8)
+    z = torch.randn(7, 3)
+    assert not torch.allclose(vadd(xt, t, z), vadd(xt, t, z + 1.0))
+    with pytest.raises(ValueError, match="got none"):
+        vadd(xt, t)
+    with pytest.raises(ValueError, match="needs a route for z"):
+        MLPDenoiser(2, 5, latent_dim=3, latent_input=False, latent_adaln=False)

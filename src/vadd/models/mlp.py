@@ -31,15 +31,24 @@ class MLPDenoiser(nn.Module):
 
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int = 0, hidden: int = 256,
                  depth: int = 4, embed_dim: int = 64, cond_dim: int = 128, mult: int = 2,
-                 time_conditioning: bool = True, latent_input: bool = False):
+                 time_conditioning: bool = True, latent_input: bool = False, latent_adaln: bool = True):
         super().__init__()
         self.seq_len, self.vocab_size = seq_len, vocab_size
         self.time_conditioned = bool(time_conditioning)
-        # optionally z also enters the first layer additively (besides adaLN in every block)
+        if latent_dim > 0 and not (latent_input or latent_adaln):
+            raise ValueError("the MLP denoiser needs a route for z: latent_input, latent_adaln or both")
+        # optionally z also enters the first layer additively (besides, or instead of, adaLN in every block).
+        # Input only (latent_adaln=False) keeps the blocks' modulation batch-constant without time
+        # conditioning, so it is computed once per call as MDM's is: VADD then costs what MDM costs even
+        # where one row is a whole sample (the 2D toys), instead of paying a per-row adaLN projection.
         self.z_in = nn.Linear(latent_dim, hidden) if (latent_input and latent_dim > 0) else None
         self.embed = nn.Embedding(vocab_size + 1, embed_dim)  # + the mask token
         self.pos = nn.Parameter(torch.zeros(seq_len, embed_dim))
-        self.cond = Conditioning(cond_dim, latent_dim, time_conditioning=time_conditioning)
+        self.input_only = latent_dim > 0 and not latent_adaln   # z reaches the blocks only additively
+        # without adaLN, each block still gets its own additive projection of z (cheap: latent_dim x hidden)
+        self.z_blocks = (nn.ModuleList([nn.Linear(latent_dim, hidden) for _ in range(depth)])
+                         if self.input_only else None)
+        self.cond = Conditioning(cond_dim, 0 if self.input_only else latent_dim, time_conditioning=time_conditioning)
         self.inp = nn.Linear(seq_len * embed_dim, hidden)
         self.blocks = nn.ModuleList([MLPBlock(hidden, cond_dim, mult) for _ in range(depth)])
         self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False)
@@ -47,11 +56,15 @@ class MLPDenoiser(nn.Module):
         self.out = nn.Linear(hidden, seq_len * vocab_size)
 
     def forward(self, xt, t, z=None):
-        c = self.cond(t, z)
+        if self.input_only and z is None:
+            raise ValueError("this denoiser is conditioned on a latent z (latent_dim > 0) but got none")
+        c = self.cond(t, None if self.input_only else z)
         h = self.inp((self.embed(xt) + self.pos).flatten(1))
         if self.z_in is not None:
             h = h + self.z_in(z)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if self.z_blocks is not None:
+                h = h + self.z_blocks[i](z)
             h = block(h, c)
         shift, scale = self.final_ada(c)
         h = modulate(self.final_norm(h), shift, scale)
