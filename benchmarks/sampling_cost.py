@@ -38,14 +38,17 @@ BACKBONES = {
     # name: (experiment overrides, vocab, seq_len, data info for image geometry)
     "mlp": ([], 64, 2, None),
     "unet": (["experiment=images_fmnist"], 256, 784, {"kind": "images", "channels": 1, "height": 28, "width": 28}),
+    # the earlier 14x14 protocol (no patches), for the README's first U-Net table
+    "unet14": (["experiment=images_fmnist", "data.size=14", "model.denoiser.patch=1", "model.encoder.patch=1"],
+               256, 196, {"kind": "images", "channels": 1, "height": 14, "width": 14}),
 }
 
 
-def models(backbone: str = "mlp"):
+def models(backbone: str = "mlp", overrides=()):
     over, V, L, info = BACKBONES[backbone]
     out = {}
     for algo in ("mdm", "vadd"):
-        cfg = compose([*over, f"algo={algo}"])
+        cfg = compose([*over, f"algo={algo}", *overrides])
         torch.manual_seed(0)
         out[algo] = build_model(model_spec(cfg["model"], cfg["algo"], V, L, info)).eval()
     return out
@@ -109,12 +112,16 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backbone", choices=sorted(BACKBONES), default="mlp",
-                    help="mlp: the toy network (2 tokens); unet: the Fashion-MNIST U-Net (28x28, 784 tokens)")
+                    help="mlp: the toy network (2 tokens); unet: the Fashion-MNIST U-Net (28x28, 784 tokens); "
+                         "unet14: the earlier 14x14 protocol (196 tokens)")
     ap.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
+    ap.add_argument("--override", nargs="*", default=[],
+                    help="config overrides for both models, e.g. model.denoiser.latent_adaln=false")
+    ap.add_argument("--tag", default=None, help="output name suffix (sampling_cost[_BACKBONE][_TAG])")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    m = models(args.backbone)
+    m = models(args.backbone, args.override)
     rows = []
     for T in args.steps:
         for mode in args.modes:
@@ -129,7 +136,9 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = "sampling_cost" if args.backbone == "mlp" else f"sampling_cost_{args.backbone}"
-    write_json(out / f"{stem}.json", {"backbone": args.backbone, "num_samples": args.num_samples,
+    stem += f"_{args.tag}" if args.tag else ""
+    write_json(out / f"{stem}.json", {"backbone": args.backbone, "overrides": args.override,
+                                       "num_samples": args.num_samples,
                                        "threads": args.threads, "repeats": args.repeats, "rows": rows})
     (out / f"{stem}.md").write_text(table(rows))
     import matplotlib
