@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from vadd.data import toy2d_data
 from vadd.data.toy2d import Grid2D, PointSource, checkerboard_cell_probs, reference_cell_probs, toy_points
@@ -100,3 +101,42 @@ def test_reference_probs_of_user_file_are_its_histogram(tmp_path):
     grid = Grid2D(16, -4, 4)
     ref = reference_cell_probs(PointSource(str(tmp_path / "p.npy")), grid, 10, 0)
     assert np.allclose(ref, grid.histogram(grid.cells(pts)))
+
+
+@pytest.mark.parametrize("tokens", ["bins", "binary"])
+@pytest.mark.parametrize("latent_dim", [0, 2])
+def test_exact_one_step_distribution_matches_one_step_samples(tokens, latent_dim):
+    """The one-step cell probabilities (exact over tokens, Monte Carlo over z) are the law of T = 1
+    samples; with a latent they are a mixture of products, not the product of their marginals."""
+    from vadd.algorithms import VADD, MaskedDiffusion
+    from vadd.metrics.onestep import one_step_cell_probs, one_step_report
+    from vadd.models import MLPDenoiser, MLPEncoder
+    from vadd.sampling import sample
+    from vadd.schedules import Linear
+
+    grid = Grid2D(4, -1.0, 1.0, tokens)
+    L, V = grid.seq_len, grid.vocab_size
+    torch.manual_seed(0)
+    den = MLPDenoiser(L, V, latent_dim=latent_dim, hidden=16, depth=1, embed_dim=4, cond_dim=8,
+                      time_conditioning=False, latent_input=latent_dim > 0)
+    model = (VADD(den, MLPEncoder(L, V, latent_dim, hidden=8, depth=1, embed_dim=4), Linear(), V, L, latent_dim)
+             if latent_dim else MaskedDiffusion(den, Linear(), V, L))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.5 if latent_dim else 0.3)
+    model.eval()
+    probs = one_step_cell_probs(model, grid, num_z=100_000, seed=1)
+    assert probs.shape == (4, 4) and abs(probs.sum() - 1) < 1e-5 and probs.max() < 0.6
+    n = 200_000
+    x, _ = sample(model, n, 1, "vadd" if latent_dim else "mdm", seed=2)
+    hist = grid.histogram(grid.token_cells(x.numpy()))
+    assert np.abs(hist - probs).max() < 0.006  # ~6 standard errors
+    product = np.outer(probs.sum(1), probs.sum(0))
+    if latent_dim:
+        assert np.abs(probs - product).max() > 0.02  # z correlates the coordinates
+    else:
+        assert np.abs(probs - product).max() < 1e-6  # float32 network outputs
+    rep = one_step_report(probs, probs)
+    assert rep["js_exact"] < 1e-12 and rep["mass_off_target"] == 0.0 and 0 < rep["js_of_samples_from_it"] < 1e-3
+    with pytest.raises(ValueError, match="does not match"):
+        one_step_cell_probs(model, Grid2D(8, -1.0, 1.0, tokens))
