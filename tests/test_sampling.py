@@ -274,5 +274,8 @@ def test_batch_constant_conditioning_is_computed_once_and_equals_the_per_row_res
     assert not torch.allclose(vadd(xt, t, z), vadd(xt, t, z + 1.0))
     with pytest.raises(ValueError, match="got none"):
         vadd(xt, t)
-    with pytest.raises(ValueError, match="needs a route for z"):
-        MLPDenoiser(2, 5, latent_dim=3, latent_input=False, latent_adaln=False)
+    # one additive projection per block, none duplicated at the input (latent_input is redundant there)
+    assert vadd.z_in is None and len(vadd.z_blocks) == 2
+    assert [n for n, _ in vadd.named_parameters()] == [
+        n for n, _ in MLPDenoiser(2, 5, latent_dim=3, hidden=16, depth=2, embed_dim=4, cond_dim=8,
+                                  time_conditioning=False, latent_input=False, latent_adaln=False).named_parameters()]

@@ -35,18 +35,16 @@ class MLPDenoiser(nn.Module):
         super().__init__()
         self.seq_len, self.vocab_size = seq_len, vocab_size
         self.time_conditioned = bool(time_conditioning)
-        if latent_dim > 0 and not (latent_input or latent_adaln):
-            raise ValueError("the MLP denoiser needs a route for z: latent_input, latent_adaln or both")
-        # optionally z also enters the first layer additively (besides adaLN in every block). With
-        # latent_adaln=False z is instead added before every block, so without time conditioning the
-        # blocks' modulation stays batch-constant and is computed once per call as MDM's is: where one
-        # row is a whole sample (the 2D toys) VADD then pays only the small additive projections
-        # (README, Sampling cost: 1.09-1.13x MDM's sampling time instead of 1.42-1.60x, at some
-        # one-step quality).
-        self.z_in = nn.Linear(latent_dim, hidden) if (latent_input and latent_dim > 0) else None
+        # z reaches the network through every block's adaLN (latent_adaln, the default; latent_input also
+        # adds it to the first layer), or with latent_adaln=False additively before every block: then,
+        # without time conditioning, the blocks' modulation stays batch-constant and is computed once per
+        # call as MDM's is. Where one row is a whole sample (the 2D toys) VADD then pays only the small
+        # additive projections (README, Sampling cost), at some one-step quality. The first block's
+        # projection acts where latent_input's would, so latent_input adds nothing there and is ignored.
+        self.additive_z = latent_dim > 0 and not latent_adaln
+        self.z_in = nn.Linear(latent_dim, hidden) if (latent_input and latent_dim > 0 and not self.additive_z) else None
         self.embed = nn.Embedding(vocab_size + 1, embed_dim)  # + the mask token
         self.pos = nn.Parameter(torch.zeros(seq_len, embed_dim))
-        self.additive_z = latent_dim > 0 and not latent_adaln   # z reaches the blocks only additively
         # without adaLN, each block gets its own additive projection of z (cheap: latent_dim x hidden)
         self.z_blocks = (nn.ModuleList([nn.Linear(latent_dim, hidden) for _ in range(depth)])
                          if self.additive_z else None)
