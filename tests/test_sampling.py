@@ -279,3 +279,20 @@ def test_batch_constant_conditioning_is_computed_once_and_equals_the_per_row_res
     assert [n for n, _ in vadd.named_parameters()] == [
         n for n, _ in MLPDenoiser(2, 5, latent_dim=3, hidden=16, depth=2, embed_dim=4, cond_dim=8,
                                   time_conditioning=False, latent_input=False, latent_adaln=False).named_parameters()]
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "dit"])
+def test_time_free_conditioning_path_gets_gradients_at_init(backbone):
+    """Without time conditioning MDM's ``c`` is a learned constant. It must start non-zero: adaLN reads
+    SiLU(c), and SiLU(0) = 0 would leave every projection weight (and ``c`` itself) without gradient, so
+    only the biases could learn and the zero-initialised gates would open far more slowly."""
+    from vadd.models import DiTDenoiser
+    torch.manual_seed(0)
+    den = (MLPDenoiser(2, 5, hidden=16, depth=2, embed_dim=4, cond_dim=8, time_conditioning=False)
+           if backbone == "mlp" else
+           DiTDenoiser(6, 5, size=None, depth=1, width=16, heads=2, cond_dim=8, time_conditioning=False))
+    torch.nn.init.normal_(den.out.weight, std=0.1)   # as after a first step (the DiT's head starts at zero)
+    xt = torch.randint(0, 6, (4, den.seq_len))
+    den(xt, torch.rand(4)).log_softmax(-1)[..., 0].sum().backward()
+    weights = [m.proj[1].weight for m in den.modules() if m.__class__.__name__ == "AdaLNZero"]
+    assert weights and all(w.grad is not None and w.grad.abs().sum() > 0 for w in weights)
