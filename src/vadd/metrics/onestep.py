@@ -35,22 +35,19 @@ def one_step_cell_probs(model, grid, num_z: int = 200_000, seed: int = 0, batch:
     def marginals(logp):  # [n, L, V] -> two [n, bins] distributions, one per coordinate (given z)
         return [logp[:, k * half + pos, codes].sum(-1).exp() for k in (0, 1)]
 
-    L = model.seq_len
-    if not model.latent_dim:
-        xt = torch.full((1, L), model.mask_id, dtype=torch.long, device=device)
-        p1, p2 = marginals(model.log_probs(xt, torch.ones(1, device=device)).double())
-        return (p1.T @ p2).cpu().numpy()
+    # MDM's one-step law needs one network call; VADD's averages num_z prior draws of z
+    draws = num_z if model.latent_dim else 1
     gen = torch.Generator(device=device).manual_seed(int(seed))
     acc = torch.zeros(grid.bins, grid.bins, dtype=torch.float64, device=device)
     done = 0
-    while done < num_z:
-        n = min(batch, num_z - done)
-        z = torch.randn(n, model.latent_dim, generator=gen, device=device)
-        xt = torch.full((n, L), model.mask_id, dtype=torch.long, device=device)
+    while done < draws:
+        n = min(batch, draws - done)
+        z = torch.randn(n, model.latent_dim, generator=gen, device=device) if model.latent_dim else None
+        xt = torch.full((n, model.seq_len), model.mask_id, dtype=torch.long, device=device)
         p1, p2 = marginals(model.log_probs(xt, torch.ones(n, device=device), z).double())
         acc += p1.T @ p2  # sum over z of the product distributions
         done += n
-    return (acc / num_z).cpu().numpy()
+    return (acc / draws).cpu().numpy()
 
 
 def one_step_report(probs: np.ndarray, target: np.ndarray, num_samples: int = 100_000, seed: int = 0) -> dict:
