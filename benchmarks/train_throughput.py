@@ -24,11 +24,12 @@ import torch
 from vadd.build import build_model, model_spec
 from vadd.config import compose
 from vadd.io import write_json
+from vadd.train import compile_networks
 
 GPU_BACKBONES = {
     "unet (cifar10 recipe)": (["experiment=cifar10", "data.path=unused"], 256, 3072,
                               {"kind": "images", "channels": 3, "height": 32, "width": 32}, 64),
-    "dit small (owt recipe, L=1024)": (["experiment=owt", "data.path=unused"], 50257, 1024, None, 16),
+    "dit small (owt recipe, L=1024)": (["experiment=owt", "data.path=unused"], 50257, 1024, None, 32),
 }
 BACKBONES = {
     # name: (experiment overrides, vocab, seq_len, data info for image geometry, batch)
@@ -132,8 +133,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (peak measured in bf16)")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the denoiser and the recognition model")
     ap.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
+    ap.add_argument("--batch", type=int, default=0, help="override every backbone's batch size (0: the preset's)")
+    ap.add_argument("--only", default="", help="run only the backbones whose name contains this")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     peak = matmul_peak(args.device, torch.bfloat16 if args.bf16 else torch.float32,
@@ -141,6 +144,9 @@ def main(argv=None) -> int:
     results = {"threads": args.threads, "device": args.device, "bf16": args.bf16, "compile": args.compile,
                "matmul_peak_gflops": peak / 1e9, "backbones": {}}
     for name, (over, V, L, info, B) in (GPU_BACKBONES if args.preset == "gpu" else BACKBONES).items():
+        if args.only not in name:
+            continue
+        B = args.batch or B
         x = torch.randint(0, V, (B, L), device=args.device)
         variants = {}
         mdm, _ = build(over, V, L, info, "mdm")
@@ -154,8 +160,8 @@ def main(argv=None) -> int:
                                  "params": sum(p.numel() for p in model.parameters())}
             v["step"]()                                  # warm-up
             v["flops"] = flops_of(v["step"])             # counted eagerly, before any compilation
-            if args.compile:
-                model.denoiser = torch.compile(model.denoiser)
+            if args.compile:                             # both networks, as trainer.compile does
+                compile_networks(model)
                 v["step"] = step_fn(model, x, args.bf16)
                 v["step"]()                              # compile outside the timed steps
         for _ in range(args.steps):                      # round-robin: load drifts hit all alike

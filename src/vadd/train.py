@@ -305,6 +305,20 @@ def build_trainer(cfg: dict, run_dir: Path, extra_callbacks=()):
     )
 
 
+def compile_networks(model) -> None:
+    """``torch.compile`` the denoiser and, for VADD, the recognition model, in place.
+
+    ``Module.compile`` keeps the parameter names (no ``_orig_mod.`` prefix), so checkpoints and EMA
+    weights of a compiled run load into an uncompiled model. Compiling the denoiser alone left VADD's
+    encoder eager: on an H200 (DiT small, L = 1024, bf16) that put VADD at 1.74x MDM's step time
+    against 1.40x with neither compiled (README, Training cost on a GPU).
+    """
+    for name in ("denoiser", "encoder"):
+        net = getattr(model, name, None)
+        if isinstance(net, torch.nn.Module):
+            net.compile()
+
+
 def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike | None = None,
           resume: str | None = None, callbacks=()):
     """Train the model ``cfg`` describes; returns ``(ema_model, run_dir, record)``.
@@ -324,7 +338,7 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
     spec = model_spec(cfg["model"], cfg["algo"], data.vocab_size, data.seq_len, data.info)
     model = build_model(spec)
     if cfg["trainer"].get("compile", False):  # a switch: worth it on GPUs and long runs
-        model.denoiser = torch.compile(model.denoiser)
+        compile_networks(model)
     lit = make_lit_module(model, cfg, diag_tokens=data.test[:1024])
     bs = int(cfg["trainer"]["batch_size"])
     trainer = build_trainer(cfg, run_dir, extra_callbacks=callbacks)
