@@ -123,6 +123,9 @@ def test_config_errors_are_one_line():
         compose(["data.name=moons"])
     with pytest.raises(ConfigError):
         compose(["algo=vae"])
+    with pytest.raises(ConfigError, match="float32_matmul_precision must be"):
+        compose(["trainer.float32_matmul_precision=fast"])
+    assert compose(["trainer=gpu"])["trainer"]["float32_matmul_precision"] == "high"
 
 
 def test_unknown_dataset_and_bad_token_files(tmp_path):

@@ -70,6 +70,10 @@ def validate(cfg: dict) -> None:
     d = cfg.get("trainer", {}).get("ema_decay")
     if d is not None and not 0.0 <= d < 1.0:
         raise ConfigError(f"invalid config: trainer.ema_decay must be in [0, 1), got {d}")
+    mp = cfg.get("trainer", {}).get("float32_matmul_precision")
+    if mp is not None and mp not in ("highest", "high", "medium"):
+        raise ConfigError("invalid config: trainer.float32_matmul_precision must be null, highest, high or medium, "
+                          f"got {mp!r}")
     algo = cfg.get("algo", {})
     if algo.get("name") == "vadd" and int(algo.get("latent_dim", 0)) < 1:
         raise ConfigError(f"invalid config: algo.latent_dim must be >= 1 for VADD, got {algo.get('latent_dim')}")

@@ -335,6 +335,8 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
     if data is None:
         data = build_data(cfg["data"], seed=seed)
     torch.set_num_threads(int(cfg["trainer"].get("num_threads", 0)) or torch.get_num_threads())
+    if cfg["trainer"].get("float32_matmul_precision"):  # TF32 tensor cores for fp32 matmuls on GPUs ("high")
+        torch.set_float32_matmul_precision(cfg["trainer"]["float32_matmul_precision"])
     spec = model_spec(cfg["model"], cfg["algo"], data.vocab_size, data.seq_len, data.info)
     model = build_model(spec)
     if cfg["trainer"].get("compile", False):  # a switch: worth it on GPUs and long runs
