@@ -5,6 +5,9 @@ caching, measured side by side in one run on the toy MLP (2 tokens, V = 64) or t
     .venv/bin/python benchmarks/sampling_cost.py --out runs/sampling_cost
     .venv/bin/python benchmarks/sampling_cost.py --backbone unet --num-samples 64 --modes events cached \
         --out runs/sampling_cost
+    # on a GPU: the OWT recipe's DiT small (GPT-2 vocabulary, L = 1024)
+    python benchmarks/sampling_cost.py --device cuda --backbone dit_owt --num-samples 16 --modes events \
+        --steps 1 8 32 128 1024 --out runs/sampling_cost_gpu
 
 Modes: ``events`` (the default event-driven sampler), ``cached`` (step by step with MDLM's per-row
 reuse where exact; VADD's fresh z per step cannot reuse), ``uncached`` (step by step, every row with
@@ -41,17 +44,28 @@ BACKBONES = {
     # the earlier 14x14 protocol (no patches), for the README's first U-Net table
     "unet14": (["experiment=images_fmnist", "data.size=14", "model.denoiser.patch=1", "model.encoder.patch=1"],
                256, 196, {"kind": "images", "channels": 1, "height": 14, "width": 14}),
+    # the text CPU protocol's DiT (characters, L = 256) and, for a GPU, the OWT recipe's DiT small
+    # (GPT-2 vocabulary, L = 1024): python benchmarks/sampling_cost.py --device cuda --backbone dit_owt
+    "dit": (["experiment=text_cpu"], 27, 256, None),
+    "dit_owt": (["experiment=owt", "data.path=unused"], 50257, 1024, None),
 }
 
 
-def models(backbone: str = "mlp", overrides=()):
+def models(backbone: str = "mlp", overrides=(), device="cpu"):
     over, V, L, info = BACKBONES[backbone]
     out = {}
     for algo in ("mdm", "vadd"):
         cfg = compose([*over, f"algo={algo}", *overrides])
         torch.manual_seed(0)
-        out[algo] = build_model(model_spec(cfg["model"], cfg["algo"], V, L, info)).eval()
+        out[algo] = build_model(model_spec(cfg["model"], cfg["algo"], V, L, info)).to(device).eval()
     return out
+
+
+def _sync(model):
+    """Wait for the device's queued work (CUDA launches are asynchronous) before reading the clock."""
+    dev = next(model.parameters()).device
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def measure(runs, T, n, cache, lazy, repeats, budget_s: float = 20.0, min_rounds: int = 3, long_s: float = 60.0):
@@ -67,8 +81,10 @@ def measure(runs, T, n, cache, lazy, repeats, budget_s: float = 20.0, min_rounds
     spent = 0.0
     for i in range(repeats):
         for sampler, model in runs[i % len(runs):] + runs[:i % len(runs)]:
+            _sync(model)
             t0 = time.perf_counter()
             _, st = sample(model, n, T, sampler, cache=cache, lazy=lazy, seed=0)
+            _sync(model)
             times[sampler].append(time.perf_counter() - t0)
             spent += times[sampler][-1]
             stats[sampler] = st
@@ -113,7 +129,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--backbone", choices=sorted(BACKBONES), default="mlp",
                     help="mlp: the toy network (2 tokens); unet: the Fashion-MNIST U-Net (28x28, 784 tokens); "
-                         "unet14: the earlier 14x14 protocol (196 tokens)")
+                         "unet14: the earlier 14x14 protocol (196 tokens); dit: the text CPU protocol's DiT "
+                         "(characters, L = 256); dit_owt: the OWT recipe's DiT small (L = 1024; for a GPU)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (timed with a device synchronisation)")
     ap.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
     ap.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     ap.add_argument("--override", nargs="*", default=[],
@@ -121,7 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default=None, help="output name suffix (sampling_cost[_BACKBONE][_TAG])")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    m = models(args.backbone, args.override)
+    m = models(args.backbone, args.override, args.device)
     rows = []
     for T in args.steps:
         for mode in args.modes:
@@ -137,7 +155,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stem = "sampling_cost" if args.backbone == "mlp" else f"sampling_cost_{args.backbone}"
     stem += f"_{args.tag}" if args.tag else ""
-    write_json(out / f"{stem}.json", {"backbone": args.backbone, "overrides": args.override,
+    write_json(out / f"{stem}.json", {"backbone": args.backbone, "overrides": args.override, "device": args.device,
                                        "num_samples": args.num_samples,
                                        "threads": args.threads, "repeats": args.repeats, "rows": rows})
     (out / f"{stem}.md").write_text(table(rows))
