@@ -291,3 +291,21 @@ def test_compile_switch_compiles_both_networks_and_keeps_parameter_names():
     mdm = build_model(model_spec(mdm_cfg["model"], mdm_cfg["algo"], 64, 2, None))
     compile_networks(mdm)                      # MDM has no encoder: only its denoiser
     assert mdm.denoiser._compiled_call_impl is not None
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_jobs_queues_follow_ups_after_their_job(workers):
+    """A job's follow-ups (the demo's sampling jobs after a training job) run after it, and every job,
+    follow-ups included, is collected exactly once, in-process and in spawned workers alike."""
+    from vadd.jobs import run_jobs
+    seen = []
+
+    def collect(job, res):
+        seen.append((job, res))
+        return [job * 10, job * 10 + 1] if abs(job) < 10 else []
+
+    run_jobs([-3, 4], abs, workers, collect)     # abs: a picklable function for the spawned workers
+    assert sorted(seen) == sorted((j, abs(j)) for j in (-3, 4, -30, -29, 40, 41))
+    order = [j for j, _ in seen]
+    for parent in (-3, 4):
+        assert all(order.index(parent) < order.index(f) for f in (parent * 10, parent * 10 + 1))

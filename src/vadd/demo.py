@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import io
+from .api import load
 from .config import compose
 from .data import toy2d_data
 from .data.toy2d import TOYS, Grid2D, PointSource, reference_cell_probs
@@ -27,29 +28,30 @@ LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS"}
 
 
 def _job(payload: dict) -> dict:
-    """Train one method on one dataset, then sample and score it at every T (runs in a worker)."""
+    """One job in a worker: ``train`` one method on one dataset (the model is saved under its run
+    folder), or ``sample`` that saved model with one sampler at every T and score it. Sampling is its
+    own job so that the two workers share it instead of one waiting for the other's last model."""
     torch.set_num_threads(int(payload["threads"]))
     cfg, name, algo, n, seed = payload["cfg"], payload["name"], payload["algo"], payload["n"], payload["seed"]
-    out, target = Path(payload["out"]), np.asarray(payload["target"])
+    out = Path(payload["out"])
     dcfg = cfg["data"]
-    grid = Grid2D.from_info(dcfg)
-    td = toy2d_data(seed=seed, **{k: v for k, v in dcfg.items() if k != "kind"})
     label = PointSource(name).label
-    model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo)
-    model.eval()
-    res = {"algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
-                                   "metrics": rec["train_metrics"], "run_dir": str(run_dir)},
-           "js": {}, "nfe": {}, "sample_wall_s": {}}
-    for sampler in SAMPLERS[algo]:
-        res["js"][sampler], res["nfe"][sampler], res["sample_wall_s"][sampler] = {}, {}, {}
-        for T in payload["steps"]:
-            t0 = time.time()
-            x, st = sample(model, n, T, sampler, seed=seed)
-            tokens = x.numpy()
-            res["js"][sampler][str(T)] = histogram_js(grid.token_cells(tokens), target, grid.bins)
-            res["nfe"][sampler][str(T)] = {"calls": st.nfe, "row_evals_per_sample": st.row_evals / n}
-            res["sample_wall_s"][sampler][str(T)] = time.time() - t0
-            io.write_npy(out / "samples" / label / f"{sampler}_T{T}.npy", grid.decode(tokens).astype(np.float32))
+    if payload["kind"] == "train":
+        td = toy2d_data(seed=seed, **{k: v for k, v in dcfg.items() if k != "kind"})
+        _, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo)
+        return {"algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
+                                        "metrics": rec["train_metrics"], "run_dir": str(run_dir)}}
+    grid, target, sampler = Grid2D.from_info(dcfg), np.asarray(payload["target"]), payload["sampler"]
+    model = load(Path(payload["run_dir"]) / "model").model.eval()
+    res = {"algo": algo, "js": {sampler: {}}, "nfe": {sampler: {}}, "sample_wall_s": {sampler: {}}}
+    for T in payload["steps"]:
+        t0 = time.time()
+        x, st = sample(model, n, T, sampler, seed=seed)
+        tokens = x.numpy()
+        res["js"][sampler][str(T)] = histogram_js(grid.token_cells(tokens), target, grid.bins)
+        res["nfe"][sampler][str(T)] = {"calls": st.nfe, "row_evals_per_sample": st.row_evals / n}
+        res["sample_wall_s"][sampler][str(T)] = time.time() - t0
+        io.write_npy(out / "samples" / label / f"{sampler}_T{T}.npy", grid.decode(tokens).astype(np.float32))
     return res
 
 
@@ -82,21 +84,31 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
             cfg = compose([exp, f"seed={seed}", f"algo={algo}", *own])
             cfg["data"] = dcfg
             cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
-            jobs.append({"cfg": cfg, "name": name, "label": source.label, "algo": algo, "n": n, "seed": seed,
-                         "steps": list(steps), "out": str(out), "target": target, "threads": threads})
+            jobs.append({"kind": "train", "cfg": cfg, "name": name, "label": source.label, "algo": algo, "n": n,
+                         "seed": seed, "steps": list(steps), "out": str(out), "target": target, "threads": threads})
     jobs.sort(key=lambda j: j["algo"] != "vadd")
+    total = len(jobs) + sum(len(SAMPLERS[j["algo"]]) for j in jobs)
     done = 0
 
     def collect(job, res):
+        """Record a finished job; a finished training returns its sampling jobs, one per sampler."""
         nonlocal done
         done += 1
         entry = results["datasets"][job["label"]]
+        elapsed = f"({time.time() - t_start:.0f}s elapsed)"
+        if job["kind"] == "train":
+            entry["train"][res["algo"]] = res["train"]
+            log(f"[{done}/{total}] {job['label']}: {LABELS[res['algo']]} trained to step {res['train']['steps']} "
+                f"in {res['train']['wall_s']:.0f}s  {elapsed}")
+            io.write_json(out / "results.json", _finish(results, base, grid, t_start))
+            return [dict(job, kind="sample", sampler=s, run_dir=res["train"]["run_dir"]) for s in SAMPLERS[job["algo"]]]
         for key in ("js", "nfe", "sample_wall_s"):
             entry[key].update(res[key])
-        entry["train"][res["algo"]] = res["train"]
-        log(f"[{done}/{len(jobs)}] {job['label']}: {LABELS[res['algo']]} trained to step {res['train']['steps']} "
-            f"in {res['train']['wall_s']:.0f}s, sampled T = {list(steps)}  ({time.time() - t_start:.0f}s elapsed)")
+        wall = sum(res["sample_wall_s"][job["sampler"]].values())
+        log(f"[{done}/{total}] {job['label']}: {LABELS[job['sampler']]} sampled T = {list(steps)} in {wall:.0f}s  "
+            f"{elapsed}")
         io.write_json(out / "results.json", _finish(results, base, grid, t_start))
+        return []
 
     run_jobs(jobs, _job, workers, collect)
     for entry in results["datasets"].values():  # fixed order: MDM, VADD, VADD-CS

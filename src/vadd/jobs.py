@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 from .manifest import git_commit, hardware, versions
 
@@ -18,16 +18,26 @@ def plan_workers(workers: int | None = None) -> tuple[int, int]:
 
 
 def run_jobs(jobs: list, fn, workers: int, collect) -> None:
-    """Call ``collect(job, fn(job))`` for every job as it finishes (spawned workers: no shared state)."""
+    """Call ``collect(job, fn(job))`` for every job as it finishes (spawned workers: no shared state).
+
+    ``collect`` may return follow-up jobs (e.g. sampling a model a training job just saved); they are
+    queued behind the jobs already waiting, so a follow-up never runs before the job that made it.
+    """
     if workers == 1:
-        for job in jobs:
-            collect(job, fn(job))
+        queue = list(jobs)
+        while queue:
+            job = queue.pop(0)
+            queue += list(collect(job, fn(job)) or ())
         return
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futures = {pool.submit(fn, job): job for job in jobs}
-        for fut in as_completed(futures):
-            collect(futures[fut], fut.result())
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in done:
+                job = futures.pop(fut)
+                for follow in collect(job, fut.result()) or ():
+                    futures[pool.submit(fn, follow)] = follow
 
 
 def stamp(results: dict, t_start: float) -> dict:
