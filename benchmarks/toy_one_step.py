@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 
 from vadd import api
-from vadd.data.toy2d import Grid2D, PointSource, reference_cell_probs
+from vadd.data.toy2d import Grid2D, PointSource
+from vadd.demo import demo_target
 from vadd.metrics.onestep import one_step_cell_probs, one_step_report
 
 
@@ -34,7 +35,7 @@ def run(demo_dir: Path, num_z: int = 200_000) -> dict:
     factor = int(results["config"]["demo"]["reference_factor"])
     out = {"demo": str(demo_dir), "num_z": num_z, "num_samples": n, "datasets": {}}
     for label, entry in results["datasets"].items():
-        target = reference_cell_probs(PointSource(label), grid, factor * n, seed + 1)  # as the demo did
+        target, _ = demo_target(PointSource(label), grid, n, seed, factor)  # as the demo did
         rows = {}
         for algo in ("mdm", "vadd"):
             model_dir = demo_dir / "runs" / label / algo / "model"

@@ -18,12 +18,12 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vadd.config import compose
 from vadd.data import toy2d_data
-from vadd.data.toy2d import Grid2D, PointSource, reference_cell_probs
+from vadd.data.toy2d import Grid2D, PointSource
+from vadd.demo import demo_target
 from vadd.metrics import histogram_js
 from vadd.sampling import sample
 from vadd.train import train
@@ -37,11 +37,7 @@ def probe(dataset: str, tag: str, overrides=(), out: str = "runs/toy_recipe_prob
     dcfg = dict(cfg["data"], name=dataset)
     cfg["data"] = dcfg
     grid = Grid2D.from_info(dcfg)
-    src = PointSource(dataset)
-    # the demo's target and noise floor: reference cells from 100 x N points, the floor from N fresh ones
-    factor = int(cfg["demo"]["reference_factor"])
-    target = reference_cell_probs(src, grid, factor * num_samples, seed + 1)
-    floor = histogram_js(grid.cells(src.sample(num_samples, np.random.default_rng([seed, 7]))), target, grid.bins)
+    target, floor = demo_target(PointSource(dataset), grid, num_samples, seed, int(cfg["demo"]["reference_factor"]))
     data = toy2d_data(seed=seed, **{k: v for k, v in dcfg.items() if k != "kind"})
     t0 = time.time()
     model, _, record = train(cfg, data=data, run_dir=Path(out).parent / "probe_runs" / f"{dataset}_{tag}")

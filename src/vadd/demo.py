@@ -27,6 +27,15 @@ SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs")}
 LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS"}
 
 
+def demo_target(source: PointSource, grid: Grid2D, n: int, seed: int, factor: int = 100):
+    """The demo's target cell probabilities (from ``factor * n`` reference points; exact for the
+    checkerboard) and its noise floor (the JS of ``n`` fresh true points against them). Anything that
+    scores against the demo's numbers (benchmarks/toy_one_step.py, toy_recipe_probe.py) uses this."""
+    target = reference_cell_probs(source, grid, factor * n, seed + 1)
+    floor = histogram_js(grid.cells(source.sample(n, np.random.default_rng([seed, 7]))), target, grid.bins)
+    return target, floor
+
+
 def _job(payload: dict) -> dict:
     """One job in a worker: ``train`` one method on one dataset (the model is saved under its run
     folder), or ``sample`` that saved model with one sampler at every T and score it. Sampling is its
@@ -74,8 +83,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
         source = PointSource(name)
         dcfg = dict(base["data"], name=name)
         grid = Grid2D.from_info(dcfg)
-        target = reference_cell_probs(source, grid, int(base["demo"]["reference_factor"]) * n, seed + 1)
-        floor = histogram_js(grid.cells(source.sample(n, np.random.default_rng([seed, 7]))), target, grid.bins)
+        target, floor = demo_target(source, grid, n, seed, int(base["demo"]["reference_factor"]))
         results["datasets"][source.label] = {"noise_floor": floor, "train": {}, "js": {}, "nfe": {},
                                              "sample_wall_s": {}}
         log(f"[{source.label}] target ready; noise floor JS = {floor:.5f} (N = {n:,})")
