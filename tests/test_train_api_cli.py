@@ -55,6 +55,17 @@ def test_train_save_load_sample_eval(tmp_path, algo):
         assert np.array_equal(infilled[:, 0], tokens[:, 0])
 
 
+def test_train_restores_process_wide_torch_settings(tmp_path):
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    other = "medium" if precision != "medium" else "high"
+    train(tiny_cfg(tmp_path, "trainer.max_steps=2", "trainer.num_threads=1", f"trainer.float32_matmul_precision={other}"))
+    assert torch.get_num_threads() == threads and torch.get_float32_matmul_precision() == precision
+    with pytest.raises(FileNotFoundError):  # restored on failure too
+        train(tiny_cfg(tmp_path / "b", "trainer.num_threads=1", f"trainer.float32_matmul_precision={other}"),
+              resume=str(tmp_path / "missing.ckpt"))
+    assert torch.get_num_threads() == threads and torch.get_float32_matmul_precision() == precision
+
+
 def test_same_seed_same_weights(tmp_path):
     a, _, _ = train(tiny_cfg(tmp_path / "a", "algo=vadd", "trainer.deterministic=true"))
     b, _, _ = train(tiny_cfg(tmp_path / "b", "algo=vadd", "trainer.deterministic=true"))

@@ -5,6 +5,7 @@ maths lives in :mod:`vadd.algorithms`. ``train(cfg)`` is what ``vadd train`` and
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
@@ -334,9 +335,26 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
     L.seed_everything(seed, workers=True, verbose=False)
     if data is None:
         data = build_data(cfg["data"], seed=seed)
-    torch.set_num_threads(int(cfg["trainer"].get("num_threads", 0)) or torch.get_num_threads())
-    if cfg["trainer"].get("float32_matmul_precision"):  # TF32 tensor cores for fp32 matmuls on GPUs ("high")
-        torch.set_float32_matmul_precision(cfg["trainer"]["float32_matmul_precision"])
+    with _torch_settings(cfg["trainer"]):
+        return _train(L, cfg, data, run_dir, resume, callbacks, t0, seed)
+
+
+@contextlib.contextmanager
+def _torch_settings(t: dict):
+    """The run's thread count and fp32 matmul precision, restored when training returns or fails: both are
+    process-wide in torch, and a caller's later work (sampling, a second run) should not inherit them."""
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
+    torch.set_num_threads(int(t.get("num_threads", 0)) or threads)
+    if t.get("float32_matmul_precision"):  # TF32 tensor cores for fp32 matmuls on GPUs ("high")
+        torch.set_float32_matmul_precision(t["float32_matmul_precision"])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.set_float32_matmul_precision(precision)
+
+
+def _train(L, cfg, data, run_dir, resume, callbacks, t0, seed):
     spec = model_spec(cfg["model"], cfg["algo"], data.vocab_size, data.seq_len, data.info)
     model = build_model(spec)
     if cfg["trainer"].get("compile", False):  # a switch: worth it on GPUs and long runs
