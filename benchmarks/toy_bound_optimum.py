@@ -2,7 +2,7 @@
 parity bit alone would give.
 
     .venv/bin/python benchmarks/toy_bound_optimum.py                          # the ceiling and the parity-only code
-    .venv/bin/python benchmarks/toy_bound_optimum.py --run runs/demo/runs/checkerboard/vadd   # + a trained model
+    .venv/bin/python benchmarks/toy_bound_optimum.py --run runs/demo/runs/checkerboard/vadd [RUN ...]   # + trained models
 
 The one-step sampler draws from the fully masked input, so what the latent does there is the whole
 one-step story. On the demo's checkerboard (64 x 64 cells on [-4, 4]^2) the two tokens share one bit:
@@ -14,7 +14,7 @@ prediction (uniform marginals, ``2 ln 64`` nats), is at most the tokens' mutual 
 
 (the decoder gains at most ``I(z; x_l)`` per token; the KL is at least ``I(z; x0)``). Reported:
 
-- with ``--run``, the trained model's own terms on fresh points (its encoder's KL, its decoder's
+- with ``--run``, each trained model's own terms on fresh points (its encoder's KL, its decoder's
   reconstruction with ``z ~ r``, active units, and the exact one-step mass on white squares): how far
   below the ceiling it sits;
 - the bound-optimal code of the parity bit *alone* (idealised: Gaussian codes ``N(m, s^2)`` on one axis,
@@ -141,7 +141,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--components", type=int, default=8, help="Gaussians per parity in the optimised code")
     ap.add_argument("--starts", type=int, default=4, help="random starts of the optimisation")
-    ap.add_argument("--run", type=Path, default=None, help="a trained checkerboard VADD run (or its model/ folder)")
+    ap.add_argument("--run", type=Path, nargs="+", default=[], help="trained checkerboard VADD runs (or their model/ folders)")
     ap.add_argument("--out", type=Path, default=Path("runs/toy_bound_optimum.json"))
     args = ap.parse_args(argv)
     torch.manual_seed(0)
@@ -156,15 +156,14 @@ def main(argv=None) -> int:
     best = max(starts, key=lambda r: r["objective"])
     out = {"ceiling": LN2, "parity_only_gain_max": 2 * LN2, "parity_only_optimum": best,
            "parity_only_random_starts": [{k2: v for k2, v in r.items() if k2 != "code"} for r in starts]}
-    if args.run is not None:
-        out["trained_model"] = measure_run(args.run)
+    if args.run:
+        out["trained_models"] = [measure_run(run) for run in args.run]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2))
     b = best
     print(f"ceiling of the full-masking term (gain - KL): ln 2 = {LN2:.4f} nats")
-    if "trained_model" in out:
-        t = out["trained_model"]
-        print(f"trained model: {t['objective']:.4f} (gain {t['gain']:.4f}, KL {t['kl']:.4f}, "
+    for t in out.get("trained_models", []):
+        print(f"{t['run']}: {t['objective']:.4f} (gain {t['gain']:.4f}, KL {t['kl']:.4f}, "
               f"{t['active_units']} active units), white mass {100 * t['white_mass']:.2f}%")
     c = b["code"][0]
     print(f"parity bit alone, bound-optimal: {b['objective']:.4f} (gain {b['gain']:.4f}, KL {b['kl']:.4f}; "
