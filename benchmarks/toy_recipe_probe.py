@@ -23,9 +23,7 @@ import torch
 from vadd.config import compose
 from vadd.data import toy2d_data
 from vadd.data.toy2d import Grid2D, PointSource
-from vadd.demo import demo_target
-from vadd.metrics import histogram_js
-from vadd.sampling import sample
+from vadd.demo import demo_target, sampled_js
 from vadd.train import train
 
 
@@ -45,8 +43,7 @@ def probe(dataset: str, tag: str, overrides=(), out: str = "runs/toy_recipe_prob
     row = {"dataset": dataset, "tag": tag, "overrides": list(overrides), "seed": seed, "noise_floor": floor,
            "train_wall_s": time.time() - t0, "metrics": record["train_metrics"]}
     for T in steps:
-        x, _ = sample(model, num_samples, T, "vadd", seed=seed)
-        row[f"js_T{T}"] = histogram_js(grid.token_cells(x.numpy()), target, grid.bins)
+        row[f"js_T{T}"] = sampled_js(model, grid, target, num_samples, T, "vadd", seed)[0]
     row["ratio_T1_to_floor"] = row["js_T1"] / floor if "js_T1" in row else None
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "a") as f:

@@ -36,6 +36,14 @@ def demo_target(source: PointSource, grid: Grid2D, n: int, seed: int, factor: in
     return target, floor
 
 
+def sampled_js(model, grid: Grid2D, target, n: int, steps: int, sampler: str, seed: int):
+    """Draw ``n`` points with ``sampler`` in ``steps`` steps and score them as the demo does: returns
+    ``(js, tokens, stats)``. The demo's sampling jobs and benchmarks/toy_recipe_probe.py both use it."""
+    x, stats = sample(model, n, steps, sampler, seed=seed)
+    tokens = x.numpy()
+    return histogram_js(grid.token_cells(tokens), target, grid.bins), tokens, stats
+
+
 def _job(payload: dict) -> dict:
     """One job in a worker: ``train`` one method on one dataset (the model is saved under its run
     folder), or ``sample`` that saved model with one sampler at every T and score it. Sampling is its
@@ -55,9 +63,7 @@ def _job(payload: dict) -> dict:
     res = {"algo": algo, "js": {sampler: {}}, "nfe": {sampler: {}}, "sample_wall_s": {sampler: {}}}
     for T in payload["steps"]:
         t0 = time.time()
-        x, st = sample(model, n, T, sampler, seed=seed)
-        tokens = x.numpy()
-        res["js"][sampler][str(T)] = histogram_js(grid.token_cells(tokens), target, grid.bins)
+        res["js"][sampler][str(T)], tokens, st = sampled_js(model, grid, target, n, T, sampler, seed)
         res["nfe"][sampler][str(T)] = {"calls": st.nfe, "row_evals_per_sample": st.row_evals / n}
         res["sample_wall_s"][sampler][str(T)] = time.time() - t0
         io.write_npy(out / "samples" / label / f"{sampler}_T{T}.npy", grid.decode(tokens).astype(np.float32))
