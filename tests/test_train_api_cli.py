@@ -66,6 +66,26 @@ def test_train_restores_process_wide_torch_settings(tmp_path):
     assert torch.get_num_threads() == threads and torch.get_float32_matmul_precision() == precision
 
 
+def test_latent_use_reads_nothing_without_a_z_path_and_leaves_rng_and_mode_alone(tmp_path):
+    from vadd.train import latent_use
+
+    model, _, rec = train(tiny_cfg(tmp_path, "algo=vadd"))
+    assert "diag/z_use_t1" in rec["train_metrics"]
+    x0 = torch.as_tensor(np.random.default_rng(0).integers(0, 64, (300, 2)))
+    model.train()
+    state = torch.get_rng_state()
+    first = latent_use(model, x0)
+    assert torch.equal(state, torch.get_rng_state()) and model.training
+    assert latent_use(model, x0) == first and math.isfinite(first) and first != 0.0  # the z path is live
+    den = model.denoiser  # cut every path from z into the denoiser: it then reads exactly nothing
+    with torch.no_grad():
+        for lin in [den.cond.latent[-1], den.z_in, *(den.z_blocks or [])]:
+            if lin is not None:
+                lin.weight.zero_()
+                lin.bias.zero_()
+    assert latent_use(model, x0) == 0.0
+
+
 def test_same_seed_same_weights(tmp_path):
     a, _, _ = train(tiny_cfg(tmp_path / "a", "algo=vadd", "trainer.deterministic=true"))
     b, _, _ = train(tiny_cfg(tmp_path / "b", "algo=vadd", "trainer.deterministic=true"))
