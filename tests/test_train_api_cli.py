@@ -86,6 +86,13 @@ def test_latent_use_reads_nothing_without_a_z_path_and_leaves_rng_and_mode_alone
     assert latent_use(model, x0) == 0.0
 
 
+def test_collapse_diagnostics_do_not_change_training(tmp_path):
+    a, _, _ = train(tiny_cfg(tmp_path / "a", "algo=vadd", "trainer.deterministic=true", "trainer.diag_every=0"))
+    b, _, _ = train(tiny_cfg(tmp_path / "b", "algo=vadd", "trainer.deterministic=true", "trainer.diag_every=3"))
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(x, y)
+
+
 def test_same_seed_same_weights(tmp_path):
     a, _, _ = train(tiny_cfg(tmp_path / "a", "algo=vadd", "trainer.deterministic=true"))
     b, _, _ = train(tiny_cfg(tmp_path / "b", "algo=vadd", "trainer.deterministic=true"))

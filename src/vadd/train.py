@@ -259,19 +259,22 @@ def collapse_diagnostics(model, x0: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def latent_use(model, x0: torch.Tensor, rows: int = 256, seed: int = 0) -> float:
-    """How much better the decoder predicts ``x0`` at full masking with the recognition model's ``z`` than
-    with a random one, nats per example:
-    ``E log p(x0 | all masked, z ~ r(z | x0)) - E log p(x0 | all masked, z ~ N(0, I))``.
+    """How much better the decoder predicts each ``x0`` at full masking with its own posterior draw of ``z``
+    than with another example's, nats per example:
+    ``E log p(x0_i | all masked, z_i) - E log p(x0_i | all masked, z_{i-1})``, ``z_i ~ r(z | x0_i)``.
 
-    0 exactly when the decoder ignores ``z``. By Jensen it is an upper bound on what ``z`` buys the
-    reconstruction over the model's own prior mixture ``log E_{N(0,I)} p(x0 | z)``; the KL is what the
-    recognition model pays to send it. So a value below the KL means the latent costs more than the decoder
-    can gain from it (README, Text: at most 1.4 nats used of 5.4 sent). It is not bounded by the KL: a
-    decoder that reads ``z`` sharply loses a lot with a random one (the demo's checkerboard model: about 10
-    nats at a KL of 1.5). One draw of each ``z`` from a private generator, the model in eval mode for the
-    two calls, so training's random stream and mode are left as they were.
+    0 (up to noise) when ``z`` carries nothing about ``x0`` or the decoder ignores it; exactly 0 when the
+    decoder does not depend on ``z``. By Jensen it is an upper bound on what ``z`` buys the reconstruction
+    over the mixture of the posteriors, so a value below the KL means the latent costs more than the decoder
+    gains from it, and the bound at KL weight 1 pushes it to the prior (README, Text). Another example's
+    ``z`` is used rather than a prior draw: a decoder fitted to posteriors that all sit at one point (KL
+    without information) would otherwise look like a heavy user of ``z``. One draw per row from a private
+    generator, the model in eval mode for the two calls, so training's random stream and mode are left as
+    they were.
     """
     x0 = x0[:rows]
+    if x0.shape[0] < 2:
+        return 0.0
     masked = torch.ones_like(x0, dtype=torch.bool)
     xt = torch.full_like(x0, model.mask_id)
     t = torch.ones(x0.shape[0], device=x0.device)
@@ -280,9 +283,8 @@ def latent_use(model, x0: torch.Tensor, rows: int = 256, seed: int = 0) -> float
     model.eval()
     try:
         post = model.posterior(x0, masked)
-        z_post = post.rsample(torch.randn(post.mean.shape, generator=gen, device=x0.device, dtype=post.mean.dtype))
-        z_prior = torch.randn(post.mean.shape, generator=gen, device=x0.device, dtype=post.mean.dtype)
-        read = [objectives.masked_log_likelihood(model.log_probs(xt, t, z), x0, masked) for z in (z_post, z_prior)]
+        z = post.rsample(torch.randn(post.mean.shape, generator=gen, device=x0.device, dtype=post.mean.dtype))
+        read = [objectives.masked_log_likelihood(model.log_probs(xt, t, zz), x0, masked) for zz in (z, z.roll(1, 0))]
     finally:
         model.train(was_training)
     return float((read[0] - read[1]).mean())
