@@ -77,6 +77,7 @@ def test_latent_use_reads_nothing_without_a_z_path_and_leaves_rng_and_mode_alone
     first = latent_use(model, x0)
     assert torch.equal(state, torch.get_rng_state()) and model.training
     assert latent_use(model, x0) == first and math.isfinite(first) and first != 0.0  # the z path is live
+    assert latent_use(model, x0, max_logits=64 * 2 * 7) == pytest.approx(first, abs=1e-4)  # chunks of 7 rows
     den = model.denoiser  # cut every path from z into the denoiser: it then reads exactly nothing
     with torch.no_grad():
         for lin in [den.cond.latent[-1], den.z_in, *(den.z_blocks or [])]:
