@@ -46,7 +46,7 @@ BACKBONES = {
                256, 196, {"kind": "images", "channels": 1, "height": 14, "width": 14}),
     # the text CPU protocol's DiT (characters, L = 256) and, for a GPU, the OWT recipe's DiT small
     # (GPT-2 vocabulary, L = 1024): python benchmarks/sampling_cost.py --device cuda --backbone dit_owt
-    "dit": (["experiment=text_cpu"], 27, 256, None),
+    "dit": (["experiment=text_char"], 27, 256, None),
     "dit_owt": (["experiment=owt", "data.path=unused"], 50257, 1024, None),
 }
 

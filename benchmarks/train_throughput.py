@@ -38,9 +38,9 @@ BACKBONES = {
     "mlp (toys), z without adaLN": (["experiment=demo", "model.denoiser.latent_adaln=false"], 64, 2, None, 512),
     "unet (fashion-mnist 28x28)": (["experiment=images_fmnist"], 256, 784,
                                    {"kind": "images", "channels": 1, "height": 28, "width": 28}, 64),
-    "dit (text_cpu, chars, L=256)": (["experiment=text_cpu"], 27, 256, None, 32),
+    "dit (text_char, chars, L=256)": (["experiment=text_char"], 27, 256, None, 32),
     # the largest backbone that fits a few minutes here: the library's named `tiny` DiT (4 x 256, 4 heads)
-    "dit tiny 4x256 (chars, L=256)": (["experiment=text_cpu", "model.denoiser.size=tiny",
+    "dit tiny 4x256 (chars, L=256)": (["experiment=text_char", "model.denoiser.size=tiny",
                                        "model.denoiser.depth=null", "model.denoiser.width=null",
                                        "model.denoiser.heads=null", "model.encoder.size=tiny",
                                        "model.encoder.depth=2", "model.encoder.width=null",

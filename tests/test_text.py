@@ -221,6 +221,32 @@ def test_text_data_with_gpt2_packs_documents(tmp_path):
     assert 50256 in flat and set(flat.tolist()) <= {15496, 995, 757, 50256}
 
 
+def test_limited_gpt2_vocabulary_keeps_the_most_frequent_training_ids(tmp_path):
+    from vadd.data import decoder_from_info
+    from vadd.text.tokenizers import LimitedVocab
+    base = GPT2Tokenizer()
+    lim = LimitedVocab.most_frequent(base, [[995, 995, 995, 15496, 15496, 7], [995, 8]], size=4)
+    # EOS (special) first, then by count, ties by the smaller id; everything else is <unk> (the last id)
+    assert lim.keep == [50256, 995, 15496] and lim.vocab_size == 4 and lim.unk_id == 3 and lim.eos_id == 0
+    assert lim.encode("Hello world") == [2, 1] and lim.encode(" world Hello, world") == [1, 3, 3, 1]
+    assert lim.decode(lim.encode("Hello world world")) == "Hello world world"
+    assert lim.decode([2, 3, 3, 1, 0]) == "Hello <unk> <unk> world<|endoftext|>"
+    with pytest.raises(ValueError, match="outside the limited vocabulary"):
+        lim.decode([4])
+    with pytest.raises(ValueError, match="must keep the base tokenizer's bos_id"):
+        LimitedVocab(base, [995])
+    (tmp_path / "a.txt").write_text("the cat sat on the mat\nthe dog sat on the log\n" * 30)
+    (tmp_path / "b.txt").write_text("a zebra sat on the mat\n" * 30)
+    td = text_data("user", tokenizer="gpt2", seq_len=8, path=str(tmp_path / "a.txt"), vocab_limit=6)
+    assert td.vocab_size == 6 and int(td.train.max()) < 6 and 0 < td.info["train_coverage"] < 1
+    assert td.info["vocab"][0] == 50256 and len(td.info["vocab"]) == 5
+    assert decoder_from_info(td.info)(td.test.numpy()) == td.decode(td.test.numpy())   # rebuilt from saved info
+    # another corpus in the model's ids (zero-shot): the same kept list, its own words become <unk>
+    other = text_data("user", tokenizer="gpt2", seq_len=8, path=str(tmp_path / "b.txt"), vocab=td.info["vocab"])
+    assert other.info["vocab"] == td.info["vocab"] and other.vocab_size == 6
+    assert "<unk>" in other.decode(other.test[:1].numpy())[0] and " sat on the" in other.decode(other.test.numpy())[0]
+
+
 def test_gen_ppl_is_deterministic_and_matches_exp_mean_nll():
     transformers = pytest.importorskip("transformers")
     from vadd.metrics.genppl import Judge, unigram_entropy
@@ -273,11 +299,17 @@ def test_bench_text_quick_end_to_end(tmp_path):
                     overrides=["data.corpus=user", f"data.path={tmp_path / 'c.txt'}"])
     m = res["models"]
     assert set(m) == {"mdm", "vadd", "ar"} and set(m["vadd"]["ppl"]) == {"1", "3"} and set(m["ar"]["ppl"]) == {"0"}
-    assert all(1.0 < v["ppl"] < 27.5 for a in m.values() for v in a["ppl"].values())   # below uniform over 27
+    # the protocol's GPT-2 vocabulary limited to the corpus' ids: each word with and without its leading
+    # space, <|endoftext|> and <unk>
+    td = text_data("user", tokenizer="gpt2", seq_len=32, path=str(tmp_path / "c.txt"), max_docs=60, vocab_limit=4096)
+    assert td.vocab_size <= 2 * len(set(words)) + 2 and res["data"]["vocab_limit"] == 4096
+    ppls = [v["ppl"] for a in m.values() for v in a["ppl"].values()]
+    assert all(1.0 < p < 2 * td.vocab_size for p in ppls), ppls   # 4 steps of training: near uniform
     assert set(m["vadd"]["samples"]) == {"vadd", "vadd-cs"} and set(m["mdm"]["samples"]["mdm"]) == {"2", "4"}
     texts = json.loads((tmp_path / "out" / "samples" / "vadd_T4.json").read_text())
-    assert len(texts) == 4 and all(len(t) == 32 and set(t) <= set("abcdefghijklmnopqrstuvwxyz ") for t in texts)
-    td = text_data("user", tokenizer="char", seq_len=32, path=str(tmp_path / "c.txt"), max_docs=60)
+    import re
+    piece = "|".join(map(re.escape, sorted(set(words) | {"<unk>", "<|endoftext|>"}, key=len, reverse=True)))
+    assert len(texts) == 4 and all(re.fullmatch(rf"(\s*({piece}))*\s*", t) for t in texts), texts
     for it, row in zip(m["mdm"]["prompted"]["mdm"], td.test[-2:]):
         assert it["prompt"] == td.decode(row[None, :8])[0]   # the given tokens are kept exactly
     assert "Prompted continuations" in (tmp_path / "out" / "tables.md").read_text()
@@ -294,8 +326,8 @@ def test_cli_trains_and_evaluates_a_text_model_on_its_own_test_split(tmp_path):
                  "trainer.ckpt_every=0", f"run_dir={run}"]) == 0
     assert main(["eval", str(run), "-K", "2", "--num-t", "1", "--out", str(tmp_path / "e.json")]) == 0
     res = json.loads((tmp_path / "e.json").read_text())
-    td = text_data("user", tokenizer="char", seq_len=16, path=str(tmp_path / "c.txt"))
-    assert res["num_examples"] == len(td.test) and 0 < res["bounds"]["2"]["perplexity"] < 100
+    td = text_data("user", tokenizer="gpt2", seq_len=16, path=str(tmp_path / "c.txt"), vocab_limit=4096)
+    assert res["num_examples"] == len(td.test) and 0 < res["bounds"]["2"]["perplexity"] < 2 * td.vocab_size
 
 
 def test_dit_absolute_positions_let_a_fully_masked_row_vary_by_position():

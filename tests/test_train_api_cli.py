@@ -164,7 +164,19 @@ def test_config_errors_are_one_line():
         compose(["algo=vae"])
     with pytest.raises(ConfigError, match="float32_matmul_precision must be"):
         compose(["trainer.float32_matmul_precision=fast"])
+    with pytest.raises(ConfigError, match="algo.kl_delay must be >= 0"):
+        compose(["algo=vadd", "algo.kl_delay=-5"])
+    with pytest.raises(ConfigError, match="algo.kl_warmup must be float"):
+        compose(["algo=vadd", "algo.kl_warmup=soon"])
     assert compose(["trainer=gpu"])["trainer"]["float32_matmul_precision"] == "high"
+
+
+def test_kl_schedule_delay_then_linear_warmup():
+    from vadd.latent import kl_weight
+    assert [kl_weight(s, 4) for s in (0, 1, 2, 4, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert [kl_weight(s, 4, delay_steps=3) for s in (0, 2, 3, 4, 7, 20)] == [0.0, 0.0, 0.0, 0.25, 1.0, 1.0]
+    assert kl_weight(0, 0, delay_steps=3) == 0.0 and kl_weight(3, 0, delay_steps=3) == 1.0
+    assert kl_weight(1, 4, start=0.2, delay_steps=2) == 0.2
 
 
 def test_unknown_dataset_and_bad_token_files(tmp_path):

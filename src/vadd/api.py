@@ -58,7 +58,8 @@ class Pipeline:
             return image_data(**{k: info[k] for k in keys if k in info}).test.numpy()
         if info.get("kind") == "text":
             from .data.text import text_data
-            keys = ("corpus", "path", "field", "tokenizer", "seq_len", "convention", "test_fraction", "max_docs")
+            keys = ("corpus", "path", "field", "tokenizer", "seq_len", "convention", "test_fraction", "max_docs",
+                    "vocab")
             return text_data(**{k: info[k] for k in keys if k in info}).test.numpy()
         return None
 

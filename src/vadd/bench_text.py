@@ -40,11 +40,13 @@ QUICK = ["data.max_docs=60", "data.seq_len=32", "model.denoiser.depth=1", "model
          "bench.zero_shot=[]", "bench.prompt_rows=2", "bench.prompt_tokens=8", "bench.prompt_steps=4"]
 
 
-def _data(cfg, corpus=None):
+def _data(cfg, corpus=None, vocab=None):
+    """The run's corpus, or another installed ``corpus`` (zero-shot) in the same token ids: with a limited
+    vocabulary, ``vocab`` (the training corpus' kept ids) maps it."""
     d = dict(cfg["data"])
     d.pop("kind", None)
     if corpus:
-        d.update(corpus=corpus, path=None)
+        d.update(corpus=corpus, path=None, vocab=vocab)
     return text_data(seed=int(cfg.get("seed", 0)), **d)
 
 
@@ -80,7 +82,7 @@ def _job(p: dict) -> dict:
     test = td.test[:n]
     res["ppl"] = {str(k): _ppl(bound_nats(model, test, k, seed), L) for k in ks}
     for corpus in bench["zero_shot"]:
-        other = _data(cfg, corpus).test[:n]
+        other = _data(cfg, corpus, td.info.get("vocab")).test[:n]
         res["zero_shot"][corpus] = {str(k): _ppl(bound_nats(model, other, k, seed), L) for k in ks[-1:]}
     res["ppl_wall_s"] = time.time() - t0
     for sampler in SAMPLERS[algo]:
@@ -93,7 +95,7 @@ def _job(p: dict) -> dict:
                                                "wall_s": time.time() - t0}
             io.write_json(out / "samples" / f"{sampler}_T{T}.json", texts)
         # prompted continuations: the first prompt_tokens of test rows are given, the rest generated
-        m = int(bench["prompt_rows"])
+        m = min(int(bench["prompt_rows"]), len(td.test))
         x_init = td.test[-m:].clone()
         x_init[:, int(bench["prompt_tokens"]):] = model.mask_id
         x, _ = sample(model, x_init=x_init, steps=int(bench["prompt_steps"]), sampler=sampler, seed=seed)

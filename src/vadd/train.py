@@ -151,6 +151,11 @@ def _lightning():
     return L
 
 
+def _steps(value: float, max_steps: int) -> int:
+    """A schedule length given as a fraction of ``max_steps`` (<= 1) or as a number of steps (> 1)."""
+    return int(round(value * max_steps)) if value <= 1.0 else int(value)
+
+
 def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
     L = _lightning()
     tcfg = cfg["trainer"]
@@ -164,10 +169,12 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
             self.diag_tokens = diag_tokens
             self.max_steps = int(tcfg["max_steps"])
             warm = float(cfg["algo"].get("kl_warmup", 0.0))
-            self.kl_warmup_steps = int(round(warm * self.max_steps)) if warm <= 1.0 else int(warm)
+            self.kl_warmup_steps = _steps(warm, self.max_steps)
+            self.kl_delay_steps = _steps(float(cfg["algo"].get("kl_delay", 0.0)), self.max_steps)
 
         def training_step(self, batch, batch_idx):
-            lam = kl_weight(self.global_step, self.kl_warmup_steps) if self.model.latent_dim else 1.0
+            lam = (kl_weight(self.global_step, self.kl_warmup_steps, delay_steps=self.kl_delay_steps)
+                   if self.model.latent_dim else 1.0)
             accum = self.trainer.accumulate_grad_batches
             micro = self.global_step * accum + batch_idx % accum
             g = step_generator(self.seed, micro, batch.device)

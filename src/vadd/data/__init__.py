@@ -56,6 +56,9 @@ def decoder_from_info(info: dict):
     if info.get("kind") == "text":
         from ..text.tokenizers import get_tokenizer
         tok = get_tokenizer(info["tokenizer"], **({"strict": False} if info["tokenizer"] == "char" else {}))
+        if info.get("vocab") is not None:
+            from ..text.tokenizers import LimitedVocab
+            tok = LimitedVocab(tok, info["vocab"])
         return lambda rows: [tok.decode(r) for r in np.asarray(rows)]
     return None
 

@@ -211,10 +211,16 @@ def split_docs(n: int, valid: float, test: float, seed: int) -> tuple[np.ndarray
 def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128, convention: str = "pack",
               path: str | None = None, field: str = "text", valid_fraction: float = 0.0,
               test_fraction: float = 0.05, max_docs: int | None = None, seed: int = 0,
-              tokenizer_kwargs: dict | None = None) -> TokenData:
+              tokenizer_kwargs: dict | None = None, vocab_limit: int | None = None,
+              vocab: list[int] | None = None) -> TokenData:
     """A corpus as ``TokenData``: documents split (seeded, by document) into train / test, tokenised,
-    then packed or padded to ``seq_len``."""
-    from ..text.tokenizers import get_tokenizer
+    then packed or padded to ``seq_len``.
+
+    ``vocab_limit = K``: keep the tokenizer's ``K - 1`` most frequent ids of the training documents (its
+    special ids always) and map every other id to ``<unk>`` (``K`` ids in all); ``vocab`` gives that list of
+    kept ids explicitly instead (to score another corpus with a model's vocabulary: zero-shot).
+    """
+    from ..text.tokenizers import LimitedVocab, get_tokenizer
 
     docs = read_corpus(corpus, path, field)
     tok = get_tokenizer(tokenizer, **(tokenizer_kwargs or ({"strict": False} if tokenizer == "char" else {})))
@@ -224,6 +230,13 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
         raise ValueError(f"corpus {corpus!r} has {len(docs)} documents; need at least 2 for a train/test split")
     tr_i, _, te_i = split_docs(len(docs), valid_fraction, test_fraction, 0)  # fixed split, independent of the run
     ids = [tok.encode(d) for d in docs]
+    coverage = None
+    if vocab is not None or vocab_limit:
+        tok = (LimitedVocab(tok, vocab) if vocab is not None
+               else LimitedVocab.most_frequent(tok, [ids[i] for i in tr_i], int(vocab_limit)))
+        n_all = sum(len(ids[i]) for i in tr_i)
+        ids = [tok.map(x) for x in ids]
+        coverage = 1.0 - sum(x.count(tok.unk_id) for x in (ids[i] for i in tr_i)) / max(1, n_all)
 
     def build(idx):
         sel = [ids[i] for i in idx]
@@ -244,6 +257,8 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
             "test_fraction": test_fraction, "max_docs": max_docs,
             "pad_id": (tok.pad_id if tok.pad_id is not None else tok.eos_id) if convention == "pad" else None,
             "padding": "counted in likelihoods (MDLM's LM1B convention)" if convention == "pad" else "none (packed)"}
+    if isinstance(tok, LimitedVocab):
+        info.update(vocab_limit=tok.vocab_size, vocab=tok.keep, unk_id=tok.unk_id, train_coverage=coverage)
     decode = lambda rows: [tok.decode(r) for r in np.asarray(rows)]  # noqa: E731
     return TokenData(torch.from_numpy(train), torch.from_numpy(test), tok.vocab_size, name=corpus, decode=decode,
                      info=info)

@@ -230,3 +230,69 @@ def get_tokenizer(name: str, **kwargs):
     if name not in TOKENIZERS:
         raise ValueError(f"unknown tokenizer {name!r}; choose one of {sorted(TOKENIZERS)}")
     return TOKENIZERS[name](**kwargs)
+
+
+class LimitedVocab:
+    """A tokenizer restricted to the ids in ``keep`` (usually a training corpus' most frequent ones);
+    every other id becomes ``<unk>``. New id ``i`` stands for ``keep[i]``; ``<unk>`` is the last id.
+
+    This is how a GPT-2-tokenised corpus fits a small CPU model (the 50,257-wide output layer would
+    otherwise dominate its cost); decoding writes ``<unk>`` where an out-of-vocabulary token stood (the
+    literal text WikiText and PTB use for it).
+    """
+
+    UNK_TEXT = "<unk>"
+
+    def __init__(self, base, keep):
+        keep = [int(i) for i in keep]
+        if len(set(keep)) != len(keep) or not keep:
+            raise ValueError("a limited vocabulary needs distinct token ids")
+        if min(keep) < 0 or max(keep) >= base.vocab_size:
+            raise ValueError(f"a limited vocabulary's ids must lie in the base vocabulary [0, {base.vocab_size})")
+        self.base, self.keep = base, keep
+        self.unk_id = len(keep)
+        self.vocab_size = len(keep) + 1
+        self._lut = [self.unk_id] * base.vocab_size
+        for new, old in enumerate(keep):
+            self._lut[old] = new
+        for name in ("bos_id", "eos_id", "pad_id", "sep_id"):
+            old = getattr(base, name, None)
+            if old is not None and self._lut[old] == self.unk_id:
+                raise ValueError(f"the limited vocabulary must keep the base tokenizer's {name} ({old})")
+            setattr(self, name, None if old is None else self._lut[old])
+
+    @classmethod
+    def most_frequent(cls, base, docs_ids, size: int) -> "LimitedVocab":
+        """The ``size - 1`` most frequent ids of ``docs_ids`` (ties: smaller id first), the base
+        tokenizer's special ids always included, plus ``<unk>``."""
+        from collections import Counter
+        if size < 2:
+            raise ValueError(f"data.vocab_limit must be >= 2, got {size}")
+        counts = Counter(i for ids in docs_ids for i in ids)
+        special = sorted({i for i in (getattr(base, n, None) for n in ("bos_id", "eos_id", "pad_id", "sep_id"))
+                          if i is not None})
+        rest = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in special]
+        return cls(base, special + rest[:max(0, size - 1 - len(special))])
+
+    def map(self, ids) -> list[int]:
+        lut = self._lut
+        return [lut[i] for i in ids]
+
+    def encode(self, text: str) -> list[int]:
+        return self.map(self.base.encode(text))
+
+    def decode(self, ids) -> str:
+        # GPT-2 tokens carry their own leading space; WordPiece / character decoders join with spaces
+        after = "" if isinstance(self.base, GPT2Tokenizer) else " "
+        out, run = "", []
+        for i in ids:
+            i = int(i)
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"token id {i} is outside the limited vocabulary [0, {self.vocab_size})")
+            if i == self.unk_id:
+                out += self.base.decode(run)
+                out += ("" if not out or out[-1].isspace() else " ") + self.UNK_TEXT + after
+                run = []
+            else:
+                run.append(self.keep[i])
+        return out + self.base.decode(run)
