@@ -151,7 +151,8 @@ def score_samples(out: Path, results: dict, judge: str, log=print) -> None:
 
 def format_tables(results) -> str:
     models, b, d = results["models"], results["bench"], results["data"]
-    lines = [f"### Test perplexity bound: {d['corpus']} held-out documents, {d['tokenizer']} tokens, "
+    vocab = f" limited to {d['vocab_limit']:,} ids with <unk>" if d.get("vocab_limit") else ""
+    lines = [f"### Test perplexity bound: {d['corpus']} held-out documents, {d['tokenizer']} tokens{vocab}, "
              f"length {d['seq_len']} ({b['ppl_rows']} rows); lower is better\n",
              "| model | K | perplexity (bound) | nats/token ± s.e. |", "|---|---|---|---|"]
     for algo in ("ar", "mdm", "vadd"):

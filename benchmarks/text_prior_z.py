@@ -1,0 +1,53 @@
+"""How much of a VADD text model's bound comes from what its latent carries: the benchmark's test bound
+(K = 1, the same (t, xt) draws as `vadd bench-text`) with the recognition model's posterior, and again with
+the posterior replaced by the prior N(0, I), i.e. E_{z ~ p(z)} ELBO(x | z). Both are valid upper bounds on
+the model's -log p(x) (the second by Jensen, with zero KL); their difference is what z's information buys.
+
+    .venv/bin/python benchmarks/text_prior_z.py runs/text/runs/vadd [--rows 256] [--out FILE.json]
+"""
+from __future__ import annotations
+
+import argparse
+import types
+
+import torch
+
+import vadd
+from vadd.bench_text import _ppl, bound_nats
+from vadd.io import write_json
+from vadd.latent import DiagGaussian
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run", help="a VADD text run folder (or its model/ folder)")
+    ap.add_argument("--rows", type=int, default=256, help="held-out rows (the benchmark's ppl_rows)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    pipe = vadd.load(args.run)
+    model = pipe.model.eval()
+    if not model.latent_dim:
+        raise SystemExit(f"{args.run} is not a VADD model")
+    test = torch.as_tensor(pipe.test_tokens()[:args.rows])
+    L = test.shape[1]
+    res = {"run": args.run, "rows": len(test), "posterior": _ppl(bound_nats(model, test, 1, args.seed), L)}
+    posterior = model.posterior
+
+    def prior(self, x0, masked):      # same shapes and device as the posterior, mean 0 and variance 1
+        q = posterior(x0, masked)
+        return DiagGaussian(torch.zeros_like(q.mean), torch.zeros_like(q.logvar))
+    model.posterior = types.MethodType(prior, model)
+    res["prior"] = _ppl(bound_nats(model, test, 1, args.seed), L)
+    res["z_buys_nats_per_token"] = res["prior"]["nats_per_token"] - res["posterior"]["nats_per_token"]
+    print(f"posterior z: ppl {res['posterior']['ppl']:.2f}; prior z: ppl {res['prior']['ppl']:.2f}; "
+          f"z's information buys {res['z_buys_nats_per_token']:.4f} nats/token")
+    if args.out:
+        write_json(args.out, res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
