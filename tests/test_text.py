@@ -328,6 +328,11 @@ def test_cli_trains_and_evaluates_a_text_model_on_its_own_test_split(tmp_path):
     res = json.loads((tmp_path / "e.json").read_text())
     td = text_data("user", tokenizer="gpt2", seq_len=16, path=str(tmp_path / "c.txt"), vocab_limit=4096)
     assert res["num_examples"] == len(td.test) and 0 < res["bounds"]["2"]["perplexity"] < 2 * td.vocab_size
+    # sampling a text model writes the token ids and their decoded text (it used to fail writing text as floats)
+    assert main(["sample", str(run), "--steps", "2", "--num-samples", "3", "--out", str(tmp_path / "s")]) == 0
+    tokens = np.load(tmp_path / "s" / "vadd_T2.npy")
+    texts = json.loads((tmp_path / "s" / "vadd_T2_text.json").read_text())
+    assert tokens.shape == (3, 16) and texts == td.decode(tokens)
 
 
 def test_dit_absolute_positions_let_a_fully_masked_row_vary_by_position():

@@ -50,6 +50,8 @@ def _cmd_sample(args) -> int:
                 images = pipe.decode(tokens)
                 io.write_npy(out / f"{sampler}_T{T}_images.npy", images)
                 save_grid_png(images[:64], out / f"{sampler}_T{T}.png")
+            elif pipe.config.get("data", {}).get("kind") == "text":
+                io.write_json(out / f"{sampler}_T{T}_text.json", list(pipe.decode(tokens)))
             elif pipe.decoder is not None:
                 io.write_npy(out / f"{sampler}_T{T}_decoded.npy", np.asarray(pipe.decode(tokens), dtype=np.float32))
             record["runs"].append({"sampler": sampler, "steps": T, "grid": args.grid, "nfe": st.nfe,
