@@ -232,6 +232,9 @@ def get_tokenizer(name: str, **kwargs):
     return TOKENIZERS[name](**kwargs)
 
 
+SPECIAL_IDS = ("bos_id", "eos_id", "pad_id", "sep_id")
+
+
 class LimitedVocab:
     """A tokenizer restricted to the ids in ``keep`` (usually a training corpus' most frequent ones);
     every other id becomes ``<unk>``. New id ``i`` stands for ``keep[i]``; ``<unk>`` is the last id.
@@ -255,7 +258,7 @@ class LimitedVocab:
         self._lut = [self.unk_id] * base.vocab_size
         for new, old in enumerate(keep):
             self._lut[old] = new
-        for name in ("bos_id", "eos_id", "pad_id", "sep_id"):
+        for name in SPECIAL_IDS:
             old = getattr(base, name, None)
             if old is not None and self._lut[old] == self.unk_id:
                 raise ValueError(f"the limited vocabulary must keep the base tokenizer's {name} ({old})")
@@ -269,8 +272,7 @@ class LimitedVocab:
         if size < 2:
             raise ValueError(f"data.vocab_limit must be >= 2, got {size}")
         counts = Counter(i for ids in docs_ids for i in ids)
-        special = sorted({i for i in (getattr(base, n, None) for n in ("bos_id", "eos_id", "pad_id", "sep_id"))
-                          if i is not None})
+        special = sorted({i for i in (getattr(base, n, None) for n in SPECIAL_IDS) if i is not None})
         rest = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in special]
         return cls(base, special + rest[:max(0, size - 1 - len(special))])
 
