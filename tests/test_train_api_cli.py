@@ -87,11 +87,34 @@ def test_latent_use_reads_nothing_without_a_z_path_and_leaves_rng_and_mode_alone
     assert latent_use(model, x0) == 0.0
 
 
-def test_collapse_diagnostics_do_not_change_training(tmp_path):
+def test_collapse_diagnostics_and_validation_do_not_change_training(tmp_path):
     a, _, _ = train(tiny_cfg(tmp_path / "a", "algo=vadd", "trainer.deterministic=true", "trainer.diag_every=0"))
-    b, _, _ = train(tiny_cfg(tmp_path / "b", "algo=vadd", "trainer.deterministic=true", "trainer.diag_every=3"))
+    b, _, _ = train(tiny_cfg(tmp_path / "b", "algo=vadd", "trainer.deterministic=true", "trainer.diag_every=3",
+                             "trainer.val_every=4", "trainer.val_rows=64"))
     for x, y in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(x, y)
+
+
+@pytest.mark.parametrize("algo", ["mdm", "vadd"])
+def test_validation_curve_scores_the_saved_ema_model(tmp_path, algo):
+    """The last logged val/nll is the saved (EMA) model's bound on the first val_rows test rows, recomputed."""
+    from vadd.train import heldout_bound
+    cfg = tiny_cfg(tmp_path, f"algo={algo}", "trainer.val_every=5", "trainer.val_rows=100")
+    model, run_dir, rec = train(cfg)
+    rows = [r for r in csv_rows(run_dir / "logs" / "metrics.csv") if r.get("val/nll")]
+    assert [int(r["step"]) for r in rows] == [4, 9, 14]  # logged after optimiser steps 5, 10, 15
+    data = build_data(cfg["data"], seed=0)
+    again = heldout_bound(vadd.load(run_dir).model, data.test[:100], seed=0)
+    assert float(rows[-1]["val/nll"]) == pytest.approx(again, rel=1e-6)
+    assert float(rows[-1]["val/nats_per_token"]) == pytest.approx(again / data.seq_len, rel=1e-6)
+    assert heldout_bound(model, data.test[:100], seed=0) == again  # same draws every call
+    assert heldout_bound(model, data.test[:100], seed=1) != again
+
+
+def csv_rows(path):
+    import csv
+    with open(path) as f:
+        return list(csv.DictReader(f))
 
 
 def test_same_seed_same_weights(tmp_path):
@@ -166,6 +189,8 @@ def test_config_errors_are_one_line():
         compose(["trainer.float32_matmul_precision=fast"])
     with pytest.raises(ConfigError, match="algo.kl_delay must be >= 0"):
         compose(["algo=vadd", "algo.kl_delay=-5"])
+    with pytest.raises(ConfigError, match="trainer.val_every must be >= 0"):
+        compose(["trainer.val_every=-1"])
     with pytest.raises(ConfigError, match="algo.kl_warmup must be float"):
         compose(["algo=vadd", "algo.kl_warmup=soon"])
     assert compose(["trainer=gpu"])["trainer"]["float32_matmul_precision"] == "high"

@@ -43,6 +43,7 @@ _TYPES = {
     ("trainer", "devices"): (int, str, list), ("trainer", "num_nodes"): int, ("trainer", "warmup_steps"): int,
     ("trainer", "ema_decay"): float, ("trainer", "accumulate_grad_batches"): int, ("seed",): int,
     ("algo", "kl_warmup"): float, ("algo", "kl_delay"): float, ("algo", "free_bits"): float,
+    ("trainer", "val_every"): int, ("trainer", "val_rows"): int, ("trainer", "diag_every"): int,
 }
 _POSITIVE = {("trainer", "max_steps"), ("trainer", "batch_size"), ("trainer", "lr"), ("trainer", "num_nodes"),
              ("trainer", "accumulate_grad_batches")}
@@ -68,6 +69,10 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"invalid config: {name} must be {getattr(typ, '__name__', typ)}, got {v!r}")
         if path in _POSITIVE and v <= 0:
             raise ConfigError(f"invalid config: {name} must be > 0, got {v!r}")
+    for key in ("val_every", "val_rows", "diag_every"):
+        v = cfg.get("trainer", {}).get(key)
+        if v is not None and v < 0:
+            raise ConfigError(f"invalid config: trainer.{key} must be >= 0, got {v!r}")
     d = cfg.get("trainer", {}).get("ema_decay")
     if d is not None and not 0.0 <= d < 1.0:
         raise ConfigError(f"invalid config: trainer.ema_decay must be in [0, 1), got {d}")

@@ -156,7 +156,8 @@ def _steps(value: float, max_steps: int) -> int:
     return int(round(value * max_steps)) if value <= 1.0 else int(value)
 
 
-def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
+def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
+                    val_tokens: torch.Tensor | None = None):
     L = _lightning()
     tcfg = cfg["trainer"]
 
@@ -167,6 +168,8 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
             self.ema = EMA(model, tcfg.get("ema_decay", 0.999))
             self.seed = int(cfg.get("seed", 0))
             self.diag_tokens = diag_tokens
+            self.val_tokens = val_tokens
+            self._val_done = -1  # the step last validated (with accumulation a step ends several batches)
             self.max_steps = int(tcfg["max_steps"])
             warm = float(cfg["algo"].get("kl_warmup", 0.0))
             self.kl_warmup_steps = _steps(warm, self.max_steps)
@@ -215,6 +218,12 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
             every = int(tcfg.get("diag_every", 0))
             if every and self.model.latent_dim and self.diag_tokens is not None and self.global_step % every == 0:
                 self.log_dict(collapse_diagnostics(self.model, self.diag_tokens.to(self.device)))
+            every = int(tcfg.get("val_every", 0) or 0)
+            if (every and self.val_tokens is not None and len(self.val_tokens) and self.global_step % every == 0
+                    and self._val_done != self.global_step):
+                self._val_done = self.global_step
+                nats = heldout_bound(self.ema.model, self.val_tokens.to(self.device), seed=self.seed)
+                self.log_dict({"val/nll": nats, "val/nats_per_token": nats / self.val_tokens.shape[1]})
 
         def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
             if not gradient_clip_val:
@@ -246,6 +255,27 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     return LitDiffusion()
+
+
+@torch.no_grad()
+def heldout_bound(model, x0: torch.Tensor, seed: int = 0, batch: int = 64) -> float:
+    """Mean upper bound on ``-log p(x0)`` in nats per row (``K = 1``, one time per row; AR: exact NLL) of
+    the given held-out rows, for the validation curve (``trainer.val_every``).
+
+    The time, mask and latent draws come from a private generator seeded by ``seed`` alone, so every call
+    scores the same draws (a curve that moves only because the model does) and training's random stream
+    is untouched; the model is put in eval mode for the call and restored after.
+    """
+    gen = torch.Generator(device=x0.device).manual_seed(int(seed) * 7 + 3)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.random.fork_rng(devices=[x0.device] if x0.device.type == "cuda" else []):
+            torch.manual_seed(int(seed) * 7 + 5)  # any draw not taken from ``gen``
+            total = sum(float(model.nll_bound(b, num_samples=1, generator=gen).sum()) for b in torch.split(x0, batch))
+    finally:
+        model.train(was_training)
+    return total / len(x0)
 
 
 @torch.no_grad()
@@ -408,7 +438,8 @@ def _train(L, cfg, data, run_dir, resume, callbacks, t0, seed):
     model = build_model(spec)
     if cfg["trainer"].get("compile", False):  # a switch: worth it on GPUs and long runs
         compile_networks(model)
-    lit = make_lit_module(model, cfg, diag_tokens=data.test[:1024])
+    val_rows = int(cfg["trainer"].get("val_rows", 256) or 0)
+    lit = make_lit_module(model, cfg, diag_tokens=data.test[:1024], val_tokens=data.test[:val_rows])
     bs = int(cfg["trainer"]["batch_size"])
     trainer = build_trainer(cfg, run_dir, extra_callbacks=callbacks)
     for tmp in (run_dir / "checkpoints").glob(".*.tmp") if (run_dir / "checkpoints").exists() else ():
