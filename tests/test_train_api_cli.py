@@ -99,10 +99,13 @@ def test_collapse_diagnostics_and_validation_do_not_change_training(tmp_path):
 def test_validation_curve_scores_the_saved_ema_model(tmp_path, algo):
     """The last logged val/nll is the saved (EMA) model's bound on the first val_rows test rows, recomputed."""
     from vadd.train import heldout_bound
-    cfg = tiny_cfg(tmp_path, f"algo={algo}", "trainer.val_every=5", "trainer.val_rows=100")
+    cfg = tiny_cfg(tmp_path, f"algo={algo}", "trainer.val_every=3", "trainer.val_rows=100")  # log_every=5
     model, run_dir, rec = train(cfg)
     rows = [r for r in csv_rows(run_dir / "logs" / "metrics.csv") if r.get("val/nll")]
-    assert [int(r["step"]) for r in rows] == [4, 9, 14]  # logged after optimiser steps 5, 10, 15
+    # written once each, after optimiser steps 3, 6, ..., 15 (Lightning's step column counts from 0), not
+    # repeated at the logging steps in between
+    assert [int(r["step"]) for r in rows] == [2, 5, 8, 11, 14]
+    assert rec["train_metrics"]["val/nll"] == float(rows[-1]["val/nll"])
     data = build_data(cfg["data"], seed=0)
     again = heldout_bound(vadd.load(run_dir).model, data.test[:100], seed=0)
     assert float(rows[-1]["val/nll"]) == pytest.approx(again, rel=1e-6)

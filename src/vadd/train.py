@@ -169,7 +169,8 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
             self.seed = int(cfg.get("seed", 0))
             self.diag_tokens = diag_tokens
             self.val_tokens = val_tokens
-            self._val_done = -1  # the step last validated (with accumulation a step ends several batches)
+            self._events_done = 0  # the last step whose periodic events (progress line, diagnostics, validation) ran
+            self.event_metrics = {}
             self.max_steps = int(tcfg["max_steps"])
             warm = float(cfg["algo"].get("kl_warmup", 0.0))
             self.kl_warmup_steps = _steps(warm, self.max_steps)
@@ -212,18 +213,29 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
             self.ema.update(self.model)
 
         def on_train_batch_end(self, outputs, batch, batch_idx):
+            step = self.global_step
+            if step == self._events_done:  # with accumulation, one optimiser step ends several batches
+                return
+            self._events_done = step
             pe = int(tcfg.get("print_every", 0))
-            if pe and self.global_step % pe == 0 and self.trainer.is_global_zero:
-                print(f"step {self.global_step}", flush=True)  # plain progress lines for logs without a TTY
+            if pe and step % pe == 0 and self.trainer.is_global_zero:
+                print(f"step {step}", flush=True)  # plain progress lines for logs without a TTY
             every = int(tcfg.get("diag_every", 0))
-            if every and self.model.latent_dim and self.diag_tokens is not None and self.global_step % every == 0:
-                self.log_dict(collapse_diagnostics(self.model, self.diag_tokens.to(self.device)))
+            if every and self.model.latent_dim and self.diag_tokens is not None and step % every == 0:
+                self._log_event(collapse_diagnostics(self.model, self.diag_tokens.to(self.device)))
             every = int(tcfg.get("val_every", 0) or 0)
-            if (every and self.val_tokens is not None and len(self.val_tokens) and self.global_step % every == 0
-                    and self._val_done != self.global_step):
-                self._val_done = self.global_step
+            if every and self.val_tokens is not None and len(self.val_tokens) and step % every == 0:
                 nats = heldout_bound(self.ema.model, self.val_tokens.to(self.device), seed=self.seed)
-                self.log_dict({"val/nll": nats, "val/nats_per_token": nats / self.val_tokens.shape[1]})
+                self._log_event({"val/nll": nats, "val/nats_per_token": nats / self.val_tokens.shape[1]})
+
+        def _log_event(self, metrics: dict) -> None:
+            """Metrics computed every N steps (diagnostics, validation): written once, at the step they
+            describe. ``self.log`` from this hook would repeat the last value at every later logging step
+            until the next refresh. Kept in ``event_metrics`` for the run record."""
+            metrics = {k: float(v) for k, v in metrics.items()}
+            self.event_metrics.update(metrics)
+            if self.logger is not None and self.trainer.is_global_zero:
+                self.logger.log_metrics(metrics, step=self.global_step - 1)  # Lightning's step convention
 
         def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
             if not gradient_clip_val:
@@ -465,6 +477,7 @@ def _train(L, cfg, data, run_dir, resume, callbacks, t0, seed):
     ema_model = lit.ema.model.cpu()
     ema_model.spec = spec
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    metrics.update(lit.event_metrics)  # the last diagnostics and validation of the run
     if model.latent_dim:
         metrics.update(collapse_diagnostics(ema_model, data.test[:1024]))
     record = {"train_metrics": metrics, "train_wall_s": time.time() - t0, "steps": int(trainer.global_step)}
