@@ -313,6 +313,9 @@ def test_bench_text_quick_end_to_end(tmp_path):
     for it, row in zip(m["mdm"]["prompted"]["mdm"], td.test[-2:]):
         assert it["prompt"] == td.decode(row[None, :8])[0]   # the given tokens are kept exactly
     assert "Prompted continuations" in (tmp_path / "out" / "tables.md").read_text()
+    for a in m.values():  # the held-out curve of every model, as logged (val_every=2 of 4 steps)
+        curve = a["train"]["val_curve"]
+        assert [s for s, _ in curve] == [2, 4] and curve[-1][1] == pytest.approx(a["train"]["metrics"]["val/nats_per_token"])
 
 
 def test_cli_trains_and_evaluates_a_text_model_on_its_own_test_split(tmp_path):

@@ -27,7 +27,7 @@ from .data.text import text_data
 from .jobs import plan_workers, report, run_jobs, stamp
 from .metrics.genppl import unigram_entropy
 from .sampling import sample
-from .train import train
+from .train import metric_curve, train
 
 LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS", "ar": "AR"}
 SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs"), "ar": ()}
@@ -36,6 +36,7 @@ QUICK = ["data.max_docs=60", "data.seq_len=32", "model.denoiser.depth=1", "model
          "model.denoiser.cond_dim=16", "algo.latent_dim=4",
          "trainer.max_steps=4", "trainer.batch_size=8", "trainer.warmup_steps=1", "trainer.progress=false",
          "trainer.ckpt_every=0", "trainer.diag_every=2", "trainer.log_every=2", "trainer.print_every=0",
+         "trainer.val_every=2", "trainer.val_rows=8",
          "bench.steps=[2,4]", "bench.num_samples=4", "bench.ppl_rows=8", "bench.bpd_k=[1,3]",
          "bench.zero_shot=[]", "bench.prompt_rows=2", "bench.prompt_tokens=8", "bench.prompt_steps=4"]
 
@@ -74,7 +75,8 @@ def _job(p: dict) -> dict:
     model.eval()
     L = td.seq_len
     res = {"algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
-                                   "metrics": rec["train_metrics"], "run_dir": str(run_dir)},
+                                   "metrics": rec["train_metrics"], "run_dir": str(run_dir),
+                                   "val_curve": metric_curve(run_dir, "val/nats_per_token")},
            "ppl": {}, "zero_shot": {}, "samples": {}, "prompted": {}}
     ks = [int(k) for k in bench["bpd_k"]] if model.latent_dim else [0]
     n = int(bench["ppl_rows"])
@@ -197,7 +199,8 @@ def draw_figure(out: Path, results: dict) -> None:
     from .demo import _savefig
 
     steps = results["bench"]["steps"]
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    curves = {a: m["train"].get("val_curve") for a, m in results["models"].items() if m["train"].get("val_curve")}
+    fig, axes = plt.subplots(1, 3 if curves else 2, figsize=(12 if curves else 8, 3.2))
     for algo in ("mdm", "vadd"):
         for sampler, rows in results["models"].get(algo, {}).get("samples", {}).items():
             if all("gen_ppl" in rows[str(T)] for T in steps):
@@ -210,6 +213,16 @@ def draw_figure(out: Path, results: dict) -> None:
         if ax.lines:
             ax.legend(fontsize=8)
     axes[0].set_yscale("log")
+    if curves:  # the held-out bound while training (trainer.val_every): where a model starts to overfit
+        ax = axes[2]
+        for algo in ("ar", "mdm", "vadd"):
+            if algo in curves:
+                ax.plot([s for s, _ in curves[algo]], [math.exp(v) for _, v in curves[algo]], marker=".",
+                        label=LABELS[algo])
+        ax.set_yscale("log")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("held-out perplexity bound (K = 1)")
+        ax.legend(fontsize=8)
     fig.suptitle(f"{results['data']['corpus']}: judge {results.get('judge_name', 'none')}", fontsize=9)
     fig.tight_layout()
     _savefig(fig, out / "genppl_vs_steps.png")

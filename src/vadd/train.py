@@ -346,6 +346,19 @@ def latent_use(model, x0: torch.Tensor, rows: int = 256, seed: int = 0, max_logi
     return gain / n
 
 
+def metric_curve(run_dir, key: str) -> list[list[float]]:
+    """``[[step, value], ...]`` of one logged metric of a run (``RUN/logs/metrics.csv``), in step order, steps
+    counted as optimiser steps done (Lightning's column is one less). A resumed run's rewritten steps keep the
+    last value written."""
+    import csv
+    path = Path(run_dir) / "logs" / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        points = {int(r["step"]) + 1: float(r[key]) for r in csv.DictReader(f) if r.get(key) not in (None, "")}
+    return [[s, points[s]] for s in sorted(points)]
+
+
 def world_size(t: dict) -> int:
     devices = t.get("devices", 1)
     if isinstance(devices, (list, tuple)):
