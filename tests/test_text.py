@@ -313,6 +313,10 @@ def test_bench_text_quick_end_to_end(tmp_path):
     for it, row in zip(m["mdm"]["prompted"]["mdm"], td.test[-2:]):
         assert it["prompt"] == td.decode(row[None, :8])[0]   # the given tokens are kept exactly
     assert "Prompted continuations" in (tmp_path / "out" / "tables.md").read_text()
+    L = 32
+    d = (np.load(tmp_path / "out" / "bounds" / "vadd_test_K3.npy") - np.load(tmp_path / "out" / "bounds" / "mdm_test_K0.npy")) / L
+    assert set(res["paired"]["test"]) == {"1", "3"} and res["paired"]["test"]["3"]["mean"] == pytest.approx(d.mean())
+    assert m["vadd"]["ppl"]["3"]["nats_per_token"] == pytest.approx(np.load(tmp_path / "out" / "bounds" / "vadd_test_K3.npy").mean() / L)
     for a in m.values():  # the held-out curve of every model, as logged (val_every=2 of 4 steps)
         curve = a["train"]["val_curve"]
         assert [s for s, _ in curve] == [2, 4] and curve[-1][1] == pytest.approx(a["train"]["metrics"]["val/nats_per_token"])
@@ -353,3 +357,28 @@ def test_dit_absolute_positions_let_a_fully_masked_row_vary_by_position():
         assert ("pos" in dict(den.named_parameters())) == pos
     assert torch.allclose(out[False], out[False][:1].expand(12, -1), atol=1e-5)
     assert not torch.allclose(out[True], out[True][:1].expand(12, -1), atol=1e-3)
+
+
+def test_bench_bounds_pair_rows_across_models():
+    """Every model gets the same generator state for batch b, draw r, whatever an earlier call consumed (VADD
+    draws its z noise from it too), so MDM and VADD are scored on the same mask patterns row by row."""
+    from vadd.bench_text import bound_nats
+
+    class Spy:
+        name = "spy"
+
+        def __init__(self, extra):
+            self.extra, self.seen = extra, []
+
+        def nll_bound(self, x, num_samples, generator, estimator):
+            self.seen.append(torch.rand(4, generator=generator))
+            torch.rand(self.extra, generator=generator)  # consumes more, like VADD's eps
+            return torch.full((len(x),), float(len(self.seen)), dtype=torch.float64)
+
+    a, b = Spy(0), Spy(1000)
+    tokens = torch.zeros(70, 3, dtype=torch.long)
+    na = bound_nats(a, tokens, 1, seed=0, batch=32, draws=2)
+    bound_nats(b, tokens, 5, seed=0, batch=32, draws=2)
+    assert len(a.seen) == 6 and all(torch.equal(x, y) for x, y in zip(a.seen, b.seen))
+    assert len({tuple(x.tolist()) for x in a.seen}) == 6   # fresh draws per batch and per draw
+    assert np.allclose(na, [2.5] * 32 + [3.5] * 32 + [4.5] * 6)  # rows average their draws

@@ -103,16 +103,18 @@ class MaskedDiffusion(nn.Module):
         return loss, stats
 
     @torch.no_grad()
-    def nll_bound(self, x0: torch.Tensor, num_samples: int = 1, num_t: int = 1, generator=None) -> torch.Tensor:
+    def nll_bound(self, x0: torch.Tensor, num_samples: int = 1, num_t: int = 1, generator=None,
+                  estimator: str | None = None) -> torch.Tensor:
         """Monte-Carlo upper bound on ``-log p(x0)`` in nats per example ``[B]``.
 
         ``num_t`` independent ``(t, xt)`` draws per example are averaged; ``num_samples`` is ``K`` of the
-        importance-weighted bound (VADD only; MDM ignores it).
+        importance-weighted bound (VADD only; MDM ignores it). ``estimator`` (``time`` or ``count``, default
+        the model's training one) only changes the variance: both estimate the same bound.
         """
         self.check_tokens(x0)
         total = torch.zeros(x0.shape[0], device=x0.device, dtype=torch.float64)
         for _ in range(num_t):
-            t, xt, masked, weight, _ = self._draw(x0, generator)
+            t, xt, masked, weight, _ = self._draw(x0, generator, estimator=estimator)
             term, _ = self.bound_term(x0, xt, masked, t, num_samples=num_samples)
             total += objectives.elbo_integrand(weight, term).double()
         return -(total / num_t)
@@ -202,7 +204,7 @@ class Autoregressive(nn.Module):
         return loss, {"loss": loss.detach()}
 
     @torch.no_grad()
-    def nll_bound(self, x0, num_samples: int = 1, num_t: int = 1, generator=None) -> torch.Tensor:
+    def nll_bound(self, x0, num_samples: int = 1, num_t: int = 1, generator=None, estimator=None) -> torch.Tensor:
         """Exact ``-log p(x0)`` in nats per example (the arguments of the diffusion bounds are ignored)."""
         self.check_tokens(x0)
         return self.net.token_nll(x0).sum(-1).double()

@@ -68,16 +68,19 @@ class Pipeline:
         return np.asarray(tokens) if dec is None else dec(np.asarray(tokens))
 
     def nll_bound(self, tokens, num_samples: int = 1, num_t: int = 1, batch_size: int = 1024,
-                  seed: int = 0) -> np.ndarray:
+                  seed: int = 0, estimator: str | None = None) -> np.ndarray:
         """Upper bound on ``-log p(x)`` in nats per example (importance-weighted with ``K = num_samples``
-        for VADD)."""
+        for VADD), averaged over ``num_t`` draws of ``(t, xt)`` per example. ``estimator``: ``count`` (the
+        masked-count rewrite, weight at most ``L``: the lower variance), ``time`` (antithetic times,
+        weight ``~ 1/t``) or None for the model's training estimator; all estimate the same bound."""
         x = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
         self.model.check_tokens(x)
         batch_size = max(1, min(int(batch_size), 2**18 // self.model.seq_len))  # long sequences: smaller batches
         gen_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            out = [self.model.nll_bound(b, num_samples=num_samples, num_t=num_t) for b in torch.split(x, batch_size)]
+            out = [self.model.nll_bound(b, num_samples=num_samples, num_t=num_t, estimator=estimator)
+                   for b in torch.split(x, batch_size)]
         finally:
             torch.random.set_rng_state(gen_state)
         return torch.cat(out).numpy()
