@@ -1,14 +1,16 @@
 """How much of a VADD text model's bound comes from what its latent carries: the benchmark's test bound
-(K = 1, the same (t, xt) draws as `vadd bench-text`) with the recognition model's posterior, and again with
+(K = 1, the same (t, xt) draws as `vadd bench-text`: masked-count estimator, --draws per row) with the recognition model's posterior, and again with
 the posterior replaced by the prior N(0, I), i.e. E_{z ~ p(z)} ELBO(x | z). Both are valid upper bounds on
 the model's -log p(x) (the second by Jensen, with zero KL); their difference is what z's information buys.
 
-    .venv/bin/python benchmarks/text_prior_z.py runs/text/runs/vadd [--rows 256] [--out FILE.json]
+    .venv/bin/python benchmarks/text_prior_z.py runs/text/runs/vadd [--rows 256] [--draws 4] [--out FILE.json]
 """
 from __future__ import annotations
 
 import argparse
 import types
+
+import math
 
 import torch
 
@@ -22,6 +24,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("run", help="a VADD text run folder (or its model/ folder)")
     ap.add_argument("--rows", type=int, default=256, help="held-out rows (the benchmark's ppl_rows)")
+    ap.add_argument("--draws", type=int, default=4, help="(t, xt) draws per row (the benchmark's ppl_draws)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="")
@@ -33,17 +36,22 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.run} is not a VADD model")
     test = torch.as_tensor(pipe.test_tokens()[:args.rows])
     L = test.shape[1]
-    res = {"run": args.run, "rows": len(test), "posterior": _ppl(bound_nats(model, test, 1, args.seed), L)}
+    with_post = bound_nats(model, test, 1, args.seed, draws=args.draws)
+    res = {"run": args.run, "rows": len(test), "draws": args.draws, "estimator": "count",
+           "posterior": _ppl(with_post, L)}
     posterior = model.posterior
 
     def prior(self, x0, masked):      # same shapes and device as the posterior, mean 0 and variance 1
         q = posterior(x0, masked)
         return DiagGaussian(torch.zeros_like(q.mean), torch.zeros_like(q.logvar))
     model.posterior = types.MethodType(prior, model)
-    res["prior"] = _ppl(bound_nats(model, test, 1, args.seed), L)
-    res["z_buys_nats_per_token"] = res["prior"]["nats_per_token"] - res["posterior"]["nats_per_token"]
+    with_prior = bound_nats(model, test, 1, args.seed, draws=args.draws)   # the same draws, row by row
+    res["prior"] = _ppl(with_prior, L)
+    d = (with_prior - with_post) / L
+    res["z_buys_nats_per_token"] = float(d.mean())
+    res["z_buys_stderr"] = float(d.std(ddof=1) / math.sqrt(len(d)))
     print(f"posterior z: ppl {res['posterior']['ppl']:.2f}; prior z: ppl {res['prior']['ppl']:.2f}; "
-          f"z's information buys {res['z_buys_nats_per_token']:.4f} nats/token")
+          f"z's information buys {res['z_buys_nats_per_token']:.4f} +- {res['z_buys_stderr']:.4f} nats/token")
     if args.out:
         write_json(args.out, res)
     return 0

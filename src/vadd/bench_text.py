@@ -210,13 +210,14 @@ def format_tables(results) -> str:
                          f"{v['stderr_nats_per_token']:.4f} |")
     paired = results.get("paired", {})
     if paired:
+        ks_all = sorted({k for per_k in paired.values() for k in per_k}, key=int)
         lines += ["", f"VADD minus MDM, row by row on the same draws ({b.get('ppl_draws', 1)} per row, "
                       f"{b.get('ppl_estimator', 'count')} estimator), nats/token ± s.e.; negative: VADD lower\n",
-                  "| data | " + " | ".join(f"K={k}" for k in next(iter(paired.values()))) + " |",
-                  "|---|" + "---|" * len(next(iter(paired.values())))]
-        for split, per_k in paired.items():
-            lines.append(f"| {split} | " + " | ".join(f"{v['mean']:+.4f} ± {v['stderr']:.4f}" for v in per_k.values())
-                         + " |")
+                  "| data | " + " | ".join(f"K={k}" for k in ks_all) + " |", "|---|" + "---|" * len(ks_all)]
+        for split in sorted(paired, key=lambda x: (x != "test", x)):  # the held-out split first
+            per_k = paired[split]
+            lines.append(f"| {split} | " + " | ".join(
+                f"{per_k[k]['mean']:+.4f} ± {per_k[k]['stderr']:.4f}" if k in per_k else "-" for k in ks_all) + " |")
     corpora = b.get("zero_shot") or []
     if corpora:
         lines += ["", "### Zero-shot perplexity (bound) on the other corpora\n",
@@ -250,30 +251,38 @@ def draw_figure(out: Path, results: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     from .demo import _savefig
 
     steps = results["bench"]["steps"]
     curves = {a: m["train"].get("val_curve") for a, m in results["models"].items() if m["train"].get("val_curve")}
     fig, axes = plt.subplots(1, 3 if curves else 2, figsize=(12 if curves else 8, 3.2))
+    color = {"mdm": "C0", "vadd": "C1", "vadd-cs": "C2", "ar": "C3"}  # the same in every panel
     for algo in ("mdm", "vadd"):
         for sampler, rows in results["models"].get(algo, {}).get("samples", {}).items():
             if all("gen_ppl" in rows[str(T)] for T in steps):
-                axes[0].plot(steps, [rows[str(T)]["gen_ppl"] for T in steps], marker="o", label=LABELS[sampler])
-            axes[1].plot(steps, [rows[str(T)]["entropy"] for T in steps], marker="o", label=LABELS[sampler])
-    for ax, name in zip(axes, ("generative perplexity", "unigram entropy (nats)")):
+                ppl = np.array([rows[str(T)]["gen_ppl"] for T in steps])
+                se = np.array([rows[str(T)].get("gen_nll_stderr", 0.0) for T in steps])  # +- 1 s.e., log scale
+                axes[0].errorbar(steps, ppl, yerr=[ppl - ppl * np.exp(-se), ppl * np.exp(se) - ppl], marker="o",
+                                 capsize=2, color=color[sampler], label=LABELS[sampler])
+            axes[1].plot(steps, [rows[str(T)]["entropy"] for T in steps], marker="o", color=color[sampler],
+                         label=LABELS[sampler])
+    for ax, name in zip(axes, ("generative perplexity (± 1 s.e.)", "unigram entropy (nats)")):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("sampling steps T")
         ax.set_ylabel(name)
         if ax.lines:
             ax.legend(fontsize=8)
     axes[0].set_yscale("log")
+    axes[0].yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[0].yaxis.set_minor_formatter(matplotlib.ticker.ScalarFormatter())
     if curves:  # the held-out bound while training (trainer.val_every): where a model starts to overfit
         ax = axes[2]
         for algo in ("ar", "mdm", "vadd"):
             if algo in curves:
                 ax.plot([s for s, _ in curves[algo]], [math.exp(v) for _, v in curves[algo]], marker=".",
-                        label=LABELS[algo])
+                        color=color[algo], label=LABELS[algo])
         ax.set_yscale("log")
         ax.set_xlabel("training step")
         ax.set_ylabel("held-out perplexity bound (K = 1)")
