@@ -141,6 +141,8 @@ def run_bench(out: str | Path = "runs/text", seed: int = 0, quick: bool = False,
     workers, threads = plan_workers(workers)
     extra = [*(QUICK if quick else []), *overrides]
     base = compose([f"experiment={experiment}", f"seed={seed}", *extra])
+    for old in (out / "bounds").glob("*.npy"):  # a rerun into the same folder: pair only this run's bounds
+        old.unlink()
     results = {"experiment": experiment, "data": base["data"], "bench": base["bench"], "config": base,
                "models": {}, "seed": seed, "quick": quick, "judge": judge, "workers": workers}
     jobs = []
