@@ -112,6 +112,8 @@ def test_validation_curve_scores_the_saved_ema_model(tmp_path, algo):
     assert float(rows[-1]["val/nats_per_token"]) == pytest.approx(again / data.seq_len, rel=1e-6)
     assert heldout_bound(model, data.test[:100], seed=0) == again  # same draws every call
     assert heldout_bound(model, data.test[:100], seed=1) != again
+    with pytest.raises(ValueError, match="unknown ELBO estimator 'quadrature'"):
+        vadd.load(run_dir).nll_bound(data.test[:4], estimator="quadrature")
 
 
 def csv_rows(path):
