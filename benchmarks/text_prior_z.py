@@ -1,16 +1,16 @@
 """How much of a VADD text model's bound comes from what its latent carries: the benchmark's test bound
-(K = 1, the same (t, xt) draws as `vadd bench-text`: masked-count estimator, --draws per row) with the recognition model's posterior, and again with
-the posterior replaced by the prior N(0, I), i.e. E_{z ~ p(z)} ELBO(x | z). Both are valid upper bounds on
-the model's -log p(x) (the second by Jensen, with zero KL); their difference is what z's information buys.
+(K = 1, the same (t, xt) draws as `vadd bench-text`: masked-count estimator, --draws per row) with the
+recognition model's posterior, and again with the posterior replaced by the prior N(0, I), i.e.
+E_{z ~ p(z)} ELBO(x | z). Both are valid upper bounds on the model's -log p(x) (the second by Jensen, with
+zero KL); their difference, paired row by row, is what z's information buys.
 
     .venv/bin/python benchmarks/text_prior_z.py runs/text/runs/vadd [--rows 256] [--draws 4] [--out FILE.json]
 """
 from __future__ import annotations
 
 import argparse
-import types
-
 import math
+import types
 
 import torch
 
