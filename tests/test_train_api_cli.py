@@ -194,6 +194,8 @@ def test_config_errors_are_one_line():
         compose(["trainer.float32_matmul_precision=fast"])
     with pytest.raises(ConfigError, match="algo.kl_delay must be >= 0"):
         compose(["algo=vadd", "algo.kl_delay=-5"])
+    with pytest.raises(ConfigError, match="algo.kl_max must be >= 0"):
+        compose(["algo=vadd", "algo.kl_max=-0.5"])
     with pytest.raises(ConfigError, match="trainer.val_every must be >= 0"):
         compose(["trainer.val_every=-1"])
     with pytest.raises(ConfigError, match="algo.kl_warmup must be float"):
@@ -207,6 +209,9 @@ def test_kl_schedule_delay_then_linear_warmup():
     assert [kl_weight(s, 4, delay_steps=3) for s in (0, 2, 3, 4, 7, 20)] == [0.0, 0.0, 0.0, 0.25, 1.0, 1.0]
     assert kl_weight(0, 0, delay_steps=3) == 0.0 and kl_weight(3, 0, delay_steps=3) == 1.0
     assert kl_weight(1, 4, start=0.2, delay_steps=2) == 0.2
+    # algo.kl_max: the weight the warm-up ends at (a beta-VAE weight when not 1)
+    assert [kl_weight(s, 4, end=0.5) for s in (0, 2, 4, 9)] == [0.0, 0.25, 0.5, 0.5]
+    assert kl_weight(5, 0, end=1.5) == 1.5 and kl_weight(0, 0, delay_steps=1, end=1.5) == 0.0
 
 
 def test_unknown_dataset_and_bad_token_files(tmp_path):

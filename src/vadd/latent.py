@@ -46,15 +46,16 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z**2 + LOG_2PI).sum(-1)
 
 
-def kl_weight(step: int, warmup_steps: int, start: float = 0.0, delay_steps: int = 0) -> float:
+def kl_weight(step: int, warmup_steps: int, start: float = 0.0, delay_steps: int = 0, end: float = 1.0) -> float:
     """Linear KL annealing: ``start`` for the first ``delay_steps`` optimiser steps (an autoencoding phase,
-    as in Li et al. 2019's fix for text VAEs), then ``start -> 1`` over ``warmup_steps``, then 1."""
+    as in Li et al. 2019's fix for text VAEs), then ``start -> end`` over ``warmup_steps``, then ``end``
+    (1: the DELBO; below 1 a beta-VAE weight, no longer a bound)."""
     step = step - max(0, delay_steps)
     if step < 0:
         return float(start)
     if warmup_steps <= 0:
-        return 1.0
-    return float(min(1.0, start + (1.0 - start) * step / warmup_steps))
+        return float(end)
+    return float(start + (end - start) * min(1.0, step / warmup_steps))
 
 
 def active_units(means: torch.Tensor, threshold: float = 1e-2) -> int:
