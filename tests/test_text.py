@@ -245,6 +245,13 @@ def test_limited_gpt2_vocabulary_keeps_the_most_frequent_training_ids(tmp_path):
     other = text_data("user", tokenizer="gpt2", seq_len=8, path=str(tmp_path / "b.txt"), vocab=td.info["vocab"])
     assert other.info["vocab"] == td.info["vocab"] and other.vocab_size == 6
     assert "<unk>" in other.decode(other.test[:1].numpy())[0] and " sat on the" in other.decode(other.test.numpy())[0]
+    # both given (the benchmark passes its config's vocab_limit with the model's list): they must agree
+    same = text_data("user", tokenizer="gpt2", seq_len=8, path=str(tmp_path / "b.txt"), vocab=td.info["vocab"],
+                     vocab_limit=6)
+    assert torch.equal(same.test, other.test)
+    with pytest.raises(ValueError, match="vocab_limit is 9"):
+        text_data("user", tokenizer="gpt2", seq_len=8, path=str(tmp_path / "b.txt"), vocab=td.info["vocab"],
+                  vocab_limit=9)
 
 
 def test_gen_ppl_is_deterministic_and_matches_exp_mean_nll():

@@ -218,7 +218,8 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
 
     ``vocab_limit = K``: keep the tokenizer's ``K - 1`` most frequent ids of the training documents (its
     special ids always) and map every other id to ``<unk>`` (``K`` ids in all); ``vocab`` gives that list of
-    kept ids explicitly instead (to score another corpus with a model's vocabulary: zero-shot).
+    kept ids explicitly instead (to score another corpus with a model's vocabulary: zero-shot); given both,
+    they must agree (``len(vocab) + 1 == K``).
     """
     from ..text.tokenizers import LimitedVocab, get_tokenizer
 
@@ -234,6 +235,9 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
     if vocab is not None or vocab_limit:
         tok = (LimitedVocab(tok, vocab) if vocab is not None
                else LimitedVocab.most_frequent(tok, [ids[i] for i in tr_i], int(vocab_limit)))
+        if vocab is not None and vocab_limit and tok.vocab_size != int(vocab_limit):
+            raise ValueError(f"the given vocab keeps {len(vocab)} ids (+ <unk>: {tok.vocab_size}) but vocab_limit is "
+                             f"{vocab_limit}; give one of them, or a vocab of vocab_limit - 1 ids")
         n_all = sum(len(ids[i]) for i in tr_i)
         ids = [tok.map(x) for x in ids]
         coverage = 1.0 - sum(x.count(tok.unk_id) for x in (ids[i] for i in tr_i)) / max(1, n_all)
