@@ -39,7 +39,7 @@ class MLPDenoiser(nn.Module):
       about 40% on top of MDM's network on the 2-token toys (``latent_input`` also adds ``z`` to the first
       layer);
     - ``"linear"``: every modulation is MDM's batch-constant one plus ``z @ U`` (``latent_dim x 3 hidden``
-      per block and row, about 2% of the FLOPs, but still a per-row ``[B, 3 hidden]`` tensor per block);
+      per block and row, about 2.5% of the FLOPs, but still a per-row ``[B, 3 hidden]`` tensor per block);
     - ``False``: ``c`` stays batch-constant and ``z`` is added to the hidden state before every block.
 
     Without time conditioning and with no latent inside ``c``, ``c`` is one row for the whole batch and its
