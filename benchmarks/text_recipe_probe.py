@@ -14,7 +14,6 @@ generative perplexity, the standard error of the mean per-sample NLL and the uni
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from vadd.bench_text import _data
 from vadd.config import compose
+from vadd.io import append_jsonl
 from vadd.metrics.genppl import Judge, unigram_entropy
 from vadd.sampling import sample
 from vadd.train import train
@@ -48,9 +48,7 @@ def probe(tag: str, overrides=(), out: str = "runs/text_recipe_probes.jsonl", st
             se = float(per.std(ddof=1) / math.sqrt(len(per)))
             row[f"{sampler}_T{T}"] = {"gen_ppl": s["gen_ppl"], "gen_nll_stderr": se,
                                       "entropy": unigram_entropy(x.numpy())}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as f:
-        f.write(json.dumps(row, default=float) + "\n")
+    append_jsonl(out, row)
     return row
 
 

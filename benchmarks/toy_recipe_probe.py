@@ -14,7 +14,6 @@ This is how the README's recipe comparisons ("Where the remaining one-step error
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from vadd.config import compose
 from vadd.data import toy2d_data
 from vadd.data.toy2d import Grid2D, PointSource
 from vadd.demo import demo_target, sampled_js
+from vadd.io import append_jsonl
 from vadd.train import train
 
 
@@ -45,9 +45,7 @@ def probe(dataset: str, tag: str, overrides=(), out: str = "runs/toy_recipe_prob
     for T in steps:
         row[f"js_T{T}"] = sampled_js(model, grid, target, num_samples, T, "vadd", seed)[0]
     row["ratio_T1_to_floor"] = row["js_T1"] / floor if "js_T1" in row else None
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "a") as f:
-        f.write(json.dumps(row, default=float) + "\n")
+    append_jsonl(out, row)
     return row
 
 

@@ -177,6 +177,11 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
         io.write_json(target, {"a": Boom()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no temporary left behind
+    # the probe scripts' log: one JSON line per call, numpy and torch scalars as numbers
+    log = tmp_path / "sub" / "probes.jsonl"
+    io.append_jsonl(log, {"js": np.float32(0.5), "kl": torch.tensor(1.5)})
+    io.append_jsonl(log, {"js": 0.25})
+    assert [json.loads(x) for x in log.read_text().splitlines()] == [{"js": 0.5, "kl": 1.5}, {"js": 0.25}]
 
 
 def test_config_errors_are_one_line():

@@ -53,6 +53,13 @@ def write_json(path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, default=_jsonable) + "\n").encode())
 
 
+def append_jsonl(path, row: dict) -> None:
+    """Append ``row`` as one JSON line to ``path`` (its folder created): the probe scripts' log of runs."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row, default=_jsonable) + "\n")
+
+
 def read_json(path) -> dict:
     with open(path) as f:
         return json.load(f)
