@@ -85,9 +85,10 @@ class MaskedDiffusion(nn.Module):
         B, L = x0.shape
         rank, world = shard
         G, sl = B * world, slice(rank * B, (rank + 1) * B)
-        if (estimator or self.estimator) not in process.DRAWS:
-            raise ValueError(f"unknown ELBO estimator {estimator!r}; choose one of {tuple(process.DRAWS)}")
-        draw = process.DRAWS[estimator or self.estimator]
+        name = estimator or self.estimator
+        if name not in process.DRAWS:
+            raise ValueError(f"unknown ELBO estimator {name!r}; choose one of {tuple(process.DRAWS)}")
+        draw = process.DRAWS[name]
         t, masked, weight = (a[sl] for a in draw(G, L, self.schedule, generator=generator, device=x0.device))
         eps = (torch.randn(G, self.latent_dim, generator=generator, device=x0.device)[sl]
                if self.latent_dim else None)

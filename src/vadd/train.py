@@ -175,10 +175,10 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
             warm = float(cfg["algo"].get("kl_warmup", 0.0))
             self.kl_warmup_steps = _steps(warm, self.max_steps)
             self.kl_delay_steps = _steps(float(cfg["algo"].get("kl_delay", 0.0)), self.max_steps)
-            self.kl_end = float(cfg["algo"].get("kl_max", 1.0))
+            self.kl_max = float(cfg["algo"].get("kl_max", 1.0))
 
         def training_step(self, batch, batch_idx):
-            lam = (kl_weight(self.global_step, self.kl_warmup_steps, delay_steps=self.kl_delay_steps, end=self.kl_end)
+            lam = (kl_weight(self.global_step, self.kl_warmup_steps, delay_steps=self.kl_delay_steps, end=self.kl_max)
                    if self.model.latent_dim else 1.0)
             accum = self.trainer.accumulate_grad_batches
             micro = self.global_step * accum + batch_idx % accum
