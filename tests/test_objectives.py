@@ -212,3 +212,41 @@ def test_likelihood_path_never_uses_encoder_z_without_ratio():
         with torch.no_grad():
             iw = torch.stack([model.bound_term(x0, xt, masked, t, num_samples=K)[0] for _ in range(5)]).double().mean(0)
         assert float(iw.mean()) <= float(exact.mean()) + 1e-6
+
+
+def test_mmd_regulariser_matches_the_sampled_estimate_and_only_adds_to_the_training_loss():
+    from vadd.latent import mmd_to_standard_normal
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(6, 3, generator=g) + 0.7
+    prior = torch.randn(400_000, 3, generator=g)
+
+    def k(a, b, s):  # the Gaussian kernel, written out; b may be a batch
+        return torch.exp(-((a - b) ** 2).sum(-1) / (2 * s * s))
+    n, want = 6, 0.0
+    for s in (0.25, 0.5, 1.0, 2.0):  # the same U-statistic with the prior's side from 400,000 draws
+        qq = sum(float(k(z[i], z[j], s)) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+        qp = float(torch.stack([k(z[i], prior, s).mean() for i in range(n)]).mean())
+        pp = float(k(prior[:200_000], prior[200_000:], s).mean())
+        want += qq - 2 * qp + pp
+    assert abs(float(mmd_to_standard_normal(z)) - want) < 2e-3
+    # near 0 for prior draws, large for a shrunken batch; only the first max_rows rows count
+    assert abs(float(mmd_to_standard_normal(torch.randn(128, 3, generator=g)))) < 0.02
+    assert float(mmd_to_standard_normal(torch.randn(128, 3, generator=g) * 0.5)) > 0.1
+    big = torch.randn(300, 3, generator=g)
+    assert float(mmd_to_standard_normal(big, max_rows=100)) == float(mmd_to_standard_normal(big[:100], max_rows=100))
+    # training: the loss is the DELBO loss plus weight * MMD / L on the same draws; evaluation ignores it
+    model = _vadd(d=2).train()
+    x0 = torch.randint(0, 4, (32, 3))
+    plain, _ = model.loss(x0, generator=torch.Generator().manual_seed(5))
+    model.mmd_weight = 3.0
+    reg, stats = model.loss(x0, generator=torch.Generator().manual_seed(5))
+    assert "penalty" not in stats and float(stats["mmd"]) != 0.0
+    assert torch.allclose(reg, plain + 3.0 * stats["mmd"] / model.seq_len, atol=1e-6)
+    model.eval()
+    torch.manual_seed(1)
+    with_reg = model.nll_bound(x0, num_samples=2, generator=torch.Generator().manual_seed(2))
+    model.mmd_weight = 0.0
+    torch.manual_seed(1)
+    assert torch.equal(model.nll_bound(x0, num_samples=2, generator=torch.Generator().manual_seed(2)), with_reg)
+    with pytest.raises(ValueError, match="mmd_weight must be >= 0"):
+        VADD(model.denoiser, model.encoder, Linear(), 4, 3, 2, mmd_weight=-1.0)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import objectives, process
-from .latent import DiagGaussian, standard_normal_log_prob
+from .latent import DiagGaussian, mmd_to_standard_normal, standard_normal_log_prob
 from .schedules import Schedule
 
 
@@ -101,6 +101,9 @@ class MaskedDiffusion(nn.Module):
         term, stats = self.bound_term(x0, xt, masked, t, kl_weight=kl_weight, eps=eps)
         per_example = objectives.elbo_integrand(weight, term)
         loss = -per_example.mean() / self.seq_len
+        penalty = stats.pop("penalty", None)  # a batch-level regulariser (nats per example), training only
+        if penalty is not None:
+            loss = loss + penalty / self.seq_len
         stats = {k: v.detach() for k, v in stats.items()}
         stats["loss"] = loss.detach()
         return loss, stats
@@ -134,11 +137,16 @@ class VADD(MaskedDiffusion):
 
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
                  seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
-                 free_bits: float = 0.0, mask_gate: bool = False):
+                 free_bits: float = 0.0, mask_gate: bool = False, mmd_weight: float = 0.0):
         super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
         if free_bits < 0:
             raise ValueError(f"free_bits must be >= 0, got {free_bits}")
+        if mmd_weight < 0:
+            raise ValueError(f"mmd_weight must be >= 0, got {mmd_weight}")
         self.free_bits = float(free_bits)  # training only: per-dimension KL floor against posterior collapse
+        # training only: lambda * MMD(aggregate posterior, N(0, I)) subtracted from the bound (InfoVAE,
+        # Zhao et al. 2019, with the KL kept at weight 1): still a lower bound, since MMD >= 0
+        self.mmd_weight = float(mmd_weight)
         self.encoder = encoder
         self.latent_dim = int(latent_dim)
         self.eval_chunk_tokens = int(eval_chunk_tokens)  # rows * L per network call of the IW bound
@@ -173,7 +181,11 @@ class VADD(MaskedDiffusion):
             recon = objectives.masked_log_likelihood(self.log_probs(xt, t, z), x0, masked)
             kl = post.kl_standard()
             kl_train = post.kl_standard(self.free_bits) if (self.free_bits and self.training) else kl
-            return objectives.delbo_term(recon, kl_train, kl_weight), {"kl": kl.mean(), "recon": recon.mean()}
+            stats = {"kl": kl.mean(), "recon": recon.mean()}
+            if self.mmd_weight and self.training:
+                mmd = mmd_to_standard_normal(z)
+                stats["mmd"], stats["penalty"] = mmd, self.mmd_weight * mmd
+            return objectives.delbo_term(recon, kl_train, kl_weight), stats
         # evaluation: importance-weighted bound with K = num_samples, streamed in chunks of z draws
         B = x0.shape[0]
         per_chunk = max(1, min(num_samples, self.eval_chunk_tokens // max(B * self.seq_len, 1)))

@@ -43,6 +43,7 @@ _TYPES = {
     ("trainer", "devices"): (int, str, list), ("trainer", "num_nodes"): int, ("trainer", "warmup_steps"): int,
     ("trainer", "ema_decay"): float, ("trainer", "accumulate_grad_batches"): int, ("seed",): int,
     ("algo", "kl_warmup"): float, ("algo", "kl_delay"): float, ("algo", "free_bits"): float, ("algo", "kl_max"): float,
+    ("algo", "mmd_weight"): float,
     ("trainer", "val_every"): int, ("trainer", "val_rows"): int, ("trainer", "diag_every"): int,
 }
 _POSITIVE = {("trainer", "max_steps"), ("trainer", "batch_size"), ("trainer", "lr"), ("trainer", "num_nodes"),
@@ -81,7 +82,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError("invalid config: trainer.float32_matmul_precision must be null, highest, high or medium, "
                           f"got {mp!r}")
     algo = cfg.get("algo", {})
-    for key in ("kl_warmup", "kl_delay", "free_bits", "kl_max"):
+    for key in ("kl_warmup", "kl_delay", "free_bits", "kl_max", "mmd_weight"):
         if algo.get(key) is not None and algo[key] < 0:
             raise ConfigError(f"invalid config: algo.{key} must be >= 0, got {algo[key]!r}")
     if algo.get("name") == "vadd" and int(algo.get("latent_dim", 0)) < 1:
