@@ -250,3 +250,25 @@ def test_mmd_regulariser_matches_the_sampled_estimate_and_only_adds_to_the_train
     assert torch.equal(model.nll_bound(x0, num_samples=2, generator=torch.Generator().manual_seed(2)), with_reg)
     with pytest.raises(ValueError, match="mmd_weight must be >= 0"):
         VADD(model.denoiser, model.encoder, Linear(), 4, 3, 2, mmd_weight=-1.0)
+
+
+def test_iw_training_loss_is_the_importance_weighted_bound_on_the_same_draws():
+    from vadd.latent import standard_normal_log_prob
+    model = _vadd(d=2).train()
+    x0 = torch.randint(0, 4, (16, 3))
+    g = lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    loss, stats = model.loss(x0, generator=g(), num_samples=5)
+    t, xt, masked, weight, eps = model._draw(x0, g(), num_samples=5)
+    assert eps.shape == (5, 16, 2)
+    post = model.posterior(x0, masked)
+    z = post.mean + post.std * eps  # [K, B, d]
+    log_lik = torch.stack([objectives.masked_log_likelihood(model.log_probs(xt, t, zk), x0, masked) for zk in z])
+    term = objectives.importance_weighted(log_lik, standard_normal_log_prob(z), post.log_prob(z))
+    assert torch.allclose(loss, -(weight * term).mean() / model.seq_len, atol=1e-5)
+    assert torch.allclose(stats["kl"], post.kl_standard().mean())
+    loss.backward()  # reparameterised: both networks get gradients
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.encoder.head.parameters())
+    assert model.denoiser.out.weight.grad.abs().sum() > 0
+    # the DELBO path draws what it drew before the K draws existed: eps [B, d] from the same generator
+    t2, _, masked2, _, eps2 = model._draw(x0, g())
+    assert torch.equal(masked2, masked) and torch.equal(t2, t) and eps2.shape == (16, 2)

@@ -210,6 +210,22 @@ def test_config_errors_are_one_line():
     assert compose(["trainer=gpu"])["trainer"]["float32_matmul_precision"] == "high"
 
 
+def test_iw_phase_trains_on_the_importance_weighted_bound_after_the_warm_up(tmp_path):
+    over = ["algo=vadd", "algo.kl_warmup=4", "algo.iw_k=4", "trainer.log_every=1"]
+    with pytest.raises(ValueError, match="must start after the KL warm-up"):
+        train(tiny_cfg(tmp_path / "a", *over, "algo.iw_from=2"))
+    with pytest.raises(ValueError, match="needs algo.kl_max=1"):
+        train(tiny_cfg(tmp_path / "b", *over, "algo.iw_from=8", "algo.kl_max=0.5"))
+    with pytest.raises(ConfigError, match="algo.iw_k must be >= 1"):
+        compose(["algo=vadd", "algo.iw_k=0"])
+    train(tiny_cfg(tmp_path / "c", *over, "algo.iw_from=8"))
+    import csv
+    rows = [r for r in csv.DictReader(open(tmp_path / "c" / "run" / "logs" / "metrics.csv")) if r.get("train/iw_k")]
+    phase = {int(r["step"]): float(r["train/iw_k"]) for r in rows}
+    assert phase and all(k == (4.0 if s >= 8 else 1.0) for s, k in phase.items())
+    assert min(phase) < 8 <= max(phase)
+
+
 def test_kl_schedule_delay_then_linear_warmup():
     from vadd.latent import kl_weight
     assert [kl_weight(s, 4) for s in (0, 1, 2, 4, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]

@@ -74,13 +74,14 @@ class MaskedDiffusion(nn.Module):
         """Per-example term whose ``w(t)``-weighted integral over ``t`` is the bound: ``[B]``, stats."""
         return objectives.masked_log_likelihood(self.log_probs(xt, t), x0, masked), {}
 
-    def _draw(self, x0, generator=None, estimator=None, shard=(0, 1)):
+    def _draw(self, x0, generator=None, estimator=None, shard=(0, 1), num_samples: int = 0):
         """``(t, xt, masked, weight, eps)`` with ``E[weight * term]`` the continuous-time bound.
 
         ``shard = (rank, world)``: the noise is drawn for the whole global batch of ``world * B``
         examples and this rank keeps its slice, so a step on ``world`` processes draws exactly what one
         process with the global batch draws (the distributed path is the same training).
-        ``eps`` is the reparameterisation noise of ``z`` (VADD), ``None`` for MDM.
+        ``eps`` is the reparameterisation noise of ``z`` (VADD), ``None`` for MDM: ``[B, d]``, or
+        ``[K, B, d]`` for ``num_samples = K > 0`` (the importance-weighted bound's draws).
         """
         B, L = x0.shape
         rank, world = shard
@@ -90,15 +91,21 @@ class MaskedDiffusion(nn.Module):
             raise ValueError(f"unknown ELBO estimator {name!r}; choose one of {tuple(process.DRAWS)}")
         draw = process.DRAWS[name]
         t, masked, weight = (a[sl] for a in draw(G, L, self.schedule, generator=generator, device=x0.device))
-        eps = (torch.randn(G, self.latent_dim, generator=generator, device=x0.device)[sl]
-               if self.latent_dim else None)
+        eps = None
+        if self.latent_dim:
+            shape = (num_samples, G, self.latent_dim) if num_samples > 0 else (G, self.latent_dim)
+            eps = torch.randn(shape, generator=generator, device=x0.device)[..., sl, :]
         xt = process.apply_mask(x0, masked, self.mask_id)
         return t, xt, masked, weight, eps
 
-    def loss(self, x0: torch.Tensor, kl_weight: float = 1.0, generator=None, shard=(0, 1)):
-        """Training loss (negative bound, nats per token, mean over this rank's examples) and statistics."""
-        t, xt, masked, weight, eps = self._draw(x0, generator, shard=shard)
-        term, stats = self.bound_term(x0, xt, masked, t, kl_weight=kl_weight, eps=eps)
+    def loss(self, x0: torch.Tensor, kl_weight: float = 1.0, generator=None, shard=(0, 1), num_samples: int = 0):
+        """Training loss (negative bound, nats per token, mean over this rank's examples) and statistics.
+
+        ``num_samples = K > 0`` (VADD): the importance-weighted bound with ``K`` reparameterised draws of
+        ``z`` per example instead of the DELBO (IWAE training; ``kl_weight`` does not apply to it).
+        """
+        t, xt, masked, weight, eps = self._draw(x0, generator, shard=shard, num_samples=num_samples)
+        term, stats = self.bound_term(x0, xt, masked, t, kl_weight=kl_weight, num_samples=num_samples, eps=eps)
         per_example = objectives.elbo_integrand(weight, term)
         loss = -per_example.mean() / self.seq_len
         penalty = stats.pop("penalty", None)  # a batch-level regulariser (nats per example), training only
@@ -186,19 +193,21 @@ class VADD(MaskedDiffusion):
                 mmd = mmd_to_standard_normal(z)
                 stats["mmd"], stats["penalty"] = mmd, self.mmd_weight * mmd
             return objectives.delbo_term(recon, kl_train, kl_weight), stats
-        # evaluation: importance-weighted bound with K = num_samples, streamed in chunks of z draws
+        # the importance-weighted bound with K = num_samples, streamed in chunks of z draws (``eps``: the
+        # [K, B, d] draws, else fresh ones); reparameterised, so it also trains (IWAE)
         B = x0.shape[0]
         per_chunk = max(1, min(num_samples, self.eval_chunk_tokens // max(B * self.seq_len, 1)))
         acc = objectives.LogMeanExp()
         done = 0
         while done < num_samples:
             k = min(per_chunk, num_samples - done)
-            z = post.rsample(torch.randn(k, *post.mean.shape, device=x0.device))  # [k, B, d]
+            e = eps[done:done + k] if eps is not None else torch.randn(k, *post.mean.shape, device=x0.device)
+            z = post.rsample(e)  # [k, B, d]
             logp = self.log_probs(xt.repeat(k, 1), t.repeat(k), z.reshape(k * B, -1)).view(k, B, *xt.shape[1:], -1)
             log_lik = objectives.masked_log_likelihood(logp, x0.expand(k, *x0.shape), masked.expand(k, *masked.shape))
             acc.update(log_lik + standard_normal_log_prob(z) - post.log_prob(z))
             done += k
-        return acc.value(), {}
+        return acc.value(), ({"kl": post.kl_standard().mean()} if self.training else {})
 
 
 class Autoregressive(nn.Module):

@@ -43,7 +43,7 @@ _TYPES = {
     ("trainer", "devices"): (int, str, list), ("trainer", "num_nodes"): int, ("trainer", "warmup_steps"): int,
     ("trainer", "ema_decay"): float, ("trainer", "accumulate_grad_batches"): int, ("seed",): int,
     ("algo", "kl_warmup"): float, ("algo", "kl_delay"): float, ("algo", "free_bits"): float, ("algo", "kl_max"): float,
-    ("algo", "mmd_weight"): float,
+    ("algo", "mmd_weight"): float, ("algo", "iw_k"): int, ("algo", "iw_from"): float,
     ("trainer", "val_every"): int, ("trainer", "val_rows"): int, ("trainer", "diag_every"): int,
 }
 _POSITIVE = {("trainer", "max_steps"), ("trainer", "batch_size"), ("trainer", "lr"), ("trainer", "num_nodes"),
@@ -85,6 +85,10 @@ def validate(cfg: dict) -> None:
     for key in ("kl_warmup", "kl_delay", "free_bits", "kl_max", "mmd_weight"):
         if algo.get(key) is not None and algo[key] < 0:
             raise ConfigError(f"invalid config: algo.{key} must be >= 0, got {algo[key]!r}")
+    if algo.get("iw_from") is not None and algo["iw_from"] < 0:
+        raise ConfigError(f"invalid config: algo.iw_from must be >= 0, got {algo['iw_from']!r}")
+    if algo.get("iw_k") is not None and algo["iw_k"] < 1:
+        raise ConfigError(f"invalid config: algo.iw_k must be >= 1 (1: DELBO training only), got {algo['iw_k']!r}")
     if algo.get("name") == "vadd" and int(algo.get("latent_dim", 0)) < 1:
         raise ConfigError(f"invalid config: algo.latent_dim must be >= 1 for VADD, got {algo.get('latent_dim')}")
     data = cfg.get("data", {})

@@ -176,6 +176,15 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
             self.kl_warmup_steps = _steps(warm, self.max_steps)
             self.kl_delay_steps = _steps(float(cfg["algo"].get("kl_delay", 0.0)), self.max_steps)
             self.kl_max = float(cfg["algo"].get("kl_max", 1.0))
+            # IWAE phase (VADD): from step iw_from on, the importance-weighted bound with iw_k draws of z
+            self.iw_k = int(cfg["algo"].get("iw_k", 1)) if self.model.latent_dim else 1
+            self.iw_from_steps = _steps(float(cfg["algo"].get("iw_from", 0.0)), self.max_steps)
+            self.iw_split = bool(cfg["algo"].get("iw_split", True))
+            if self.iw_k > 1 and (self.iw_from_steps < self.kl_delay_steps + self.kl_warmup_steps or self.kl_max != 1.0):
+                raise ValueError(f"algo.iw_k={self.iw_k}: the importance-weighted phase trains the bound itself, so it "
+                                 f"must start after the KL warm-up (algo.iw_from at step {self.iw_from_steps}, the "
+                                 f"warm-up ends at step {self.kl_delay_steps + self.kl_warmup_steps}) and needs "
+                                 f"algo.kl_max=1 (got {self.kl_max})")
 
         def training_step(self, batch, batch_idx):
             lam = (kl_weight(self.global_step, self.kl_warmup_steps, delay_steps=self.kl_delay_steps, end=self.kl_max)
@@ -184,7 +193,11 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
             micro = self.global_step * accum + batch_idx % accum
             g = step_generator(self.seed, micro, batch.device)
             shard = (self.global_rank, self.trainer.world_size)
-            loss, stats = self.model.loss(batch, kl_weight=lam, generator=g, shard=shard)
+            iw = self.iw_k if (self.iw_k > 1 and self.global_step >= self.iw_from_steps) else 0
+            if iw and self.iw_split:  # batch / K examples x K draws: a step costs what a DELBO step costs
+                batch = batch[:max(1, len(batch) // iw)]
+            extra = {"num_samples": iw} if iw else {}
+            loss, stats = self.model.loss(batch, kl_weight=lam, generator=g, shard=shard, **extra)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
                                          "the last good checkpoint is kept. Try a lower trainer.lr")
@@ -195,6 +208,7 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
                         self.log(f"train/{k}", v, prog_bar=(k == "kl"))
                 if self.model.latent_dim:
                     self.log("train/kl_weight", lam)
+                    self.log("train/iw_k", float(iw or 1))
             return loss
 
         def _log_now(self) -> bool:
