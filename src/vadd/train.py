@@ -194,7 +194,9 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
             g = step_generator(self.seed, micro, batch.device)
             shard = (self.global_rank, self.trainer.world_size)
             iw = self.iw_k if (self.iw_k > 1 and self.global_step >= self.iw_from_steps) else 0
-            if iw and self.iw_split:  # batch / K examples x K draws: a step costs what a DELBO step costs
+            if iw and self.iw_split:  # batch / K examples x K draws: a step costs no more than a DELBO step
+                # (each rank keeps the first rows of its own slice: under DDP the same training in distribution,
+                # not row for row as the DELBO phase is)
                 batch = batch[:max(1, len(batch) // iw)]
             extra = {"num_samples": iw} if iw else {}
             loss, stats = self.model.loss(batch, kl_weight=lam, generator=g, shard=shard, **extra)
