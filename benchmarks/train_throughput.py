@@ -1,8 +1,9 @@
 """Training cost of VADD against MDM, side by side in one run, for each backbone (toy MLP, image U-Net,
 text DiT at their CPU-protocol sizes): time per optimiser step, examples/s and tokens/s, the VADD/MDM
 ratio with the protocol's recognition model, with one as large as the denoiser and with a half-width
-one, and the model FLOP utilisation of the training step against the matmul peak measured in the
-same run.
+one, a step of VADD's importance-weighted phase (``--iw K``: batch / K rows x K draws of ``z``, as
+``algo.iw_split`` trains), and the model FLOP utilisation of the training step against the matmul peak
+measured in the same run.
 
     .venv/bin/python benchmarks/train_throughput.py --out runs/train_throughput
     # on a GPU: bf16 autocast, torch.compile, the paper-scale backbones (U-Net CIFAR-10, DiT small at
@@ -106,13 +107,16 @@ def build(over, V, L, info, algo, encoder=None):
     return build_model(model_spec(cfg["model"], cfg["algo"], V, L, info)), cfg
 
 
-def step_fn(model, x, bf16=False):
+def step_fn(model, x, bf16=False, num_samples=0):
+    """One optimiser step on ``x``; ``num_samples = K > 0``: VADD's importance-weighted phase (the caller
+    passes ``batch / K`` rows, as ``algo.iw_split`` does)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     device_type = x.device.type
+    extra = {"num_samples": num_samples} if num_samples else {}
 
     def step():
         with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = model.loss(x, kl_weight=1.0)
+            loss, _ = model.loss(x, kl_weight=1.0, **extra)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -138,6 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", choices=["cpu", "gpu"], default="cpu")
     ap.add_argument("--batch", type=int, default=0, help="override every backbone's batch size (0: the preset's)")
     ap.add_argument("--only", default="", help="run only the backbones whose name contains this")
+    ap.add_argument("--iw", type=int, default=4, help="also time a step of VADD's importance-weighted phase "
+                    "(batch / K rows x K draws of z, as algo.iw_split); 0: skip")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     peak = matmul_peak(args.device, torch.bfloat16 if args.bf16 else torch.float32,
@@ -154,16 +160,20 @@ def main(argv=None) -> int:
         vadd, cfg = build(over, V, L, info, "vadd")
         vadd_equal, _ = build(over, V, L, info, "vadd", equal_encoder(cfg))
         vadd_half, _ = build(over, V, L, info, "vadd", half_encoder(cfg))
-        for key, model in (("mdm", mdm), ("vadd", vadd), ("vadd_equal_encoder", vadd_equal),
-                           ("vadd_half_encoder", vadd_half)):
+        runs = [("mdm", mdm, 0), ("vadd", vadd, 0), ("vadd_equal_encoder", vadd_equal, 0),
+                ("vadd_half_encoder", vadd_half, 0)]
+        if args.iw > 1:  # the same VADD model in its importance-weighted phase
+            runs.append(("vadd_iw_phase", vadd, args.iw))
+        for key, model, k in runs:
             model.to(args.device).train()
-            v = variants[key] = {"model": model, "step": step_fn(model, x, args.bf16), "times": [],
-                                 "params": sum(p.numel() for p in model.parameters())}
+            xk = x[:max(1, B // k)] if k else x
+            v = variants[key] = {"model": model, "step": step_fn(model, xk, args.bf16, k), "times": [],
+                                 "params": sum(p.numel() for p in model.parameters()), "rows": len(xk)}
             v["step"]()                                  # warm-up
             v["flops"] = flops_of(v["step"])             # counted eagerly, before any compilation
             if args.compile:                             # both networks, as trainer.compile does
                 compile_networks(model)
-                v["step"] = step_fn(model, x, args.bf16)
+                v["step"] = step_fn(model, xk, args.bf16, k)
                 v["step"]()                              # compile outside the timed steps
         for _ in range(args.steps):                      # round-robin: load drifts hit all alike
             for v in variants.values():
@@ -173,11 +183,16 @@ def main(argv=None) -> int:
         row = {}
         for key, v in variants.items():
             t = statistics.median(v["times"])
-            row[key] = {"s_per_step": t, "examples_per_s": B / t, "tokens_per_s": B * L / t, "params": v["params"],
+            n = v["rows"]
+            row[key] = {"s_per_step": t, "examples_per_s": n / t, "tokens_per_s": n * L / t, "params": v["params"],
                         "gflop_per_step": v["flops"] / 1e9, "mfu": v["flops"] / t / peak}
         row["ratio_vadd_mdm"] = row["vadd"]["s_per_step"] / row["mdm"]["s_per_step"]
         row["ratio_vadd_equal_mdm"] = row["vadd_equal_encoder"]["s_per_step"] / row["mdm"]["s_per_step"]
         row["ratio_vadd_half_mdm"] = row["vadd_half_encoder"]["s_per_step"] / row["mdm"]["s_per_step"]
+        if "vadd_iw_phase" in row:  # its examples/s count the batch / K examples a phase step sees
+            row["iw_k"] = args.iw
+            row["ratio_vadd_iw_phase_mdm"] = row["vadd_iw_phase"]["s_per_step"] / row["mdm"]["s_per_step"]
+            row["ratio_vadd_iw_phase_vadd"] = row["vadd_iw_phase"]["s_per_step"] / row["vadd"]["s_per_step"]
         row["encoders"] = {"vadd": cfg["model"]["encoder"], "vadd_equal_encoder": equal_encoder(cfg),
                            "vadd_half_encoder": half_encoder(cfg)}
         row["batch"], row["seq_len"], row["vocab"] = B, L, V
@@ -185,6 +200,8 @@ def main(argv=None) -> int:
         print(f"{name}: MDM {row['mdm']['s_per_step'] * 1e3:.1f} ms, VADD {row['vadd']['s_per_step'] * 1e3:.1f} ms "
               f"({row['ratio_vadd_mdm']:.2f}x), encoder as large as the denoiser {row['ratio_vadd_equal_mdm']:.2f}x, "
               f"half-width encoder {row['ratio_vadd_half_mdm']:.2f}x; "
+              + (f"IW phase step (K = {args.iw}) {row['ratio_vadd_iw_phase_mdm']:.2f}x MDM's, "
+                 f"{row['ratio_vadd_iw_phase_vadd']:.2f}x a DELBO step; " if "vadd_iw_phase" in row else "") +
               f"MFU MDM {100 * row['mdm']['mfu']:.1f}% VADD {100 * row['vadd']['mfu']:.1f}% "
               f"(peak {peak / 1e9:.0f} GFLOP/s)", flush=True)
     write_json(f"{args.out}/train_throughput.json", results)
