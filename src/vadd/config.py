@@ -82,11 +82,9 @@ def validate(cfg: dict) -> None:
         raise ConfigError("invalid config: trainer.float32_matmul_precision must be null, highest, high or medium, "
                           f"got {mp!r}")
     algo = cfg.get("algo", {})
-    for key in ("kl_warmup", "kl_delay", "free_bits", "kl_max", "mmd_weight"):
+    for key in ("kl_warmup", "kl_delay", "free_bits", "kl_max", "mmd_weight", "iw_from"):
         if algo.get(key) is not None and algo[key] < 0:
             raise ConfigError(f"invalid config: algo.{key} must be >= 0, got {algo[key]!r}")
-    if algo.get("iw_from") is not None and algo["iw_from"] < 0:
-        raise ConfigError(f"invalid config: algo.iw_from must be >= 0, got {algo['iw_from']!r}")
     if algo.get("iw_k") is not None and algo["iw_k"] < 1:
         raise ConfigError(f"invalid config: algo.iw_k must be >= 1 (1: DELBO training only), got {algo['iw_k']!r}")
     if algo.get("name") == "vadd" and int(algo.get("latent_dim", 0)) < 1:
