@@ -15,7 +15,7 @@ import types
 import torch
 
 import vadd
-from vadd.bench_text import _ppl, bound_nats
+from vadd.bench_text import bound_nats, perplexity_summary
 from vadd.io import write_json
 from vadd.latent import DiagGaussian
 
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     L = test.shape[1]
     with_post = bound_nats(model, test, 1, args.seed, draws=args.draws)
     res = {"run": args.run, "rows": len(test), "draws": args.draws, "estimator": "count",
-           "posterior": _ppl(with_post, L)}
+           "posterior": perplexity_summary(with_post, L)}
     posterior = model.posterior
 
     def prior(self, x0, masked):      # same shapes and device as the posterior, mean 0 and variance 1
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
         return DiagGaussian(torch.zeros_like(q.mean), torch.zeros_like(q.logvar))
     model.posterior = types.MethodType(prior, model)
     with_prior = bound_nats(model, test, 1, args.seed, draws=args.draws)   # the same draws, row by row
-    res["prior"] = _ppl(with_prior, L)
+    res["prior"] = perplexity_summary(with_prior, L)
     d = (with_prior - with_post) / L
     res["z_buys_nats_per_token"] = float(d.mean())
     res["z_buys_stderr"] = float(d.std(ddof=1) / math.sqrt(len(d)))

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vadd.bench_text import _data
+from vadd.data import build_data
 from vadd.config import compose
 from vadd.io import append_jsonl
 from vadd.metrics.genppl import Judge, unigram_entropy
@@ -33,7 +33,7 @@ def probe(tag: str, overrides=(), out: str = "runs/text_recipe_probes.jsonl", st
           num_samples: int = 128, seed: int = 0) -> dict:
     cfg = compose(["experiment=text_cpu", "algo=vadd", *overrides])
     cfg["trainer"]["progress"] = False
-    td = _data(cfg)
+    td = build_data(cfg["data"], seed=int(cfg.get("seed", 0)))
     t0 = time.time()
     model, _, record = train(cfg, data=td, run_dir=Path(out).parent / "text_probe_runs" / tag)
     model.eval()

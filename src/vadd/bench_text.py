@@ -76,7 +76,8 @@ def bound_nats(model, tokens: torch.Tensor, K: int, seed: int, batch: int = 32, 
     return total / int(draws)
 
 
-def _ppl(nats: np.ndarray, L: int) -> dict:
+def perplexity_summary(nats: np.ndarray, L: int) -> dict:
+    """Per-row bounds in nats (rows of ``L`` tokens) as perplexity, mean nats per token and its s.e."""
     per_tok = nats / L
     return {"ppl": float(math.exp(per_tok.mean())), "nats_per_token": float(per_tok.mean()),
             "stderr_nats_per_token": float(per_tok.std(ddof=1) / math.sqrt(len(per_tok))) if len(per_tok) > 1 else 0.0,
@@ -105,13 +106,13 @@ def _job(p: dict) -> dict:
     for k in ks:  # per-row nats kept for the paired differences between models (report)
         nats = bound_nats(model, test, k, seed, draws=draws, estimator=est)
         np.save(bounds / f"{algo}_test_K{k}.npy", nats)
-        res["ppl"][str(k)] = _ppl(nats, L)
+        res["ppl"][str(k)] = perplexity_summary(nats, L)
     kz = [k for k in ks if k <= int(bench.get("zero_shot_k", ks[-1]))][-1:] or ks[:1]
     for corpus in bench["zero_shot"]:
         other = _data(cfg, corpus, td.info.get("vocab")).test[:n]
         nats = bound_nats(model, other, kz[0], seed, draws=draws, estimator=est)
         np.save(bounds / f"{algo}_{corpus}_K{kz[0]}.npy", nats)
-        res["zero_shot"][corpus] = {str(kz[0]): _ppl(nats, L)}
+        res["zero_shot"][corpus] = {str(kz[0]): perplexity_summary(nats, L)}
     res["ppl_wall_s"] = time.time() - t0
     for sampler in SAMPLERS[algo]:
         res["samples"][sampler] = {}

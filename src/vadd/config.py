@@ -56,6 +56,11 @@ def _get(cfg, path):
     return cfg
 
 
+def schedule_steps(value: float, max_steps: int) -> int:
+    """A schedule length given as a fraction of ``max_steps`` (<= 1) or as a number of steps (> 1)."""
+    return int(round(value * max_steps)) if value <= 1.0 else int(value)
+
+
 def validate(cfg: dict) -> None:
     for path, typ in _TYPES.items():
         try:
@@ -87,6 +92,17 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"invalid config: algo.{key} must be >= 0, got {algo[key]!r}")
     if algo.get("iw_k") is not None and algo["iw_k"] < 1:
         raise ConfigError(f"invalid config: algo.iw_k must be >= 1 (1: DELBO training only), got {algo['iw_k']!r}")
+    if algo.get("name") == "vadd" and int(algo.get("iw_k") or 1) > 1:
+        # the importance-weighted phase trains the bound itself: it needs the full KL weight
+        max_steps = int(cfg.get("trainer", {}).get("max_steps", 0))
+        start = schedule_steps(float(algo.get("iw_from") or 0.0), max_steps)
+        warm_end = (schedule_steps(float(algo.get("kl_delay") or 0.0), max_steps)
+                    + schedule_steps(float(algo.get("kl_warmup") or 0.0), max_steps))
+        kl_max = float(algo.get("kl_max", 1.0))
+        if start < warm_end or kl_max != 1.0:
+            raise ConfigError(f"invalid config: algo.iw_k={algo['iw_k']}: the importance-weighted phase trains the "
+                              f"bound itself, so it must start after the KL warm-up (algo.iw_from at step {start}, "
+                              f"the warm-up ends at step {warm_end}) and needs algo.kl_max=1 (got {kl_max})")
     if algo.get("name") == "vadd" and int(algo.get("latent_dim", 0)) < 1:
         raise ConfigError(f"invalid config: algo.latent_dim must be >= 1 for VADD, got {algo.get('latent_dim')}")
     data = cfg.get("data", {})
