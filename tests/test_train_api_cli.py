@@ -214,8 +214,10 @@ def test_iw_phase_trains_on_the_importance_weighted_bound_after_the_warm_up(tmp_
     over = ["algo=vadd", "algo.kl_warmup=4", "algo.iw_k=4", "trainer.log_every=1"]
     with pytest.raises(ConfigError, match="must start after the KL warm-up"):  # caught at compose time
         tiny_cfg(tmp_path / "a", *over, "algo.iw_from=2")
-    with pytest.raises(ConfigError, match="needs algo.kl_max=1"):
-        tiny_cfg(tmp_path / "b", *over, "algo.iw_from=8", "algo.kl_max=0.5")
+    with pytest.raises(ConfigError, match="needs algo.kl_max <= 1"):
+        tiny_cfg(tmp_path / "b", *over, "algo.iw_from=8", "algo.kl_max=1.5")
+    # a beta < 1 phase before the bound-training phase is allowed (the phase ignores the KL weight)
+    assert tiny_cfg(tmp_path / "b", *over, "algo.iw_from=8", "algo.kl_max=0.5")["algo"]["kl_max"] == 0.5
     cfg = tiny_cfg(tmp_path / "a", *over, "algo.iw_from=8")
     cfg["algo"]["iw_from"] = 2  # a dict edited after compose: train() checks it again
     with pytest.raises(ConfigError, match="must start after the KL warm-up"):

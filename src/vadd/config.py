@@ -93,16 +93,18 @@ def validate(cfg: dict) -> None:
     if algo.get("iw_k") is not None and algo["iw_k"] < 1:
         raise ConfigError(f"invalid config: algo.iw_k must be >= 1 (1: DELBO training only), got {algo['iw_k']!r}")
     if algo.get("name") == "vadd" and int(algo.get("iw_k") or 1) > 1:
-        # the importance-weighted phase trains the bound itself: it needs the full KL weight
+        # the importance-weighted phase trains the bound itself (the KL weight does not enter it): it starts
+        # once the warm-up has reached its final weight, which may be below 1 (a beta-VAE phase that grows the
+        # latent before the phase tightens the bound) but not above
         max_steps = int(cfg.get("trainer", {}).get("max_steps", 0))
         start = schedule_steps(float(algo.get("iw_from") or 0.0), max_steps)
         warm_end = (schedule_steps(float(algo.get("kl_delay") or 0.0), max_steps)
                     + schedule_steps(float(algo.get("kl_warmup") or 0.0), max_steps))
         kl_max = float(algo.get("kl_max", 1.0))
-        if start < warm_end or kl_max != 1.0:
+        if start < warm_end or kl_max > 1.0:
             raise ConfigError(f"invalid config: algo.iw_k={algo['iw_k']}: the importance-weighted phase trains the "
                               f"bound itself, so it must start after the KL warm-up (algo.iw_from at step {start}, "
-                              f"the warm-up ends at step {warm_end}) and needs algo.kl_max=1 (got {kl_max})")
+                              f"the warm-up ends at step {warm_end}) and needs algo.kl_max <= 1 (got {kl_max})")
     if algo.get("name") == "vadd" and int(algo.get("latent_dim", 0)) < 1:
         raise ConfigError(f"invalid config: algo.latent_dim must be >= 1 for VADD, got {algo.get('latent_dim')}")
     data = cfg.get("data", {})
