@@ -22,6 +22,8 @@ import math
 import sys
 from pathlib import Path
 
+from vadd.jobs import finish_acceptance
+
 CORPORA = ("brown", "bbc", "kjv")  # the corpora the setup can install (data-sources.md)
 
 
@@ -85,21 +87,15 @@ def check(results: dict) -> dict:
 
 
 def main(path: str) -> int:
-    results = json.loads(Path(path).read_text())
-    report = check(results)
-    for r in report["criteria"]:
-        se = f" ± {r['stderr']:.3g}" if "stderr" in r else ""
-        print(f"{'PASS' if r['pass'] else 'FAIL'}  {r['criterion']:<76} {r['value']:.4g}{se}")
+    report = check(json.loads(Path(path).read_text()))
     fs = report["few_step"]
-    print(f"MDM T=64: gen-PPL {fs['mdm_ref']['gen_ppl']:.1f}, entropy {fs['mdm_ref']['entropy']:.3f}; "
-          f"MDM itself reaches it at T = {fs['mdm_reaches_own_ref_at']}")
+    details = [f"MDM T=64: gen-PPL {fs['mdm_ref']['gen_ppl']:.1f}, entropy {fs['mdm_ref']['entropy']:.3f}; "
+               f"MDM itself reaches it at T = {fs['mdm_reaches_own_ref_at']}"]
     for sampler, s in fs["samplers"].items():
-        print(f"  {sampler}: " + ", ".join(f"T={T} {c['gen_ppl']:.1f} ({100 * c['log_ratio']:+.1f}% ± "
-                                           f"{100 * c['log_ratio_stderr']:.1f}%)" for T, c in s["per_T"].items()))
-    out = Path(path).with_name("acceptance.json")
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0 if report["all_pass"] else 1
+        details.append(f"  {sampler}: " + ", ".join(f"T={T} {c['gen_ppl']:.1f} ({100 * c['log_ratio']:+.1f}% ± "
+                                                    f"{100 * c['log_ratio_stderr']:.1f}%)"
+                                                    for T, c in s["per_T"].items()))
+    return finish_acceptance(path, report, width=76, details=details)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ import json
 import sys
 from pathlib import Path
 
+from vadd.jobs import finish_acceptance
+
 
 def check(results: dict) -> dict:
     rows = []
@@ -36,14 +38,7 @@ def check(results: dict) -> dict:
 
 
 def main(path: str) -> int:
-    results = json.loads(Path(path).read_text())
-    report = check(results)
-    for r in report["criteria"]:
-        print(f"{'PASS' if r['pass'] else 'FAIL'}  {r['criterion']:<52} {r['value']:.3g}")
-    out = Path(path).with_name("acceptance.json")
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
-    return 0 if report["all_pass"] else 1
+    return finish_acceptance(path, check(json.loads(Path(path).read_text())), width=52)
 
 
 if __name__ == "__main__":

@@ -126,6 +126,18 @@ def _cmd_bench_text(args) -> int:
     return 0
 
 
+def _job_parser(sub, name: str, help: str, out: str, overrides_help: str) -> argparse.ArgumentParser:
+    """A demo / benchmark command: the output folder, seed, quick budget, workers and Hydra overrides."""
+    q = sub.add_parser(name, help=help)
+    q.add_argument("--out", default=out)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
+    q.add_argument("--workers", type=int, default=None,
+                   help="parallel worker processes (default: one per core, at most 2); 1 runs in-process")
+    q.add_argument("overrides", nargs="*", help=overrides_help)
+    return q
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vadd", description="Variational autoencoding discrete diffusion (and MDM).")
     p.add_argument("--version", action="store_true", help="print the version and exit")
@@ -162,37 +174,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None)
     e.set_defaults(func=_cmd_eval)
 
-    d = sub.add_parser("demo", help="the main job: MDM vs VADD on the 2D toys, JS against steps")
-    d.add_argument("--out", default="runs/demo")
-    d.add_argument("--seed", type=int, default=0)
+    d = _job_parser(sub, "demo", "the main job: MDM vs VADD on the 2D toys, JS against steps", "runs/demo",
+                    "Hydra overrides, e.g. trainer.max_steps=2000")
     d.add_argument("--data", default=None, help="one toy name or a .npy file of 2D points (default: all three toys)")
-    d.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
     d.add_argument("--num-samples", type=int, default=None)
-    d.add_argument("--workers", type=int, default=None,
-                   help="parallel worker processes (default: one per core, at most 2); 1 runs in-process")
-    d.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.max_steps=2000")
     d.set_defaults(func=_cmd_demo)
 
-    b = sub.add_parser("bench-images", help="MDM vs VADD on binarized MNIST (BPD) and Fashion-MNIST (FID, BPD)")
-    b.add_argument("--out", default="runs/images")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
+    b = _job_parser(sub, "bench-images", "MDM vs VADD on binarized MNIST (BPD) and Fashion-MNIST (FID, BPD)",
+                    "runs/images", "Hydra overrides applied to every experiment")
     b.add_argument("--experiment", dest="experiments", action="append", default=None,
                    help="an experiment config to run, repeatable (default: images_mnist and images_fmnist)")
     b.add_argument("--features", choices=["inception", "random"], default="inception",
                    help="FID feature network (random: a stand-in for tests, not FID)")
-    b.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: 2)")
-    b.add_argument("overrides", nargs="*", help="Hydra overrides applied to every experiment")
     b.set_defaults(func=_cmd_bench_images)
 
-    x = sub.add_parser("bench-text", help="MDM vs VADD (and AR) on text: perplexity, zero-shot, gen-PPL vs steps")
-    x.add_argument("--out", default="runs/text")
-    x.add_argument("--seed", type=int, default=0)
-    x.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
+    x = _job_parser(sub, "bench-text", "MDM vs VADD (and AR) on text: perplexity, zero-shot, gen-PPL vs steps",
+                    "runs/text", "Hydra overrides")
     x.add_argument("--experiment", default="text_cpu")
     x.add_argument("--judge", default="smollm2", help="smollm2 (installed asset), a local HF model folder, or none")
-    x.add_argument("--workers", type=int, default=None)
-    x.add_argument("overrides", nargs="*", help="Hydra overrides")
     x.set_defaults(func=_cmd_bench_text)
     return p
 

@@ -1,7 +1,9 @@
 """Running a benchmark's (dataset, method) jobs on the CPU cores: one single-threaded worker process
-per core (at most 2 by default), or in-process with ``workers = 1``; and stamping a results dict."""
+per core (at most 2 by default), or in-process with ``workers = 1``; stamping a results dict; and the
+common end of the acceptance checks in ``benchmarks/`` (print each criterion, write ``acceptance.json``)."""
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import time
@@ -59,3 +61,19 @@ def report(out, results: dict, t_start: float, draw, tables, log) -> dict:
     log(text)
     log(f"wrote {out / 'results.json'}, {out / 'tables.md'} and figures ({results['wall_s']:.0f}s)")
     return results
+
+
+def finish_acceptance(results_path, report: dict, width: int = 60, details=(), log=print) -> int:
+    """Print each of ``report["criteria"]`` (``criterion``, ``value``, ``pass``, optional ``stderr``) as a
+    PASS/FAIL line, then ``details`` (lines), and write the report as ``acceptance.json`` next to
+    ``results_path``. Returns the exit status: 0 when every criterion passes."""
+    from pathlib import Path
+    for r in report["criteria"]:
+        se = f" ± {r['stderr']:.3g}" if "stderr" in r else ""
+        log(f"{'PASS' if r['pass'] else 'FAIL'}  {r['criterion']:<{width}} {r['value']:.4g}{se}")
+    for line in details:
+        log(line)
+    out = Path(results_path).with_name("acceptance.json")
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {out}")
+    return 0 if report["all_pass"] else 1
