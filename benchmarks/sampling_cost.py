@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from vadd.io import write_json
-
 from vadd.build import build_model, model_spec
 from vadd.config import compose
+from vadd.io import write_json
+from vadd.jobs import synchronize
 from vadd.sampling import sample
 
 STEPS = (1, 2, 5, 10, 20, 50, 100, 1000)
@@ -61,13 +61,6 @@ def models(backbone: str = "mlp", overrides=(), device="cpu"):
     return out
 
 
-def _sync(model):
-    """Wait for the device's queued work (CUDA launches are asynchronous) before reading the clock."""
-    dev = next(model.parameters()).device
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-
-
 def measure(runs, T, n, cache, lazy, repeats, budget_s: float = 20.0, min_rounds: int = 3, long_s: float = 60.0):
     """Wall time of each ``(sampler, model)`` in ``runs``, interleaved round-robin.
 
@@ -81,10 +74,10 @@ def measure(runs, T, n, cache, lazy, repeats, budget_s: float = 20.0, min_rounds
     spent = 0.0
     for i in range(repeats):
         for sampler, model in runs[i % len(runs):] + runs[:i % len(runs)]:
-            _sync(model)
+            synchronize(model)
             t0 = time.perf_counter()
             _, st = sample(model, n, T, sampler, cache=cache, lazy=lazy, seed=0)
-            _sync(model)
+            synchronize(model)
             times[sampler].append(time.perf_counter() - t0)
             spent += times[sampler][-1]
             stats[sampler] = st

@@ -25,6 +25,7 @@ import torch
 from vadd.build import build_model, model_spec
 from vadd.config import compose
 from vadd.io import write_json
+from vadd.jobs import synchronize
 from vadd.train import compile_networks
 
 GPU_BACKBONES = {
@@ -50,20 +51,15 @@ BACKBONES = {
 }
 
 
-def _sync(device):
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def matmul_peak(device="cpu", dtype=torch.float32, n: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    _sync(device)
+    synchronize(device)
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()
         a @ b
-        _sync(device)
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return 2 * n ** 3 / best
 
@@ -120,7 +116,7 @@ def step_fn(model, x, bf16=False, num_samples=0):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        _sync(x.device)
+        synchronize(x.device)
     return step
 
 

@@ -424,3 +424,16 @@ def test_run_jobs_queues_follow_ups_after_their_job(workers):
     order = [j for j, _ in seen]
     for parent in (-3, 4):
         assert all(order.index(parent) < order.index(f) for f in (parent * 10, parent * 10 + 1))
+
+
+def test_finish_acceptance_prints_each_criterion_and_writes_the_report(tmp_path):
+    """The acceptance checks' common end: the exit status is 0 only when every criterion passes, the report
+    lands next to the results file, and each line says PASS/FAIL with its value (and s.e. when given)."""
+    from vadd.jobs import finish_acceptance
+    lines = []
+    rows = [{"criterion": "a", "value": 1.0, "pass": True}, {"criterion": "b", "value": 0.25, "stderr": 0.5, "pass": False}]
+    rc = finish_acceptance(tmp_path / "results.json", {"criteria": rows, "all_pass": False}, width=4,
+                           details=["detail"], log=lines.append)
+    assert rc == 1 and lines[:3] == ["PASS  a    1", "FAIL  b    0.25 ± 0.5", "detail"]
+    assert json.loads((tmp_path / "acceptance.json").read_text())["criteria"] == rows
+    assert finish_acceptance(tmp_path / "results.json", {"criteria": rows[:1], "all_pass": True}, log=lines.append) == 0

@@ -77,3 +77,14 @@ def finish_acceptance(results_path, report: dict, width: int = 60, details=(), l
     out.write_text(json.dumps(report, indent=2) + "\n")
     log(f"wrote {out}")
     return 0 if report["all_pass"] else 1
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work before reading a clock (CUDA launches are asynchronous; a no-op
+    on the CPU). ``device``: a device, its name, or a module whose parameters live there."""
+    import torch
+    if isinstance(device, torch.nn.Module):
+        device = next(device.parameters()).device
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
