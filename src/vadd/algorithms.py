@@ -223,7 +223,8 @@ class Autoregressive(nn.Module):
         self.net, self.vocab_size, self.seq_len = net, int(vocab_size), int(seq_len)
         self.mask_id = self.vocab_size
 
-    def loss(self, x0, kl_weight: float = 1.0, generator=None, shard=(0, 1)):
+    def loss(self, x0, kl_weight: float = 1.0, generator=None, shard=(0, 1), num_samples: int = 0):
+        """Mean token NLL (the diffusion losses' other arguments are accepted and ignored)."""
         loss = self.net.token_nll(x0).mean()
         return loss, {"loss": loss.detach()}
 

@@ -189,8 +189,7 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
                 # (each rank keeps the first rows of its own slice: under DDP the same training in distribution,
                 # not row for row as the DELBO phase is)
                 batch = batch[:max(1, len(batch) // iw)]
-            extra = {"num_samples": iw} if iw else {}
-            loss, stats = self.model.loss(batch, kl_weight=lam, generator=g, shard=shard, **extra)
+            loss, stats = self.model.loss(batch, kl_weight=lam, generator=g, shard=shard, num_samples=iw)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
                                          "the last good checkpoint is kept. Try a lower trainer.lr")
