@@ -1,6 +1,7 @@
 """Running a benchmark's (dataset, method) jobs on the CPU cores: one single-threaded worker process
-per core (at most 2 by default), or in-process with ``workers = 1``; stamping a results dict; and the
-common end of the acceptance checks in ``benchmarks/`` (print each criterion, write ``acceptance.json``)."""
+per core (at most 2 by default), or in-process with ``workers = 1``; stamping a results dict; the common
+end of the acceptance checks in ``benchmarks/`` (print each criterion, write ``acceptance.json``); and the
+device synchronisation the timing scripts need."""
 from __future__ import annotations
 
 import json
@@ -63,20 +64,20 @@ def report(out, results: dict, t_start: float, draw, tables, log) -> dict:
     return results
 
 
-def finish_acceptance(results_path, report: dict, width: int = 60, details=(), log=print) -> int:
-    """Print each of ``report["criteria"]`` (``criterion``, ``value``, ``pass``, optional ``stderr``) as a
-    PASS/FAIL line, then ``details`` (lines), and write the report as ``acceptance.json`` next to
+def finish_acceptance(results_path, checked: dict, width: int = 60, details=(), log=print) -> int:
+    """Print each of ``checked["criteria"]`` (``criterion``, ``value``, ``pass``, optional ``stderr``) as a
+    PASS/FAIL line, then ``details`` (lines), and write ``checked`` as ``acceptance.json`` next to
     ``results_path``. Returns the exit status: 0 when every criterion passes."""
     from pathlib import Path
-    for r in report["criteria"]:
+    for r in checked["criteria"]:
         se = f" ± {r['stderr']:.3g}" if "stderr" in r else ""
         log(f"{'PASS' if r['pass'] else 'FAIL'}  {r['criterion']:<{width}} {r['value']:.4g}{se}")
     for line in details:
         log(line)
     out = Path(results_path).with_name("acceptance.json")
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out.write_text(json.dumps(checked, indent=2) + "\n")
     log(f"wrote {out}")
-    return 0 if report["all_pass"] else 1
+    return 0 if checked["all_pass"] else 1
 
 
 def synchronize(device) -> None:
