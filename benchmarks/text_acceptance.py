@@ -89,8 +89,9 @@ def check(results: dict) -> dict:
 def main(path: str) -> int:
     report = check(json.loads(Path(path).read_text()))
     fs = report["few_step"]
+    own = fs["mdm_reaches_own_ref_at"]
     details = [f"MDM T=64: gen-PPL {fs['mdm_ref']['gen_ppl']:.1f}, entropy {fs['mdm_ref']['entropy']:.3f}; "
-               f"MDM itself reaches it at T = {fs['mdm_reaches_own_ref_at']}"]
+               + (f"MDM itself reaches it at T = {own}" if own is not None else "MDM reaches it at no smaller T")]
     for sampler, s in fs["samplers"].items():
         details.append(f"  {sampler}: " + ", ".join(f"T={T} {c['gen_ppl']:.1f} ({100 * c['log_ratio']:+.1f}% ± "
                                                     f"{100 * c['log_ratio_stderr']:.1f}%)"
