@@ -14,11 +14,9 @@ generative perplexity, the standard error of the mean per-sample NLL and the uni
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from vadd.data import build_data
@@ -44,9 +42,7 @@ def probe(tag: str, overrides=(), out: str = "runs/text_recipe_probes.jsonl", st
         for T in steps:
             x, _ = sample(model, num_samples, int(T), sampler, seed=seed, batch_size=256)
             s = judge.score(td.decode(x.numpy()))
-            per = np.array([v for v in s["per_text_nll"] if not math.isnan(v)])
-            se = float(per.std(ddof=1) / math.sqrt(len(per)))
-            row[f"{sampler}_T{T}"] = {"gen_ppl": s["gen_ppl"], "gen_nll_stderr": se,
+            row[f"{sampler}_T{T}"] = {"gen_ppl": s["gen_ppl"], "gen_nll_stderr": s["nll_stderr"],
                                       "entropy": unigram_entropy(x.numpy())}
     append_jsonl(out, row)
     return row

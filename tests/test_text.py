@@ -278,6 +278,8 @@ def test_gen_ppl_is_deterministic_and_matches_exp_mean_nll():
             nll -= lp.gather(-1, ids[0, 1:, None]).sum().item()
             n += ids.shape[1] - 1
     assert math.isclose(a["gen_ppl"], math.exp(nll / n), rel_tol=1e-9) and a["tokens"] == n
+    d = abs(a["per_text_nll"][0] - a["per_text_nll"][1])   # two texts: s.d. |x1 - x2| / sqrt(2), s.e. that / sqrt(2)
+    assert d > 0 and math.isclose(a["nll_stderr"], d / 2, rel_tol=1e-12)
     assert unigram_entropy([[1, 1, 1, 1]]) == 0.0
     assert math.isclose(unigram_entropy([[1, 2, 3, 4], [5, 5, 6, 6]]), (math.log(4) + math.log(2)) / 2)
 

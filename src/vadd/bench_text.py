@@ -193,10 +193,7 @@ def score_samples(out: Path, results: dict, judge: str, log=print) -> None:
     for n, (sampler, T, entry) in enumerate(sets, 1):
         texts = io.read_json(out / "samples" / f"{sampler}_T{T}.json")
         s = j.score(texts)
-        per = np.array([v for v in s["per_text_nll"] if not math.isnan(v)])
-        # spread over samples: the s.e. of the mean per-text NLL (nats per judge token)
-        se = float(per.std(ddof=1) / math.sqrt(len(per))) if len(per) > 1 else 0.0
-        entry.update(gen_ppl=s["gen_ppl"], judge_tokens=s["tokens"], gen_nll_stderr=se)
+        entry.update(gen_ppl=s["gen_ppl"], judge_tokens=s["tokens"], gen_nll_stderr=s["nll_stderr"])
         log(f"judge: {LABELS[sampler]} T={T} gen-PPL {s['gen_ppl']:.1f} ({n}/{len(sets)} sets, "
             f"{time.time() - t0:.0f}s)")
     log(f"judge scores done ({time.time() - t0:.0f}s)")

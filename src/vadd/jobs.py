@@ -9,6 +9,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
 
 from .manifest import git_commit, hardware, versions
 
@@ -68,7 +69,6 @@ def finish_acceptance(results_path, checked: dict, width: int = 60, details=(), 
     """Print each of ``checked["criteria"]`` (``criterion``, ``value``, ``pass``, optional ``stderr``) as a
     PASS/FAIL line, then ``details`` (lines), and write ``checked`` as ``acceptance.json`` next to
     ``results_path``. Returns the exit status: 0 when every criterion passes."""
-    from pathlib import Path
     for r in checked["criteria"]:
         se = f" ± {r['stderr']:.3g}" if "stderr" in r else ""
         log(f"{'PASS' if r['pass'] else 'FAIL'}  {r['criterion']:<{width}} {r['value']:.4g}{se}")

@@ -29,7 +29,8 @@ def _transformers():
 
 
 class Judge:
-    """A causal LM that scores texts: ``judge.score(texts) -> {"gen_ppl", "nll", "tokens"}``."""
+    """A causal LM that scores texts: ``judge.score(texts) -> {"gen_ppl", "nll_per_token", "tokens",
+    "per_text_nll", "nll_stderr", "judge"}`` (``nll_stderr``: the standard error of the mean per-text NLL)."""
 
     def __init__(self, model, tokenizer, max_length: int = 1024, batch_size: int = 8, name: str = "judge"):
         self.model, self.tokenizer = model.eval(), tokenizer
@@ -67,8 +68,11 @@ class Judge:
                 per_text.append(nll / (ids.shape[1] - 1))
         if total_tok == 0:
             raise ValueError("no text with at least two judge tokens to score")
+        scored = np.array([v for v in per_text if not math.isnan(v)])
+        # the spread over samples: the s.e. of the mean per-text NLL (nats per judge token)
+        se = float(scored.std(ddof=1) / math.sqrt(len(scored))) if len(scored) > 1 else 0.0
         return {"gen_ppl": math.exp(total_nll / total_tok), "nll_per_token": total_nll / total_tok,
-                "tokens": total_tok, "per_text_nll": per_text, "judge": self.name}
+                "tokens": total_tok, "per_text_nll": per_text, "nll_stderr": se, "judge": self.name}
 
 
 def unigram_entropy(rows) -> float:
