@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from . import io, objectives
+from . import fsdp, io, objectives
 from .build import build_model, model_spec
 from .config import schedule_steps, validate
 from .data import TokenData, build_data
@@ -41,6 +41,7 @@ class EMA(torch.nn.Module):
         n = int(self.updates)
         d = min(self.decay, (1.0 + n) / (10.0 + n))
         ema_params, params, ema_buffers, buffers = self._lists(model)
+        # under FSDP both are sharded alike (vadd.fsdp): each rank averages its own shards
         torch._foreach_lerp_(ema_params, params, 1.0 - d)
         for e, b in zip(ema_buffers, buffers):
             e.copy_(b)
@@ -50,9 +51,10 @@ class EMA(torch.nn.Module):
         """The tensor lists of an update, built once per source model: walking the module tree costs as
         much as the update itself on small networks. The lists hold the Parameter objects themselves
         (no detached views), so in-place optimiser steps, checkpoint loads and ``.to()`` moves, which
-        keep those objects, stay visible."""
+        keep those objects, stay visible. Under FSDP they hold each parameter's local shard, which the
+        sharded parameter shares storage with."""
         if self._cache is None or self._cache[0] is not model:
-            lists = (list(self.model.parameters()), list(model.parameters()),
+            lists = (fsdp.local(self.model.parameters()), fsdp.local(model.parameters()),
                      list(self.model.buffers()), list(model.buffers()))
             self._cache = (model, lists)
         return self._cache[1]
@@ -177,6 +179,14 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
             self.iw_from_steps = schedule_steps(float(cfg["algo"].get("iw_from", 0.0)), self.max_steps)
             self.iw_split = bool(cfg["algo"].get("iw_split", True))
 
+        def configure_model(self):
+            # trainer.strategy=fsdp: shard both networks and, alike, their EMA copy (vadd.fsdp); a no-op
+            # for every other strategy (no device mesh) and on a second call
+            mesh = self.device_mesh
+            if mesh is not None and not fsdp.is_sharded(self.model):
+                fsdp.shard(self.model, mesh["data_parallel"])
+                fsdp.shard(self.ema.model, mesh["data_parallel"])
+
         def training_step(self, batch, batch_idx):
             lam = (kl_weight(self.global_step, self.kl_warmup_steps, delay_steps=self.kl_delay_steps, end=self.kl_max)
                    if self.model.latent_dim else 1.0)
@@ -228,12 +238,17 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
             if pe and step % pe == 0 and self.trainer.is_global_zero:
                 print(f"step {step}", flush=True)  # plain progress lines for logs without a TTY
             every = int(tcfg.get("diag_every", 0))
-            if every and self.model.latent_dim and self.diag_tokens is not None and step % every == 0:
+            diag = every and self.model.latent_dim and self.diag_tokens is not None and step % every == 0
+            if diag:
                 self._log_event(collapse_diagnostics(self.model, self.diag_tokens.to(self.device)))
             every = int(tcfg.get("val_every", 0) or 0)
-            if every and self.val_tokens is not None and len(self.val_tokens) and step % every == 0:
+            val = every and self.val_tokens is not None and len(self.val_tokens) and step % every == 0
+            if val:
                 nats = heldout_bound(self.ema.model, self.val_tokens.to(self.device), seed=self.seed)
                 self._log_event({"val/nll": nats, "val/nats_per_token": nats / self.val_tokens.shape[1]})
+            if diag or val:  # trainer.strategy=fsdp: free the weights these evaluations gathered
+                fsdp.reshard(self.model)
+                fsdp.reshard(self.ema.model)
 
         def _log_event(self, metrics: dict) -> None:
             """Metrics computed every N steps (diagnostics, validation): written once, at the step they
@@ -400,13 +415,16 @@ def build_trainer(cfg: dict, run_dir: Path, extra_callbacks=()):
 
     t = cfg["trainer"]
     accumulate = accumulation_steps(t)
+    strategy = t.get("strategy", "auto")
+    if strategy == "fsdp":
+        strategy = fsdp.strategy(world_size(t))
     ckpt_every = int(t.get("ckpt_every", 0)) or None
     callbacks = [ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), every_n_train_steps=ckpt_every,
                                  save_last=True, save_top_k=0 if ckpt_every else 1, enable_version_counter=False),
                  *extra_callbacks]
     return L.Trainer(
         accelerator=t.get("accelerator", "cpu"), devices=t.get("devices", 1), num_nodes=int(t.get("num_nodes", 1)),
-        strategy=t.get("strategy", "auto"), precision=t.get("precision", "32-true"),
+        strategy=strategy, precision=t.get("precision", "32-true"),
         max_steps=int(t["max_steps"]), max_epochs=-1,
         accumulate_grad_batches=accumulate,
         gradient_clip_val=t.get("grad_clip", 1.0) or None,
@@ -497,7 +515,10 @@ def _train(L, cfg, data, run_dir, resume, callbacks, t0, seed):
     loader = torch.utils.data.DataLoader(StepBatches(data.train, bs, seed, start_batch, data.train_transform), batch_size=None,
                                          num_workers=0)
     trainer.fit(lit, train_dataloaders=loader, ckpt_path=ckpt, weights_only=True)
-    ema_model = lit.ema.model.cpu()
+    ema_model = lit.ema.model
+    if fsdp.is_sharded(ema_model):  # gathered on every rank (collective), an ordinary model from here on
+        ema_model = fsdp.gathered_copy(ema_model, build_model(spec))
+    ema_model = ema_model.cpu()
     ema_model.spec = spec
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(lit.event_metrics)  # the last diagnostics and validation of the run

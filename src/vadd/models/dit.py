@@ -122,6 +122,8 @@ class DiTBlock(nn.Module):
 class DiTDenoiser(nn.Module):
     """``(xt [B, L], t [B], z [B, d] | None) -> logits [B, L, V]``."""
 
+    fsdp_blocks = True  # FSDP shards each block as its own unit (vadd.fsdp)
+
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int = 0, size: str | None = "tiny",
                  depth: int | None = None, width: int | None = None, heads: int | None = None,
                  cond_dim: int = 128, mlp_ratio: int = 4, dropout: float = 0.0, time_conditioning: bool = False,
@@ -163,6 +165,8 @@ class TransformerEncoder(nn.Module):
     modulation at masked positions, optionally ``patch`` positions merged into one, bidirectional blocks,
     mean pooling."""
 
+    fsdp_blocks = True
+
     def __init__(self, seq_len: int, vocab_size: int, latent_dim: int, size: str | None = "tiny",
                  depth: int | None = None, width: int | None = None, heads: int | None = None,
                  mlp_ratio: int = 4, patch: int = 1, pool: str = "mean"):
@@ -203,6 +207,8 @@ class ARTransformer(nn.Module):
     """Autoregressive baseline of the same size: causal blocks over ``BOS x[:-1]`` (``BOS`` is an extra
     input id ``V``), next-token logits for all ``L`` positions, so its NLL covers the same tokens as the
     diffusion bounds."""
+
+    fsdp_blocks = True
 
     def __init__(self, seq_len: int, vocab_size: int, size: str | None = "tiny", depth: int | None = None,
                  width: int | None = None, heads: int | None = None, mlp_ratio: int = 4, dropout: float = 0.0,
