@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks in one run (about 8 minutes on an H200), for when a GPU machine is lent:
+# The GPU checks in one run (about 9 minutes on an H200), for when a GPU machine is lent:
 #   1. training cost, bf16 eager, paper-scale backbones (U-Net CIFAR-10, DiT small L = 1024)   ~1 min
 #   2. the DiT small again with both networks compiled (trainer.compile's setting)             ~3-4 min
 #   3. sampling cost of the DiT small (events mode, T up to 1024)                               ~3 min
 #   4. a 300-step Lightning run with trainer=gpu (bf16-mixed, compiled)                         ~40 s
+#   5. 200 steps of a small DiT VADD with trainer=fsdp (FSDP2, bf16-mixed) on one GPU          ~40 s
 # Each step has its own time limit, so a slow one cannot take the others' results with it.
 #
 #     bash benchmarks/gpu_check.sh [OUT_DIR]      # default runs/gpu_check
@@ -28,5 +29,10 @@ timeout 240 "$PY" benchmarks/sampling_cost.py --device cuda --backbone dit_owt -
 timeout 90 "$PY" -m vadd.cli train experiment=demo algo=vadd trainer=gpu trainer.devices=1 trainer.max_steps=300 \
   trainer.progress=false trainer.print_every=100 trainer.compile=true run_dir=/tmp/vadd_gpu_check 2>&1 \
   | tail -20 > "$OUT/lightning_gpu.log"
+timeout 120 "$PY" -m vadd.cli train experiment=demo algo=vadd model=dit model.denoiser.size=null \
+  +model.denoiser.depth=4 +model.denoiser.width=256 +model.denoiser.heads=4 model.encoder.size=null \
+  +model.encoder.depth=2 +model.encoder.width=128 +model.encoder.heads=2 trainer=fsdp trainer.devices=1 \
+  trainer.max_steps=200 trainer.val_every=100 trainer.progress=false trainer.print_every=100 \
+  run_dir=/tmp/vadd_gpu_fsdp 2>&1 | tail -20 > "$OUT/fsdp_gpu.log"
 echo "total $(( $(date +%s) - T0 )) s" >> "$OUT/device.txt"
 echo "wrote $OUT"
