@@ -4,6 +4,9 @@ score them under the judge (generative perplexity, unigram entropy), as ``vadd b
 
     .venv/bin/python benchmarks/text_recipe_probe.py kl05 algo.kl_max=0.5
 
+``--algo mdm`` trains and samples MDM with the same overrides instead, for a protocol change (e.g.
+``data.seq_len=128``) whose MDM row the benchmark has not measured.
+
 Compare with MDM's row of the benchmark's table (``docs/text_tables.md``, same judge, sample count and
 seed). One JSON line per probe is appended to ``--out`` (default ``runs/text_recipe_probes.jsonl``): the
 overrides, the latent diagnostics and validation bound at the end of training (``diag/kl_t1``: KL at full
@@ -27,18 +30,21 @@ from vadd.sampling import sample
 from vadd.train import train
 
 
+SAMPLERS = {"vadd": ("vadd", "vadd-cs"), "mdm": ("mdm",)}
+
+
 def probe(tag: str, overrides=(), out: str = "runs/text_recipe_probes.jsonl", steps=(4, 8, 16, 64),
-          num_samples: int = 128, seed: int = 0) -> dict:
-    cfg = compose(["experiment=text_cpu", "algo=vadd", *overrides])
+          num_samples: int = 128, seed: int = 0, algo: str = "vadd", samplers=None) -> dict:
+    cfg = compose(["experiment=text_cpu", f"algo={algo}", *overrides])
     cfg["trainer"]["progress"] = False
     td = build_data(cfg["data"], seed=int(cfg.get("seed", 0)))
     t0 = time.time()
     model, _, record = train(cfg, data=td, run_dir=Path(out).parent / "text_probe_runs" / tag)
     model.eval()
-    row = {"tag": tag, "overrides": list(overrides), "train_wall_s": time.time() - t0,
+    row = {"tag": tag, "algo": algo, "overrides": list(overrides), "train_wall_s": time.time() - t0,
            "metrics": {k: v for k, v in record["train_metrics"].items() if k.startswith(("diag", "val", "train/kl"))}}
     judge = Judge.smollm2()
-    for sampler in ("vadd", "vadd-cs"):
+    for sampler in samplers or SAMPLERS[algo]:
         for T in steps:
             x, _ = sample(model, num_samples, int(T), sampler, seed=seed, batch_size=256)
             s = judge.score(td.decode(x.numpy()))
@@ -51,14 +57,17 @@ def probe(tag: str, overrides=(), out: str = "runs/text_recipe_probes.jsonl", st
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("tag", help="a name for this probe (its run folder and JSON line)")
-    ap.add_argument("overrides", nargs="*", help="Hydra overrides on top of experiment=text_cpu algo=vadd")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides on top of experiment=text_cpu algo=ALGO")
+    ap.add_argument("--algo", choices=sorted(SAMPLERS), default="vadd")
+    ap.add_argument("--samplers", nargs="+", help="default: vadd vadd-cs (VADD), mdm (MDM)")
     ap.add_argument("--out", default="runs/text_recipe_probes.jsonl")
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 64])
     ap.add_argument("--num-samples", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    row = probe(args.tag, args.overrides, args.out, args.steps, args.num_samples)
+    row = probe(args.tag, args.overrides, args.out, args.steps, args.num_samples, algo=args.algo,
+                samplers=args.samplers)
     m = row["metrics"]
     print(f"{args.tag}: KL at full masking {m.get('diag/kl_t1', float('nan')):.2f} nats, "
           f"val {m.get('val/nats_per_token', float('nan')):.3f} nats/token; train {row['train_wall_s']:.0f} s")
