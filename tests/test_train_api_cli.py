@@ -47,6 +47,9 @@ def test_train_save_load_sample_eval(tmp_path, algo):
     assert tokens.shape == (50, 2) and tokens.min() >= 0 and tokens.max() < 64
     pts = pipe.decode(tokens)
     assert pts.shape == (50, 2) and np.all(np.abs(pts) < 4)
+    written = pipe.save_samples(tokens, tmp_path / "s", "x")
+    assert [p.name for p in written] == ["x.npy", "x_decoded.npy"]
+    assert np.array_equal(np.load(written[0]), tokens) and np.allclose(np.load(written[1]), pts)
     nll = pipe.nll_bound(tokens, num_samples=3)
     assert nll.shape == (50,) and np.isfinite(nll).all() and (nll > 0).all()
     if algo == "vadd":

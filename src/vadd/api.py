@@ -5,6 +5,7 @@
     tokens = pipe.sample(10_000, steps=1, sampler="vadd")
     points = pipe.decode(tokens)                      # 2D toys: bin centres
     nats = pipe.nll_bound(test_tokens, num_samples=100)  # importance-weighted bound, per example
+    pipe.save_samples(tokens, "samples", "vadd_T1")   # .npy, plus decoded points / images + PNG / text JSON
 """
 from __future__ import annotations
 
@@ -66,6 +67,28 @@ class Pipeline:
     def decode(self, tokens):
         dec = self.decoder
         return np.asarray(tokens) if dec is None else dec(np.asarray(tokens))
+
+    def save_samples(self, tokens, folder, stem: str) -> list[Path]:
+        """Write ``tokens`` as ``FOLDER/STEM.npy`` and, where the data has an output form, decoded beside it:
+        images as ``STEM_images.npy`` and a PNG grid of the first 64, text as ``STEM_text.json`` (one string
+        per sample), toy points as ``STEM_decoded.npy``. Returns the paths written."""
+        folder, tokens = Path(folder), np.asarray(tokens)
+        paths = [folder / f"{stem}.npy"]
+        io.write_npy(paths[0], tokens)
+        kind = self.config.get("data", {}).get("kind")
+        if kind == "images":
+            from .data.images import save_grid_png
+            images = self.decode(tokens)
+            paths += [folder / f"{stem}_images.npy", folder / f"{stem}.png"]
+            io.write_npy(paths[1], images)
+            save_grid_png(images[:64], paths[2])
+        elif kind == "text":
+            paths.append(folder / f"{stem}_text.json")
+            io.write_json(paths[1], list(self.decode(tokens)))
+        elif self.decoder is not None:
+            paths.append(folder / f"{stem}_decoded.npy")
+            io.write_npy(paths[1], np.asarray(self.decode(tokens), dtype=np.float32))
+        return paths
 
     def nll_bound(self, tokens, num_samples: int = 1, num_t: int = 1, batch_size: int = 1024,
                   seed: int = 0, estimator: str | None = None) -> np.ndarray:

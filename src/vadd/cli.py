@@ -30,8 +30,6 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    import numpy as np
-
     from . import io
     from .api import load
 
@@ -44,16 +42,7 @@ def _cmd_sample(args) -> int:
             t0 = time.time()
             tokens, st = pipe.sample(args.num_samples, steps=T, sampler=sampler, seed=args.seed,
                                      cache=not args.no_cache, return_stats=True, progress=True, grid=args.grid)
-            io.write_npy(out / f"{sampler}_T{T}.npy", tokens)
-            if pipe.config.get("data", {}).get("kind") == "images":
-                from .data.images import save_grid_png
-                images = pipe.decode(tokens)
-                io.write_npy(out / f"{sampler}_T{T}_images.npy", images)
-                save_grid_png(images[:64], out / f"{sampler}_T{T}.png")
-            elif pipe.config.get("data", {}).get("kind") == "text":
-                io.write_json(out / f"{sampler}_T{T}_text.json", list(pipe.decode(tokens)))
-            elif pipe.decoder is not None:
-                io.write_npy(out / f"{sampler}_T{T}_decoded.npy", np.asarray(pipe.decode(tokens), dtype=np.float32))
+            pipe.save_samples(tokens, out, f"{sampler}_T{T}")
             record["runs"].append({"sampler": sampler, "steps": T, "grid": args.grid, "nfe": st.nfe,
                                    "row_evals": st.row_evals,
                                    "wall_s": time.time() - t0})
