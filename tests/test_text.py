@@ -391,3 +391,14 @@ def test_bench_bounds_pair_rows_across_models():
     assert len(a.seen) == 6 and all(torch.equal(x, y) for x, y in zip(a.seen, b.seen))
     assert len({tuple(x.tolist()) for x in a.seen}) == 6   # fresh draws per batch and per draw
     assert np.allclose(na, [2.5] * 32 + [3.5] * 32 + [4.5] * 6)  # rows average their draws
+
+
+def test_text_cpu128_is_text_cpu_with_128_token_rows_and_the_same_tokens_per_step():
+    from vadd.config import compose
+    a, b = compose(["experiment=text_cpu", "algo=vadd"]), compose(["experiment=text_cpu128", "algo=vadd"])
+    assert b["data"]["seq_len"] == 128 and b["bench"]["num_samples"] == 256
+    assert a["data"]["seq_len"] * a["trainer"]["batch_size"] == b["data"]["seq_len"] * b["trainer"]["batch_size"]
+    for key in ("model", "algo"):
+        assert a[key] == b[key]
+    for key, changed in (("data", "seq_len"), ("trainer", "batch_size")):
+        assert {k: v for k, v in a[key].items() if k != changed} == {k: v for k, v in b[key].items() if k != changed}
