@@ -23,7 +23,12 @@ def strategy(world: int):
     """Lightning's ``ModelParallelStrategy`` set up as pure FSDP over all ``world`` processes, with a
     full (unsharded) checkpoint file written by rank 0, so resuming, ``vadd.io`` and the atomic checkpoint
     writer work as for one process."""
-    from lightning.pytorch.strategies import ModelParallelStrategy
+    try:
+        from lightning.pytorch.strategies import ModelParallelStrategy
+        from torch.distributed.fsdp import FSDPModule, fully_shard  # noqa: F401  (torch >= 2.6)
+    except ImportError:
+        raise ValueError("trainer.strategy=fsdp needs lightning >= 2.4 and torch >= 2.6 (FSDP2); "
+                         "use trainer.strategy=ddp with older versions") from None
     return ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
                                  save_distributed_checkpoint=False)
 
@@ -65,6 +70,8 @@ def reshard(model: nn.Module) -> None:
     weights gathered after its forward, expecting the backward). Needed after every evaluation of a sharded
     model: the EMA copy is never backpropagated, so its next forward would reuse weights gathered before
     later EMA updates. A no-op for unsharded models."""
+    if not is_sharded(model):
+        return
     from torch.distributed.fsdp import FSDPModule
     for m in model.modules():
         if isinstance(m, FSDPModule):

@@ -182,7 +182,7 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
         def configure_model(self):
             # trainer.strategy=fsdp: shard both networks and, alike, their EMA copy (vadd.fsdp); a no-op
             # for every other strategy (no device mesh) and on a second call
-            mesh = self.device_mesh
+            mesh = getattr(self, "device_mesh", None)  # (the attribute is new in lightning 2.4)
             if mesh is not None and not fsdp.is_sharded(self.model):
                 fsdp.shard(self.model, mesh["data_parallel"])
                 fsdp.shard(self.ema.model, mesh["data_parallel"])
