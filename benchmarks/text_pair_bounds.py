@@ -15,7 +15,7 @@ import time
 import torch
 
 import vadd
-from vadd.bench_text import bound_nats, perplexity_summary
+from vadd.bench_text import add_bound_arguments, bound_nats, perplexity_summary
 from vadd.io import write_json
 
 
@@ -24,11 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("mdm", help="an MDM text run folder (or its model/ folder)")
     ap.add_argument("vadd", help="a VADD text run folder trained on the same data")
     ap.add_argument("--k", type=int, nargs="+", default=[1, 100], help="VADD's importance samples")
-    ap.add_argument("--rows", type=int, default=256)
-    ap.add_argument("--draws", type=int, default=4, help="(t, mask) draws per row, shared by both models")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="")
+    add_bound_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     mdm, va = vadd.load(args.mdm), vadd.load(args.vadd)

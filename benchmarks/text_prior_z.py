@@ -15,7 +15,7 @@ import types
 import torch
 
 import vadd
-from vadd.bench_text import bound_nats, perplexity_summary
+from vadd.bench_text import add_bound_arguments, bound_nats, perplexity_summary
 from vadd.io import write_json
 from vadd.latent import DiagGaussian
 
@@ -23,11 +23,7 @@ from vadd.latent import DiagGaussian
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("run", help="a VADD text run folder (or its model/ folder)")
-    ap.add_argument("--rows", type=int, default=256, help="held-out rows (the benchmark's ppl_rows)")
-    ap.add_argument("--draws", type=int, default=4, help="(t, xt) draws per row (the benchmark's ppl_draws)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default="")
+    add_bound_arguments(ap)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = vadd.load(args.run)

@@ -76,6 +76,16 @@ def bound_nats(model, tokens: torch.Tensor, K: int, seed: int, batch: int = 32, 
     return total / int(draws)
 
 
+def add_bound_arguments(ap) -> None:
+    """The options of the scripts that score text runs' bounds as the benchmark does (``benchmarks/
+    text_prior_z.py``, ``text_pair_bounds.py``): held-out rows, draws per row, seed, threads, output file."""
+    ap.add_argument("--rows", type=int, default=256, help="held-out rows (the benchmark's ppl_rows)")
+    ap.add_argument("--draws", type=int, default=4, help="(t, xt) draws per row (the benchmark's ppl_draws)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default="", help="a JSON file for the results")
+
+
 def perplexity_summary(nats: np.ndarray, L: int) -> dict:
     """Per-row bounds in nats (rows of ``L`` tokens) as perplexity, mean nats per token and its s.e."""
     per_tok = nats / L
