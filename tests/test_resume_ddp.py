@@ -1,6 +1,7 @@
 """Nothing is lost: an interrupted run resumes to the same parameters, and 2 CPU processes (gloo DDP)
 train exactly like one process with the global batch."""
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +48,8 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
             if trainer.global_step == 7:
                 raise Crash()
 
-    args = [*TINY, "trainer.max_steps=12", "trainer.ckpt_every=3", "trainer.batch_size=64"]
+    # 13 steps, a checkpoint every 3: the finished run's last.ckpt must hold step 13, not 12
+    args = [*TINY, "trainer.max_steps=13", "trainer.ckpt_every=3", "trainer.batch_size=64"]
     train(compose([*args, f"run_dir={tmp_path / 'full'}"]))
     with pytest.raises(Crash):
         train(compose([*args, f"run_dir={tmp_path / 'cut'}"]), callbacks=[CrashAt()])
@@ -56,7 +58,7 @@ def test_interrupted_run_resumes_to_identical_parameters(tmp_path):
     train(compose([*args, f"run_dir={tmp_path / 'cut'}"]))  # auto-resumes last.ckpt
     s_full, w_full = _weights(tmp_path / "full")
     s_cut, w_cut = _weights(tmp_path / "cut")
-    assert s_full == s_cut == 12
+    assert s_full == s_cut == 13
     for k in w_full:
         assert torch.equal(w_full[k], w_cut[k]), k  # bit for bit, EMA included
 
@@ -153,9 +155,19 @@ def test_two_process_fsdp_trains_like_one_process_and_resumes(tmp_path):
     cut = run(*fsdp, f"run_dir={tmp_path / 'cut'}", script=script)
     assert cut.returncode == 3, cut.stderr[-3000:]
     assert _weights(tmp_path / "cut")[0] == 4
+    shutil.copytree(tmp_path / "cut", tmp_path / "cut_one")
     resumed = run(*fsdp, f"run_dir={tmp_path / 'cut'}")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     s3, w3 = _weights(tmp_path / "cut")
     assert s3 == 6
     for k in w2:
         assert torch.equal(w2[k], w3[k]), k
+    # the sharded run's checkpoint is a full one: a single process with the global batch resumes it and
+    # takes the same steps as the single-process run from the start
+    alone = run("trainer.batch_size=64", f"run_dir={tmp_path / 'cut_one'}")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    s4, w4 = _weights(tmp_path / "cut_one")
+    assert s4 == 6
+    for k in w1:
+        err = (w1[k].double() - w4[k].double()).norm() / max(float(w1[k].double().norm()), 1e-12)
+        assert float(err) < 1e-4, (k, float(err))

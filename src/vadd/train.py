@@ -129,6 +129,21 @@ def atomic_checkpoint_io():
     return AtomicCheckpointIO()
 
 
+def final_checkpoint(path: Path, every: int):
+    """A callback that writes ``last.ckpt`` when training ends on a step the periodic checkpoint skipped
+    (``max_steps`` not a multiple of ``ckpt_every``): without it the last steps of a finished run were only in
+    ``RUN/model``, and raising ``max_steps`` to continue the run retrained them. Called on every rank
+    (saving is collective under FSDP), before the strategy is torn down."""
+    import lightning.pytorch as pl
+
+    class FinalCheckpoint(pl.Callback):
+        def on_train_end(self, trainer, pl_module):
+            if trainer.global_step % every:
+                trainer.save_checkpoint(str(path))
+
+    return FinalCheckpoint()
+
+
 def read_checkpoint(path) -> dict:
     """A Lightning checkpoint, loaded without unpickling arbitrary objects."""
     try:
@@ -421,6 +436,7 @@ def build_trainer(cfg: dict, run_dir: Path, extra_callbacks=()):
     ckpt_every = int(t.get("ckpt_every", 0)) or None
     callbacks = [ModelCheckpoint(dirpath=str(run_dir / "checkpoints"), every_n_train_steps=ckpt_every,
                                  save_last=True, save_top_k=0 if ckpt_every else 1, enable_version_counter=False),
+                 *([final_checkpoint(run_dir / "checkpoints" / "last.ckpt", ckpt_every)] if ckpt_every else []),
                  *extra_callbacks]
     return L.Trainer(
         accelerator=t.get("accelerator", "cpu"), devices=t.get("devices", 1), num_nodes=int(t.get("num_nodes", 1)),
