@@ -7,7 +7,7 @@ score them under the judge (generative perplexity, unigram entropy), as ``vadd b
 ``--algo mdm`` trains and samples MDM with the same overrides instead, for a protocol change (e.g.
 ``data.seq_len=128``) whose MDM row the benchmark has not measured.
 
-Compare with MDM's row of the benchmark's table (``docs/text_tables.md``, same judge, sample count and
+Compare with MDM's row of the benchmark's table (``docs/text64_tables.md``, same judge, sample count and
 seed). One JSON line per probe is appended to ``--out`` (default ``runs/text_recipe_probes.jsonl``): the
 overrides, the latent diagnostics and validation bound at the end of training (``diag/kl_t1``: KL at full
 masking; ``diag/z_use_t1``: what the decoder gains from its posterior ``z``), and per sampler and T the

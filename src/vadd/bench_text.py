@@ -9,7 +9,8 @@ Measures, side by side in one run:
   against the number of steps ``T``, for MDM, VADD and VADD-CS;
 - prompted continuations (the first tokens of test rows kept, the rest generated) printed as text.
 
-    vadd bench-text --out runs/text            # the CPU protocol (experiment=text_cpu)
+    vadd bench-text --out runs/text            # the CPU protocol (experiment=text_cpu128)
+    vadd bench-text --experiment text_cpu      # the same with rows of 64 tokens
     vadd bench-text --quick --judge none       # a tiny run (tests)
 """
 from __future__ import annotations
@@ -144,7 +145,7 @@ def _job(p: dict) -> dict:
     return res
 
 
-def run_bench(out: str | Path = "runs/text", seed: int = 0, quick: bool = False, experiment: str = "text_cpu",
+def run_bench(out: str | Path = "runs/text", seed: int = 0, quick: bool = False, experiment: str = "text_cpu128",
               overrides=(), judge: str = "smollm2", workers: int | None = None, log=print) -> dict:
     t_start = time.time()
     out = Path(out)

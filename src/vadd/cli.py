@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = _job_parser(sub, "bench-text", "MDM vs VADD (and AR) on text: perplexity, zero-shot, gen-PPL vs steps",
                     "runs/text", "Hydra overrides")
-    x.add_argument("--experiment", default="text_cpu")
+    x.add_argument("--experiment", default="text_cpu128",
+                   help="the protocol: text_cpu128 (rows of 128 tokens, the default), text_cpu (64), text_char, ...")
     x.add_argument("--judge", default="smollm2", help="smollm2 (installed asset), a local HF model folder, or none")
     x.set_defaults(func=_cmd_bench_text)
     return p
