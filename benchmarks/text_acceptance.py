@@ -93,9 +93,8 @@ def main(path: str) -> int:
     details = [f"MDM T=64: gen-PPL {fs['mdm_ref']['gen_ppl']:.1f}, entropy {fs['mdm_ref']['entropy']:.3f}; "
                + (f"MDM itself reaches it at T = {own}" if own is not None else "MDM reaches it at no smaller T")]
     for sampler, s in fs["samplers"].items():
-        details.append(f"  {sampler}: " + ", ".join(f"T={T} {c['gen_ppl']:.1f} ({100 * c['log_ratio']:+.1f}% ± "
-                                                    f"{100 * c['log_ratio_stderr']:.1f}%)"
-                                                    for T, c in s["per_T"].items()))
+        details.append(f"  {sampler} (log ratio to MDM's T=64 ± s.e.): " + ", ".join(
+            f"T={T} {c['gen_ppl']:.1f} ({c['log_ratio']:+.3f} ± {c['log_ratio_stderr']:.3f})" for T, c in s["per_T"].items()))
     return finish_acceptance(path, report, width=76, details=details)
 
 
