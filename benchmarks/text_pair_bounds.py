@@ -9,13 +9,12 @@ row by row in nats per token with its standard error.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
 import torch
 
 import vadd
-from vadd.bench_text import add_bound_arguments, bound_nats, perplexity_summary
+from vadd.bench_text import add_bound_arguments, bound_nats, paired_difference, perplexity_summary
 from vadd.io import write_json
 
 
@@ -38,12 +37,10 @@ def main(argv=None) -> int:
            "mdm": perplexity_summary(m, L), "vadd": {}}
     for K in args.k:
         v = bound_nats(va.model, test, K, args.seed, draws=args.draws)
-        d = (v - m) / L
-        res["vadd"][str(K)] = dict(perplexity_summary(v, L), minus_mdm=float(d.mean()),
-                                   minus_mdm_stderr=float(d.std(ddof=1) / math.sqrt(len(d))))
+        d = paired_difference(v, m, L)
+        res["vadd"][str(K)] = dict(perplexity_summary(v, L), minus_mdm=d["mean"], minus_mdm_stderr=d["stderr"])
         print(f"K={K}: VADD {res['vadd'][str(K)]['ppl']:.2f} against MDM {res['mdm']['ppl']:.2f}; VADD - MDM "
-              f"{d.mean():+.4f} +- {res['vadd'][str(K)]['minus_mdm_stderr']:.4f} nats/token ({time.time() - t0:.0f} s)",
-              flush=True)
+              f"{d['mean']:+.4f} +- {d['stderr']:.4f} nats/token ({time.time() - t0:.0f} s)", flush=True)
     if args.out:
         write_json(args.out, res)
     return 0

@@ -186,11 +186,15 @@ def paired_differences(folder: Path, L: int) -> dict:
         split = mdm.name[len("mdm_"):-len("_K0.npy")]
         a = np.load(mdm)
         for v in sorted(folder.glob(f"vadd_{split}_K*.npy"), key=lambda p: int(p.stem.rsplit("K", 1)[1])):
-            d = (np.load(v) - a) / L
-            out.setdefault(split, {})[v.stem.rsplit("K", 1)[1]] = {
-                "mean": float(d.mean()), "stderr": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0,
-                "n": int(len(d))}
+            out.setdefault(split, {})[v.stem.rsplit("K", 1)[1]] = paired_difference(np.load(v), a, L)
     return out
+
+
+def paired_difference(vadd_nats: np.ndarray, mdm_nats: np.ndarray, L: int) -> dict:
+    """``{mean, stderr, n}`` of VADD's per-row bound minus MDM's (same rows and draws), in nats per token."""
+    d = (vadd_nats - mdm_nats) / L
+    return {"mean": float(d.mean()), "stderr": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else 0.0,
+            "n": int(len(d))}
 
 
 def score_samples(out: Path, results: dict, judge: str, log=print) -> None:
