@@ -39,6 +39,8 @@ BACKBONES = {
     # z added before every block instead of through adaLN: the modulation stays batch-constant as MDM's
     "mlp (toys), z without adaLN": (["experiment=demo", "model.denoiser.latent_adaln=false"], 64, 2, None, 512),
     "mlp (toys), z linear in adaLN": (["experiment=demo", "model.denoiser.latent_adaln=linear"], 64, 2, None, 512),
+    # z joins the token features at the input layer: MDM's network plus latent_dim input columns
+    "mlp (toys), z at the input": (["experiment=demo", "model.denoiser.latent_adaln=input"], 64, 2, None, 512),
     "unet (fashion-mnist 28x28)": (["experiment=images_fmnist"], 256, 784,
                                    {"kind": "images", "channels": 1, "height": 28, "width": 28}, 64),
     "dit (text_char, chars, L=256)": (["experiment=text_char"], 27, 256, None, 32),

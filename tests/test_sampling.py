@@ -313,6 +313,39 @@ def test_linear_latent_adaln_adds_z_at_U_to_the_batch_constant_modulation():
         MLPDenoiser(2, 5, latent_dim=3, latent_adaln="lin", **kw)
 
 
+def test_input_latent_path_is_mdm_with_z_columns_in_the_input_layer():
+    """``latent_adaln="input"``: ``c`` stays MDM's batch-constant row and ``z`` joins the token features:
+    the input layer is MDM's with ``latent_dim`` extra columns. With those columns zeroed the logits equal
+    MDM's on the same weights; with them, the input layer's output moves by exactly ``z @ W_z^T``. The
+    columns start as a ``Linear(latent_dim, hidden)`` of their own (bound ``1/sqrt(d)``, not the shared
+    layer's ``1/sqrt(L E + d)``)."""
+    torch.manual_seed(0)
+    kw = dict(hidden=16, depth=2, embed_dim=4, cond_dim=8, time_conditioning=False)
+    inp = MLPDenoiser(2, 5, latent_dim=3, latent_input=True, latent_adaln="input", **kw)
+    assert inp.z_in is None and inp.z_blocks is None and inp.z_mod is None and inp.cond.latent is None
+    assert inp.inp.weight.shape == (16, 2 * 4 + 3)
+    wz = inp.inp.weight[:, -3:]
+    assert wz.abs().max() <= 3 ** -0.5 and wz.abs().max() > (2 * 4 + 3) ** -0.5   # its own layer's scale
+    xt, t, z = torch.randint(0, 6, (7, 2)), torch.rand(7), torch.randn(7, 3)
+    with torch.no_grad():
+        for p in inp.parameters():
+            p.normal_(0.0, 0.3)
+    assert inp.cond(t).shape == (1, 8)
+    mdm = MLPDenoiser(2, 5, latent_dim=0, **kw)
+    state = dict(inp.state_dict(), **{"inp.weight": inp.inp.weight[:, :-3]})
+    mdm.load_state_dict(state)
+    out = inp(xt, t, z)
+    assert not torch.allclose(out, mdm(xt, t), atol=1e-3)
+    with torch.no_grad():   # the input layer's output shifts by z @ W_z^T: feed MDM's layer that bias per row
+        shift = z @ inp.inp.weight[:, -3:].t()
+    mdm.inp.register_forward_hook(lambda m, a, o: o + shift)
+    assert torch.allclose(out, mdm(xt, t), atol=1e-5)
+    perm = torch.randperm(7)
+    assert torch.allclose(inp(xt[perm], t[perm], z[perm]), out[perm], atol=1e-6)
+    with pytest.raises(ValueError, match="got none"):
+        inp(xt, t)
+
+
 @pytest.mark.parametrize("backbone", ["mlp", "dit"])
 def test_time_free_conditioning_path_gets_gradients_at_init(backbone):
     """Without time conditioning MDM's ``c`` is a learned constant. It must start non-zero: adaLN reads

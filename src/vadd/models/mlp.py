@@ -40,7 +40,11 @@ class MLPDenoiser(nn.Module):
       layer);
     - ``"linear"``: every modulation is MDM's batch-constant one plus ``z @ U`` (``latent_dim x 3 hidden``
       per block and row, about 2.5% of the FLOPs, but still a per-row ``[B, 3 hidden]`` tensor per block);
-    - ``False``: ``c`` stays batch-constant and ``z`` is added to the hidden state before every block.
+    - ``False``: ``c`` stays batch-constant and ``z`` is added to the hidden state before every block;
+    - ``"input"``: ``c`` stays batch-constant and ``z`` joins the flattened token features, so the input
+      layer reads ``L E + latent_dim`` features instead of ``L E``: nothing per row but ``latent_dim``
+      columns, MDM's cost within a few percent (sampling and training), one-step JS on the toys equal to
+      ``True``'s within seed spread (README, Sampling cost). Not adaLN: the cost-matched toy option.
 
     Without time conditioning and with no latent inside ``c``, ``c`` is one row for the whole batch and its
     projections run once per call, as MDM's do (README, Sampling cost). All projections run as one matrix
@@ -52,12 +56,13 @@ class MLPDenoiser(nn.Module):
                  depth: int = 4, embed_dim: int = 64, cond_dim: int = 128, mult: int = 2,
                  time_conditioning: bool = True, latent_input: bool = False, latent_adaln: bool | str = True):
         super().__init__()
-        if not (isinstance(latent_adaln, bool) or latent_adaln == "linear"):
-            raise ValueError(f"latent_adaln must be true, 'linear' or false; got {latent_adaln!r}")
+        if not (isinstance(latent_adaln, bool) or latent_adaln in ("linear", "input")):
+            raise ValueError(f"latent_adaln must be true, 'linear', 'input' or false; got {latent_adaln!r}")
         self.seq_len, self.vocab_size = seq_len, vocab_size
         self.time_conditioned = bool(time_conditioning)
         self.linear_z = latent_dim > 0 and latent_adaln == "linear"
         self.additive_z = latent_dim > 0 and latent_adaln is False
+        self.input_z = latent_dim > 0 and latent_adaln == "input"
         z_in_c = latent_dim > 0 and latent_adaln is True
         # with the other two paths the first block's own z term acts where latent_input's would
         self.z_in = nn.Linear(latent_dim, hidden) if (latent_input and z_in_c) else None
@@ -70,7 +75,15 @@ class MLPDenoiser(nn.Module):
         n_mod = (3 * depth + 2) * hidden
         self.z_mod = nn.Parameter(torch.zeros(latent_dim, n_mod)) if self.linear_z else None
         self.cond = Conditioning(cond_dim, latent_dim if z_in_c else 0, time_conditioning=time_conditioning)
-        self.inp = nn.Linear(seq_len * embed_dim, hidden)
+        # latent_adaln="input": z joins the flattened token features, one input layer reads both
+        z_cols = latent_dim if self.input_z else 0
+        self.inp = nn.Linear(seq_len * embed_dim + z_cols, hidden)
+        if z_cols:
+            # z's columns start as a Linear(latent_dim, hidden) of its own would (bound 1/sqrt(d)), not at the
+            # 1/sqrt(L E + d) of the shared layer: ~6x weaker z at init left circles with two active
+            # units instead of three (one-step JS 0.012-0.014 against 0.0075-0.0079; README, Sampling cost)
+            with torch.no_grad():
+                self.inp.weight[:, -z_cols:].uniform_(-z_cols ** -0.5, z_cols ** -0.5)
         self.blocks = nn.ModuleList([MLPBlock(hidden, cond_dim, mult) for _ in range(depth)])
         self.final_norm = nn.LayerNorm(hidden, elementwise_affine=False)
         self.final_ada = AdaLNZero(cond_dim, hidden, 2)
@@ -93,11 +106,14 @@ class MLPDenoiser(nn.Module):
         return mod.split(self.hidden, dim=-1)
 
     def forward(self, xt, t, z=None):
-        z_outside_c = self.additive_z or self.linear_z
+        z_outside_c = self.additive_z or self.linear_z or self.input_z
         if z_outside_c and z is None:
             raise ValueError("this denoiser is conditioned on a latent z (latent_dim > 0) but got none")
         mod = self.modulation(self.cond(t, None if z_outside_c else z), z)
-        h = self.inp((self.embed(xt) + self.pos).flatten(1))
+        feats = (self.embed(xt) + self.pos).flatten(1)
+        if self.input_z:
+            feats = torch.cat([feats, z.to(feats.dtype)], dim=1)
+        h = self.inp(feats)
         if self.z_in is not None:
             h = h + self.z_in(z)
         for i, block in enumerate(self.blocks):
