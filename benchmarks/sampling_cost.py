@@ -130,6 +130,10 @@ def main(argv=None) -> int:
     ap.add_argument("--override", nargs="*", default=[],
                     help="config overrides for both models, e.g. model.denoiser.latent_adaln=false")
     ap.add_argument("--tag", default=None, help="output name suffix (sampling_cost[_BACKBONE][_TAG])")
+    ap.add_argument("--min-rounds", type=int, default=3,
+                    help="paired rounds at least, per T and mode (more: a tighter median ratio at large T)")
+    ap.add_argument("--budget-s", type=float, default=20.0,
+                    help="after --min-rounds, stop repeating once the rounds took this many seconds")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     m = models(args.backbone, args.override, args.device)
@@ -138,7 +142,8 @@ def main(argv=None) -> int:
         for mode in args.modes:
             cache, lazy = MODES[mode]
             runs = (("mdm", m["mdm"]), ("vadd", m["vadd"]), ("vadd-cs", m["vadd"]))
-            for sampler, r in measure(runs, T, args.num_samples, cache, lazy, args.repeats).items():
+            for sampler, r in measure(runs, T, args.num_samples, cache, lazy, args.repeats,
+                                      budget_s=args.budget_s, min_rounds=args.min_rounds).items():
                 rows.append({"T": T, "mode": mode, "sampler": sampler, **r})
                 print(rows[-1], flush=True)
     for r in rows:
@@ -149,7 +154,8 @@ def main(argv=None) -> int:
     stem = "sampling_cost" if args.backbone == "mlp" else f"sampling_cost_{args.backbone}"
     stem += f"_{args.tag}" if args.tag else ""
     write_json(out / f"{stem}.json", {"backbone": args.backbone, "overrides": args.override, "device": args.device,
-                                       "num_samples": args.num_samples,
+                                       "num_samples": args.num_samples, "min_rounds": args.min_rounds,
+                                       "budget_s": args.budget_s,
                                        "threads": args.threads, "repeats": args.repeats, "rows": rows})
     (out / f"{stem}.md").write_text(table(rows))
     import matplotlib

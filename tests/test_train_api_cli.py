@@ -440,3 +440,47 @@ def test_finish_acceptance_prints_each_criterion_and_writes_the_report(tmp_path)
     assert rc == 1 and lines[:3] == ["PASS  a    1", "FAIL  b    0.25 ± 0.5", "detail"]
     assert json.loads((tmp_path / "acceptance.json").read_text())["criteria"] == rows
     assert finish_acceptance(tmp_path / "results.json", {"criteria": rows[:1], "all_pass": True}, log=lines.append) == 0
+
+
+def test_perf_acceptance_checks_each_cost_criterion(tmp_path):
+    """benchmarks/perf_acceptance.py: sampling <= 1.05x MDM at every T of the default sampler (the worst row
+    decides), cached VADD-CS calls <= cached MDM's, training <= 1.5x / 1.25x, the half-width encoder keeps
+    >= 90% of the one-step gain, MFU >= 30%; the report is written under its own name."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "perf_acceptance", Path(__file__).resolve().parents[1] / "benchmarks" / "perf_acceptance.py")
+    pa = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pa)
+
+    def row(T, mode, sampler, ratio, calls):
+        return {"T": T, "mode": mode, "sampler": sampler, "time_ratio_to_mdm": ratio, "calls": calls}
+    samp = tmp_path / "s.json"
+    rows = [row(1, "events", "mdm", 1.0, 1), row(1, "events", "vadd", 1.05, 1), row(1, "events", "vadd-cs", 1.0, 1),
+            row(9, "events", "mdm", 1.0, 2), row(9, "events", "vadd", 1.01, 2), row(9, "events", "vadd-cs", 1.0, 2),
+            row(9, "cached", "mdm", 1.0, 8), row(9, "cached", "vadd", 3.0, 9), row(9, "cached", "vadd-cs", 1.0, 8)]
+    samp.write_text(json.dumps({"backbone": "mlp", "overrides": [], "rows": rows}))
+    got = pa.sampling_rows(str(samp))
+    assert [r["pass"] for r in got] == [True, True] and got[0]["worst"] == {"T": 1, "sampler": "vadd", "rounds": 1}
+    assert got[0]["stderr"] == 0.0   # no quartiles recorded: no spread
+    rows[4]["time_ratio_to_mdm"], rows[8]["calls"] = 1.051, 9
+    samp.write_text(json.dumps({"backbone": "mlp", "overrides": [], "rows": rows}))
+    got = pa.sampling_rows(str(samp))
+    assert [r["pass"] for r in got] == [False, False] and got[0]["worst"]["T"] == 9 and got[1]["value"] == 1
+
+    tt = tmp_path / "t.json"
+    tt.write_text(json.dumps({"backbones": {"b": {"ratio_vadd_equal_mdm": 1.5, "ratio_vadd_half_mdm": 1.26,
+                                                  "mdm": {"mfu": 0.31}, "vadd": {"mfu": 0.29}}}}))
+    assert [r["pass"] for r in pa.training_rows(str(tt), "b")] == [True, False]
+    assert pa.mfu_rows(str(tt), "b")[0]["value"] == 0.29 and not pa.mfu_rows(str(tt), "b")[0]["pass"]
+
+    def demo(path, vadd_js):
+        path.write_text(json.dumps({"datasets": {"toy": {"js": {"mdm": {"1": 0.2}, "vadd": {"1": vadd_js}}}}}))
+        return str(path)
+    full = demo(tmp_path / "full.json", 0.01)
+    kept = pa.kept_rows(full, demo(tmp_path / "half.json", 0.029))
+    assert kept[0]["value"] == pytest.approx(0.9) and kept[0]["pass"]
+    assert not pa.kept_rows(full, demo(tmp_path / "half.json", 0.03))[0]["pass"]
+
+    from vadd.jobs import finish_acceptance
+    assert finish_acceptance(samp, {"criteria": got, "all_pass": False}, log=lambda *_: None, name="perf.json") == 1
+    assert json.loads((tmp_path / "perf.json").read_text())["all_pass"] is False

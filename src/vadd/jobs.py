@@ -65,16 +65,17 @@ def report(out, results: dict, t_start: float, draw, tables, log) -> dict:
     return results
 
 
-def finish_acceptance(results_path, checked: dict, width: int = 60, details=(), log=print) -> int:
+def finish_acceptance(results_path, checked: dict, width: int = 60, details=(), log=print,
+                      name: str = "acceptance.json") -> int:
     """Print each of ``checked["criteria"]`` (``criterion``, ``value``, ``pass``, optional ``stderr``) as a
-    PASS/FAIL line, then ``details`` (lines), and write ``checked`` as ``acceptance.json`` next to
-    ``results_path``. Returns the exit status: 0 when every criterion passes."""
+    PASS/FAIL line, then ``details`` (lines), and write ``checked`` as ``name`` (``acceptance.json``) next
+    to ``results_path``. Returns the exit status: 0 when every criterion passes."""
     for r in checked["criteria"]:
         se = f" ± {r['stderr']:.3g}" if "stderr" in r else ""
         log(f"{'PASS' if r['pass'] else 'FAIL'}  {r['criterion']:<{width}} {r['value']:.4g}{se}")
     for line in details:
         log(line)
-    out = Path(results_path).with_name("acceptance.json")
+    out = Path(results_path).with_name(name)
     out.write_text(json.dumps(checked, indent=2) + "\n")
     log(f"wrote {out}")
     return 0 if checked["all_pass"] else 1
