@@ -64,7 +64,8 @@ class MLPDenoiser(nn.Module):
         self.additive_z = latent_dim > 0 and latent_adaln is False
         self.input_z = latent_dim > 0 and latent_adaln == "input"
         z_in_c = latent_dim > 0 and latent_adaln is True
-        # with the other two paths the first block's own z term acts where latent_input's would
+        # with the other paths z reaches the first layer anyway (linear, false: the first block's own z term;
+        # input: the input layer itself), so latent_input adds nothing there
         self.z_in = nn.Linear(latent_dim, hidden) if (latent_input and z_in_c) else None
         self.embed = nn.Embedding(vocab_size + 1, embed_dim)  # + the mask token
         self.pos = nn.Parameter(torch.zeros(seq_len, embed_dim))
