@@ -31,14 +31,16 @@ from pathlib import Path
 
 from vadd.jobs import finish_acceptance
 
-SAMPLING = ["docs/sampling_cost_input.json", "docs/sampling_cost_unet.json", "docs/sampling_cost_dit.json"]
+DOCS = Path(__file__).resolve().parents[1] / "docs"   # the defaults work from any directory
+SAMPLING = [str(DOCS / f) for f in ("sampling_cost_input.json", "sampling_cost_unet.json", "sampling_cost_dit.json")]
 # (file, backbone name in it)
-TRAINING = [("docs/train_throughput_toy_paths.json", "mlp (toys), z at the input"),
-            ("docs/train_throughput.json", "unet (fashion-mnist 28x28)"),
-            ("docs/train_throughput.json", "dit (text_char, chars, L=256)"),
-            ("docs/train_throughput.json", "dit tiny 4x256 (chars, L=256)")]
-LARGEST = ("docs/train_throughput.json", "dit tiny 4x256 (chars, L=256)")
-REFERENCE = [("docs/sampling_cost.json", ("docs/train_throughput_toy_paths.json", "mlp (toys)"))]
+TRAINING = [(str(DOCS / "train_throughput_toy_paths.json"), "mlp (toys), z at the input"),
+            (str(DOCS / "train_throughput.json"), "unet (fashion-mnist 28x28)"),
+            (str(DOCS / "train_throughput.json"), "dit (text_char, chars, L=256)"),
+            (str(DOCS / "train_throughput.json"), "dit tiny 4x256 (chars, L=256)")]
+LARGEST = TRAINING[-1]
+# the paper's adaLN on the toy MLP: printed for reference, not checked
+ADALN_TOY = (DOCS / "sampling_cost.json", DOCS / "train_throughput_toy_paths.json", "mlp (toys)")
 
 
 def _load(path):
@@ -54,11 +56,16 @@ def median_stderr(row: dict) -> float:
     return 1.2533 * (q3 - q1) / 1.349 / max(1, int(row.get("rounds", 1))) ** 0.5
 
 
+def _event_rows(d: dict) -> list:
+    """The VADD and VADD-CS rows of the default (event-driven) sampler."""
+    return [r for r in d["rows"] if r["mode"] == "events" and r["sampler"] != "mdm"]
+
+
 def sampling_rows(path: str) -> list:
     d = _load(path)
     tag = f"{d['backbone']}{' ' + ' '.join(d['overrides']) if d.get('overrides') else ''}"
     out = []
-    ev = [r for r in d["rows"] if r["mode"] == "events" and r["sampler"] != "mdm"]
+    ev = _event_rows(d)
     if ev:
         worst = max(ev, key=lambda r: r["time_ratio_to_mdm"])
         Ts = sorted({r["T"] for r in ev})
@@ -95,8 +102,7 @@ def kept_rows(full_path: str, half_path: str) -> list:
 
 
 def mfu_rows(path: str, name: str) -> list:
-    d = _load(path)
-    b = d["backbones"][name]
+    b = _load(path)["backbones"][name]
     worst = min(b["mdm"]["mfu"], b["vadd"]["mfu"])
     return [{"criterion": f"MFU, largest CPU backbone ({name}), min of MDM/VADD", "value": worst,
              "pass": worst >= 0.30}]
@@ -105,24 +111,29 @@ def mfu_rows(path: str, name: str) -> list:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sampling", nargs="+", default=SAMPLING)
-    ap.add_argument("--toy-full", default="docs/demo_input_results.json")
-    ap.add_argument("--toy-half", default="docs/demo_input_half_encoder_results.json")
-    ap.add_argument("--out-name", default="perf_acceptance.json")
+    ap.add_argument("--toy-full", default=str(DOCS / "demo_input_results.json"))
+    ap.add_argument("--toy-half", default=str(DOCS / "demo_input_half_encoder_results.json"))
+    ap.add_argument("--out-name", default="perf_acceptance.json",
+                    help="file name of the report, written next to the first --sampling file")
     args = ap.parse_args(argv)
     rows = [r for p in args.sampling for r in sampling_rows(p)]
     rows += [r for p, n in TRAINING for r in training_rows(p, n)]
     rows += kept_rows(args.toy_full, args.toy_half)
     rows += mfu_rows(*LARGEST)
     details = []
-    for samp, (tpath, tname) in REFERENCE:   # the paper's adaLN on the toy MLP, for reference
-        if Path(samp).exists() and Path(tpath).exists():
-            ev = [r["time_ratio_to_mdm"] for r in _load(samp)["rows"] if r["mode"] == "events" and r["sampler"] != "mdm"]
-            b = _load(tpath)["backbones"][tname]
-            details.append(f"info  toy MLP with the paper's adaLN (latent_adaln=true), not checked: sampling "
-                           f"{min(ev):.2f}-{max(ev):.2f}x, training {b['ratio_vadd_mdm']:.2f}x "
-                           f"(equal-size {b['ratio_vadd_equal_mdm']:.2f}x, half-width {b['ratio_vadd_half_mdm']:.2f}x)")
+    samp, tpath, tname = ADALN_TOY
+    if samp.exists() and tpath.exists():
+        ev = [r["time_ratio_to_mdm"] for r in _event_rows(_load(samp))]
+        b = _load(tpath)["backbones"][tname]
+        details.append(f"info  toy MLP with the paper's adaLN (latent_adaln=true), not checked: sampling "
+                       f"{min(ev):.2f}-{max(ev):.2f}x, training {b['ratio_vadd_mdm']:.2f}x "
+                       f"(equal-size {b['ratio_vadd_equal_mdm']:.2f}x, half-width {b['ratio_vadd_half_mdm']:.2f}x)")
+    def rel(path):   # recorded relative to the repository when inside it
+        p = Path(path).resolve()
+        return str(p.relative_to(DOCS.parent)) if p.is_relative_to(DOCS.parent) else str(p)
     checked = {"criteria": rows, "all_pass": all(r["pass"] for r in rows), "inputs": {
-        "sampling": args.sampling, "training": TRAINING, "toy_full": args.toy_full, "toy_half": args.toy_half}}
+        "sampling": [rel(p) for p in args.sampling], "training": [(rel(p), n) for p, n in TRAINING],
+        "toy_full": rel(args.toy_full), "toy_half": rel(args.toy_half)}}
     return finish_acceptance(args.sampling[0], checked, width=78, details=details, name=args.out_name)
 
 
