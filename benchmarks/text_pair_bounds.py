@@ -32,11 +32,11 @@ def main(argv=None) -> int:
     test = torch.as_tensor(mdm.test_tokens()[:args.rows])
     L = test.shape[1]
     t0 = time.time()
-    m = bound_nats(mdm.model, test, 1, args.seed, draws=args.draws)
+    m = bound_nats(mdm.model, test, [1], args.seed, draws=args.draws)[1]
     res = {"mdm_run": args.mdm, "vadd_run": args.vadd, "rows": len(test), "draws": args.draws, "estimator": "count",
            "mdm": perplexity_summary(m, L), "vadd": {}}
     for K in args.k:
-        v = bound_nats(va.model, test, K, args.seed, draws=args.draws)
+        v = bound_nats(va.model, test, [K], args.seed, draws=args.draws)[K]
         d = paired_difference(v, m, L)
         res["vadd"][str(K)] = dict(perplexity_summary(v, L), minus_mdm=d["mean"], minus_mdm_stderr=d["stderr"])
         print(f"K={K}: VADD {res['vadd'][str(K)]['ppl']:.2f} against MDM {res['mdm']['ppl']:.2f}; VADD - MDM "

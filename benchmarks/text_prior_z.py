@@ -32,7 +32,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{args.run} is not a VADD model")
     test = torch.as_tensor(pipe.test_tokens()[:args.rows])
     L = test.shape[1]
-    with_post = bound_nats(model, test, 1, args.seed, draws=args.draws)
+    with_post = bound_nats(model, test, [1], args.seed, draws=args.draws)[1]
     res = {"run": args.run, "rows": len(test), "draws": args.draws, "estimator": "count",
            "posterior": perplexity_summary(with_post, L)}
     posterior = model.posterior
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
         q = posterior(x0, masked)
         return DiagGaussian(torch.zeros_like(q.mean), torch.zeros_like(q.logvar))
     model.posterior = types.MethodType(prior, model)
-    with_prior = bound_nats(model, test, 1, args.seed, draws=args.draws)   # the same draws, row by row
+    with_prior = bound_nats(model, test, [1], args.seed, draws=args.draws)[1]   # the same draws, row by row
     res["prior"] = perplexity_summary(with_prior, L)
     d = (with_prior - with_post) / L
     res["z_buys_nats_per_token"] = float(d.mean())

@@ -337,7 +337,7 @@ def test_bench_images_quick_end_to_end(tmp_path):
     assert all(np.isfinite(v) and v >= 0 for row in e["fid"].values() for v in row.values())
     vb = e["models"]["vadd"]["bpd"]["all"]
     assert set(vb) == {"1", "4"} and all(0 < v["bpd"] < 20 for v in vb.values())
-    assert e["models"]["mdm"]["bpd"]["all"]["0"]["n"] == 8
+    assert e["models"]["mdm"]["bpd"]["all"]["1"]["n"] == 8
     for s in ("mdm", "vadd", "vadd-cs"):
         imgs = np.load(tmp_path / "out" / "samples" / "fmnist" / f"{s}_T5.npy")
         assert imgs.shape == (16, 1, 8, 8) and imgs.dtype == np.uint8
@@ -383,7 +383,7 @@ def test_cli_trains_evaluates_and_samples_an_image_model(tmp_path):
                  "trainer.ckpt_every=0", f"run_dir={run}"]) == 0
     assert main(["eval", str(run), "-K", "1", "3", "--num-t", "1", "--out", str(tmp_path / "e.json")]) == 0
     res = json.loads((tmp_path / "e.json").read_text())
-    assert res["num_examples"] == 6 and set(res["bounds"]) == {"1", "3"}   # the seeded 10% test split
+    assert res["num_examples"] == 6 and {b["K"] for b in res["bounds"]} == {1, 3}   # the seeded 10% test split
     assert main(["sample", str(run), "--steps", "2", "--num-samples", "5", "--out", str(tmp_path / "s")]) == 0
     imgs = np.load(tmp_path / "s" / "vadd_T2_images.npy")
     assert imgs.shape == (5, 1, 8, 8) and imgs.dtype == np.uint8 and (tmp_path / "s" / "vadd_T2.png").exists()

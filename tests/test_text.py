@@ -307,7 +307,8 @@ def test_bench_text_quick_end_to_end(tmp_path):
     res = run_bench(out=tmp_path / "out", quick=True, judge="none", workers=1, log=lambda *a: None,
                     overrides=["data.corpus=user", f"data.path={tmp_path / 'c.txt'}"])
     m = res["models"]
-    assert set(m) == {"mdm", "vadd", "ar"} and set(m["vadd"]["ppl"]) == {"1", "3"} and set(m["ar"]["ppl"]) == {"0"}
+    assert set(m) == {"mdm", "vadd", "ar"} and set(m["vadd"]["ppl"]) == {"1", "3"} and set(m["ar"]["ppl"]) == {"1"}
+    assert set(m["vadd"]["ppl_steps"]) == set(m["mdm"]["ppl_steps"]) == {"2"} and m["ar"]["ppl_steps"] == {}
     # the protocol's GPT-2 vocabulary limited to the corpus' ids: each word with and without its leading
     # space, <|endoftext|> and <unk>
     td = text_data("user", tokenizer="gpt2", seq_len=32, path=str(tmp_path / "c.txt"), max_docs=60, vocab_limit=4096)
@@ -323,7 +324,7 @@ def test_bench_text_quick_end_to_end(tmp_path):
         assert it["prompt"] == td.decode(row[None, :8])[0]   # the given tokens are kept exactly
     assert "Prompted continuations" in (tmp_path / "out" / "tables.md").read_text()
     L = 32
-    d = (np.load(tmp_path / "out" / "bounds" / "vadd_test_K3.npy") - np.load(tmp_path / "out" / "bounds" / "mdm_test_K0.npy")) / L
+    d = (np.load(tmp_path / "out" / "bounds" / "vadd_test_K3.npy") - np.load(tmp_path / "out" / "bounds" / "mdm_test_K1.npy")) / L
     assert set(res["paired"]["test"]) == {"1", "3"} and res["paired"]["test"]["3"]["mean"] == pytest.approx(d.mean())
     assert m["vadd"]["ppl"]["3"]["nats_per_token"] == pytest.approx(np.load(tmp_path / "out" / "bounds" / "vadd_test_K3.npy").mean() / L)
     for a in m.values():  # the held-out curve of every model, as logged (val_every=2 of 4 steps)
@@ -343,7 +344,7 @@ def test_cli_trains_and_evaluates_a_text_model_on_its_own_test_split(tmp_path):
     assert main(["eval", str(run), "-K", "2", "--num-t", "1", "--out", str(tmp_path / "e.json")]) == 0
     res = json.loads((tmp_path / "e.json").read_text())
     td = text_data("user", tokenizer="gpt2", seq_len=16, path=str(tmp_path / "c.txt"), vocab_limit=4096)
-    assert res["num_examples"] == len(td.test) and 0 < res["bounds"]["2"]["perplexity"] < 2 * td.vocab_size
+    assert res["num_examples"] == len(td.test) and 0 < res["bounds"][0]["perplexity"] < 2 * td.vocab_size
     # sampling a text model writes the token ids and their decoded text (it used to fail writing text as floats)
     assert main(["sample", str(run), "--steps", "2", "--num-samples", "3", "--out", str(tmp_path / "s")]) == 0
     tokens = np.load(tmp_path / "s" / "vadd_T2.npy")
@@ -369,28 +370,30 @@ def test_dit_absolute_positions_let_a_fully_masked_row_vary_by_position():
 
 
 def test_bench_bounds_pair_rows_across_models():
-    """Every model gets the same generator state for batch b, draw r, whatever an earlier call consumed (VADD
-    draws its z noise from it too), so MDM and VADD are scored on the same mask patterns row by row."""
+    """bound_nats scores every model on the same mask patterns row by row: two MDMs that differ only in
+    their weights see the same draws (their difference is the networks'), rows average their draws, and a
+    VADD's K = 1 is the first draw of its K = 5 stream."""
+    from vadd.algorithms import MaskedDiffusion
     from vadd.bench_text import bound_nats
+    from vadd.schedules import Linear
 
-    class Spy:
-        name = "spy"
+    x = torch.randint(0, 5, (70, 4), generator=torch.Generator().manual_seed(0))
 
-        def __init__(self, extra):
-            self.extra, self.seen = extra, []
+    class Const(torch.nn.Module):  # fixed logits per (position, token), whatever the input
+        def __init__(self, c):
+            super().__init__()
+            self.c = torch.nn.Parameter(torch.tensor(float(c)))
 
-        def nll_bound(self, x, num_samples, generator, estimator):
-            self.seen.append(torch.rand(4, generator=generator))
-            torch.rand(self.extra, generator=generator)  # consumes more, like VADD's eps
-            return torch.full((len(x),), float(len(self.seen)), dtype=torch.float64)
+        def forward(self, xt, t, z=None):
+            return (torch.arange(20.0).view(4, 5) ** 1.5 / 10).expand(len(xt), 4, 5) + self.c
 
-    a, b = Spy(0), Spy(1000)
-    tokens = torch.zeros(70, 3, dtype=torch.long)
-    na = bound_nats(a, tokens, 1, seed=0, batch=32, draws=2)
-    bound_nats(b, tokens, 5, seed=0, batch=32, draws=2)
-    assert len(a.seen) == 6 and all(torch.equal(x, y) for x, y in zip(a.seen, b.seen))
-    assert len({tuple(x.tolist()) for x in a.seen}) == 6   # fresh draws per batch and per draw
-    assert np.allclose(na, [2.5] * 32 + [3.5] * 32 + [4.5] * 6)  # rows average their draws
+    a, b = (MaskedDiffusion(Const(c), Linear(), 5, 4) for c in (0.0, 1.0))
+    na = bound_nats(a, x, [1], seed=0, batch=32, draws=2)[1]
+    nb = bound_nats(b, x, [1], seed=0, batch=32, draws=2)[1]
+    assert np.allclose(na, nb, atol=1e-5) and na.shape == (70,) and len(set(na.round(6))) > 10
+    one = bound_nats(a, x, [1], seed=0, batch=32, draws=1)[1]
+    assert not np.array_equal(one, na)  # the second draw moved the average
+    assert np.allclose(bound_nats(a, x, [1], seed=1, batch=32, draws=2)[1].mean(), na.mean(), rtol=0.2)
 
 
 def test_text_cpu128_is_text_cpu_with_128_token_rows_and_the_same_tokens_per_step():

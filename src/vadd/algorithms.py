@@ -1,9 +1,10 @@
 """MDM and VADD as two small classes that share every line they can (method.md §3-4).
 
 ``MaskedDiffusion`` is the MDM baseline: a SUBS denoiser ``mu_theta(xt, t)`` and the continuous-time
-ELBO. ``VADD`` subclasses it and overrides one hook, ``bound_term``: the per-``(x0, t, xt)`` term of the
-bound becomes the DELBO term (training) or the importance-weighted term (evaluation), with ``z`` drawn
-from the recognition model. Samplers only call ``log_probs`` and never touch the encoder.
+ELBO. ``VADD`` subclasses it and overrides one hook, ``bound_term``: the per-``(x0, t, xt)`` training term
+becomes the DELBO term (or its importance-weighted version, IWAE training), with ``z`` drawn from the
+recognition model. The DELBO is a training objective, not a likelihood bound: reported likelihoods come
+from ``vadd.bounds`` (``nll_bound``). Samplers only call ``log_probs`` and never touch the encoder.
 
 Shapes: ``x0, xt`` ``[B, L]`` int64 with ``mask_id = V``; ``t`` ``[B]``; ``z`` ``[B, d]``.
 All bounds are per example, in nats, summed over the ``L`` positions.
@@ -117,20 +118,27 @@ class MaskedDiffusion(nn.Module):
 
     @torch.no_grad()
     def nll_bound(self, x0: torch.Tensor, num_samples: int = 1, num_t: int = 1, generator=None,
-                  estimator: str | None = None) -> torch.Tensor:
-        """Monte-Carlo upper bound on ``-log p(x0)`` in nats per example ``[B]``.
+                  estimator: str | None = None, steps: int | None = None, z_generator=None) -> torch.Tensor:
+        """Monte-Carlo upper bound on ``-log p(x0)`` in nats per example ``[B]`` (``vadd.bounds``).
 
-        ``num_t`` independent ``(t, xt)`` draws per example are averaged; ``num_samples`` is ``K`` of the
-        importance-weighted bound (VADD only; MDM ignores it). ``estimator`` (``time`` or ``count``, default
-        the model's training one) only changes the variance: both estimate the same bound.
+        ``steps=None``: the ``continuous`` bound (the fresh-``z`` sampler as ``T -> inf``); ``steps=T``: the
+        bound of the ``T``-step sampler. ``num_t`` independent draws per example are averaged;
+        ``num_samples`` is ``K`` of the importance weighting (VADD only; MDM ignores it). ``estimator``
+        (``time`` or ``count``, default the model's training one) only changes the variance of the
+        continuous bound. ``generator`` / ``z_generator`` (default: ``generator``) drive the draws.
         """
+        from . import bounds
+
         self.check_tokens(x0)
+        K = max(1, int(num_samples)) if self.latent_dim else 1
+        zg = generator if z_generator is None else z_generator
         total = torch.zeros(x0.shape[0], device=x0.device, dtype=torch.float64)
-        for _ in range(num_t):
-            t, xt, masked, weight, _ = self._draw(x0, generator, estimator=estimator)
-            term, _ = self.bound_term(x0, xt, masked, t, num_samples=num_samples)
-            total += objectives.elbo_integrand(weight, term).double()
-        return -(total / num_t)
+        for _ in range(int(num_t)):
+            if steps is None:
+                total += bounds.continuous(self, x0, (K,), generator, zg, estimator or self.estimator)[K]
+            else:
+                total += bounds.steps(self, x0, int(steps), (K,), generator, zg)[K]
+        return total / int(num_t)
 
     def extra_repr(self) -> str:
         return (f"vocab_size={self.vocab_size}, seq_len={self.seq_len}, schedule={self.schedule}, "
@@ -193,8 +201,9 @@ class VADD(MaskedDiffusion):
                 mmd = mmd_to_standard_normal(z)
                 stats["mmd"], stats["penalty"] = mmd, self.mmd_weight * mmd
             return objectives.delbo_term(recon, kl_train, kl_weight), stats
-        # the importance-weighted bound with K = num_samples, streamed in chunks of z draws (``eps``: the
-        # [K, B, d] draws, else fresh ones); reparameterised, so it also trains (IWAE)
+        # the importance-weighted joint of the masked tokens with K = num_samples, streamed in chunks of z
+        # draws (``eps``: the [K, B, d] draws, else fresh ones): IWAE training. Like the DELBO, its integral
+        # over t is a training objective, not a likelihood bound (vadd.bounds has those)
         B = x0.shape[0]
         per_chunk = max(1, min(num_samples, self.eval_chunk_tokens // max(B * self.seq_len, 1)))
         acc = objectives.LogMeanExp()

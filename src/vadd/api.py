@@ -4,7 +4,8 @@
     pipe = vadd.load("runs/checkerboard_vadd/model")
     tokens = pipe.sample(10_000, steps=1, sampler="vadd")
     points = pipe.decode(tokens)                      # 2D toys: bin centres
-    nats = pipe.nll_bound(test_tokens, num_samples=100)  # importance-weighted bound, per example
+    nats = pipe.nll_bound(test_tokens, num_samples=100)  # continuous-time bound, nats per example
+    few = pipe.nll_bound(test_tokens, num_samples=100, steps=1)  # bound of the one-step sampler
     pipe.save_samples(tokens, "samples", "vadd_T1")   # .npy, plus decoded points / images + PNG / text JSON
 """
 from __future__ import annotations
@@ -90,23 +91,31 @@ class Pipeline:
             io.write_npy(paths[1], np.asarray(self.decode(tokens), dtype=np.float32))
         return paths
 
-    def nll_bound(self, tokens, num_samples: int = 1, num_t: int = 1, batch_size: int = 1024,
-                  seed: int = 0, estimator: str | None = None) -> np.ndarray:
-        """Upper bound on ``-log p(x)`` in nats per example (importance-weighted with ``K = num_samples``
-        for VADD), averaged over ``num_t`` draws of ``(t, xt)`` per example. ``estimator``: ``count`` (the
-        masked-count rewrite, weight at most ``L``: the lower variance), ``time`` (antithetic times,
-        weight ``~ 1/t``) or None for the model's training estimator; all estimate the same bound."""
-        x = torch.as_tensor(np.asarray(tokens), dtype=torch.long)
-        self.model.check_tokens(x)
-        batch_size = max(1, min(int(batch_size), 2**18 // self.model.seq_len))  # long sequences: smaller batches
-        gen_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
-            out = [self.model.nll_bound(b, num_samples=num_samples, num_t=num_t, estimator=estimator)
-                   for b in torch.split(x, batch_size)]
-        finally:
-            torch.random.set_rng_state(gen_state)
-        return torch.cat(out).numpy()
+    def nll_bound(self, tokens, num_samples: int = 1, steps: int | None = None, num_t: int = 1,
+                  batch_size: int = 256, seed: int = 0, estimator: str = "count", grid: str = "uniform",
+                  progress: bool = False) -> np.ndarray:
+        """Upper bound on ``-log p(x)`` in nats per example (``vadd.bounds``): ``steps=None`` the
+        ``continuous`` bound (fresh ``z`` per step, ``T -> inf``), ``steps=T`` the bound of the ``T``-step
+        sampler on ``grid``; importance-weighted with ``K = num_samples`` (VADD), averaged over ``num_t``
+        draws per example. The draws come from ``seed`` alone, so two models (or two ``K``) with the same
+        seed and batch size are scored on the same draws. ``estimator``: ``count`` (masked-count rewrite,
+        weight at most ``L``: the lower variance) or ``time``; both estimate the same bound. The AR
+        baseline returns its exact NLL."""
+        from . import bounds
+
+        K = max(1, int(num_samples)) if self.model.latent_dim else 1
+        spec = bounds.specs([steps], continuous=False)[0] if steps is not None else bounds.BoundSpec("continuous")
+        res = bounds.evaluate(self.model, tokens, [K], [spec], num_t=num_t, seed=seed, batch_size=batch_size,
+                              estimator=estimator, grid=grid, progress=progress)
+        return next(iter(res.values()))[K]
+
+    def bounds(self, tokens, ks=(1,), steps=(), continuous: bool = True, **kw) -> list[dict]:
+        """Every requested bound over ``tokens`` as records (``bound``, ``steps``, ``K``, nats per example
+        with its standard error, per token, bits per dim, perplexity): what ``vadd eval`` writes."""
+        from . import bounds
+
+        res = bounds.evaluate(self.model, tokens, ks, bounds.specs(steps, continuous), **kw)
+        return bounds.records(res, self.model.seq_len)
 
 
 def load(path: str | Path, map_location: str = "cpu") -> Pipeline:

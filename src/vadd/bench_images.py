@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import io
+from . import bounds, io
 from .config import compose
 from .data import build_data
 from .data.images import ImageGrid, save_grid_png
@@ -34,7 +34,8 @@ QUICK = ["data.n_train=256", "data.n_test=32", "model.denoiser.ch=8", "model.enc
          "model.denoiser.cond_dim=16", "algo.latent_dim=4", "trainer.max_steps=6", "trainer.batch_size=16",
          "trainer.warmup_steps=2", "trainer.progress=false", "trainer.ckpt_every=0", "trainer.diag_every=3",
          "trainer.log_every=2", "trainer.print_every=0", "bench.steps=[2,5]", "bench.grid_samples=8",
-         "bench.bpd_images=8", "bench.bpd_k=[1,4]", "bench.bpd_k_max=8", "bench.bpd_k_max_images=4"]
+         "bench.bpd_images=8", "bench.bpd_k=[1,4]", "bench.bpd_k_max=8", "bench.bpd_k_max_images=4",
+         "bench.bound_steps=[2]", "bench.bound_steps_images=4"]
 
 
 class RandomFeatures:
@@ -67,13 +68,12 @@ def make_features(kind: str):
 
 
 @torch.no_grad()
-def bound_bpd(model, tokens: torch.Tensor, K: int, seed: int, batch: int = 50) -> np.ndarray:
-    """Per-image bound in bits per dimension; the ``(t, xt)`` draws depend only on ``seed`` and the batch
-    layout, so MDM and VADD are scored on the same draws (a paired comparison)."""
-    gen = torch.Generator().manual_seed(int(seed) * 7 + 11)
-    torch.manual_seed(int(seed) * 13 + 5)  # the z draws of the IW bound
-    out = [model.nll_bound(x, num_samples=K, generator=gen) for x in torch.split(tokens, batch)]
-    return (torch.cat(out).numpy() / model.seq_len / math.log(2)).astype(np.float64)
+def bound_bpd(model, tokens: torch.Tensor, ks, seed: int, steps: int | None = None) -> dict:
+    """Per-image bounds in bits per dimension, ``{K: array}``: the ``continuous`` bound, or the bound of the
+    ``steps``-step sampler (``vadd.bounds.evaluate``: every model and K on the same draws, paired)."""
+    spec = bounds.BoundSpec("continuous") if steps is None else bounds.BoundSpec("steps", int(steps))
+    res = bounds.evaluate(model, tokens, ks, [spec], seed=seed, batch_size=50)[spec]
+    return {k: (v / model.seq_len / math.log(2)).astype(np.float64) for k, v in res.items()}
 
 
 def _summ(v: np.ndarray) -> dict:
@@ -106,15 +106,18 @@ def _job(p: dict) -> dict:
     res = {"kind": "model", "algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
                                                     "metrics": rec["train_metrics"], "run_dir": str(run_dir)},
            "bpd": {}, "sample_wall_s": {}, "nfe": {}}
-    # likelihood: K = 0 means "no latent" (MDM's ELBO)
+    # likelihood: valid bounds only (MDM has no latent: K = 1); the continuous bound at every K in bpd_k,
+    # K = bpd_k_max on the first images, and the bound of the T-step sampler at the sampling T's
     t0 = time.time()
     test = td.test[:int(bench["bpd_images"])]
-    ks = [int(k) for k in bench["bpd_k"]] if model.latent_dim else [0]
-    res["bpd"]["all"] = {str(k): _summ(bound_bpd(model, test, k, seed)) for k in ks}
+    summ = lambda d: {str(k): _summ(v) for k, v in d.items()}  # noqa: E731
+    res["bpd"]["all"] = summ(bound_bpd(model, test, bench["bpd_k"], seed))
     m = int(bench.get("bpd_k_max_images", 0))
     if m:
-        kmax = [int(bench["bpd_k_max"])] if model.latent_dim else [0]
-        res["bpd"]["subset"] = {str(k): _summ(bound_bpd(model, test[:m], k, seed)) for k in kmax}
+        res["bpd"]["subset"] = summ(bound_bpd(model, test[:m], [bench["bpd_k_max"]], seed))
+    m = int(bench.get("bound_steps_images", 0))
+    res["bpd_steps"] = {str(T): summ(bound_bpd(model, test[:m], bench.get("bound_steps_k", [1]), seed, int(T)))
+                        for T in (bench.get("bound_steps") or []) if m}
     res["bpd_wall_s"] = time.time() - t0
     feats = make_features(p["features"]) if int(bench["fid_samples"]) else None
     n = max(int(bench["fid_samples"]), int(bench["grid_samples"]))
@@ -203,19 +206,33 @@ def format_tables(results) -> str:
             continue
         d = e["data"]
         lines.append(f"### {label}: {d['name']} (test bound, bits per dimension; lower is better)\n")
-        mdm_all = models["mdm"]["bpd"]["all"]["0"]
+        mdm_all = next(iter(models["mdm"]["bpd"]["all"].values()))
         lines.append("| model | K | BPD bound | ± s.e. | test images |")
         lines.append("|---|---|---|---|---|")
         lines.append(f"| MDM | - | {mdm_all['bpd']:.4f} | {mdm_all['stderr']:.4f} | {mdm_all['n']} |")
         for k, v in models["vadd"]["bpd"]["all"].items():
             lines.append(f"| VADD | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | {v['n']} |")
         if "subset" in models["vadd"]["bpd"]:
-            ms = models["mdm"]["bpd"]["subset"]["0"]
+            ms = next(iter(models["mdm"]["bpd"]["subset"].values()))
             lines.append(f"| MDM (first {ms['n']}) | - | {ms['bpd']:.4f} | {ms['stderr']:.4f} | {ms['n']} |")
             for k, v in models["vadd"]["bpd"]["subset"].items():
                 lines.append(f"| VADD (first {v['n']}) | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | {v['n']} |")
         best = min(v["bpd"] for v in models["vadd"]["bpd"]["all"].values())
-        lines.append(f"\nVADD (best K) vs MDM: {100 * (1 - best / mdm_all['bpd']):+.1f}% lower bound.\n")
+        lines.append(f"\nVADD (best K) vs MDM: {100 * (1 - best / mdm_all['bpd']):+.1f}% lower bound "
+                     "(continuous-time bounds: the samplers as T -> inf).\n")
+        if models["vadd"].get("bpd_steps"):
+            steps_t = list(models["vadd"]["bpd_steps"])
+            n = next(iter(next(iter(models["vadd"]["bpd_steps"].values())).values()))["n"]
+            lines.append(f"### {label}: bound of the T-step sampler (bits per dimension, first {n} test images; "
+                         "lower is better)\n")
+            lines.append("| model | K | " + " | ".join(f"T={T}" for T in steps_t) + " |")
+            lines.append("|---|---|" + "---|" * len(steps_t))
+            for algo in ("mdm", "vadd"):
+                rows = models[algo].get("bpd_steps", {})
+                for k in next(iter(rows.values()), {}):
+                    lines.append(f"| {LABELS[algo]} | {k if algo == 'vadd' else '-'} | " + " | ".join(
+                        f"{rows[T][k]['bpd']:.4f} ± {rows[T][k]['stderr']:.4f}" for T in steps_t) + " |")
+            lines.append("")
         if e.get("fid"):
             steps = b["steps"]
             n = b["fid_samples"]

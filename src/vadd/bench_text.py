@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import io
+from . import bounds, io
 from .config import compose
 from .data.text import text_data
 from .jobs import plan_workers, report, run_jobs, stamp
@@ -39,6 +39,7 @@ QUICK = ["data.max_docs=60", "data.seq_len=32", "model.denoiser.depth=1", "model
          "trainer.ckpt_every=0", "trainer.diag_every=2", "trainer.log_every=2", "trainer.print_every=0",
          "trainer.val_every=2", "trainer.val_rows=8",
          "bench.steps=[2,4]", "bench.num_samples=4", "bench.ppl_rows=8", "bench.bpd_k=[1,3]", "bench.ppl_draws=2",
+         "bench.bound_steps=[2]", "bench.bound_steps_rows=4",
          "bench.zero_shot=[]", "bench.prompt_rows=2", "bench.prompt_tokens=8", "bench.prompt_steps=4"]
 
 
@@ -53,28 +54,18 @@ def _data(cfg, corpus=None, vocab=None):
 
 
 @torch.no_grad()
-def bound_nats(model, tokens: torch.Tensor, K: int, seed: int, batch: int = 32, draws: int = 1,
-               estimator: str = "count") -> np.ndarray:
-    """Per-sequence bound in nats (AR: exact NLL), the mean of ``draws`` Monte-Carlo draws per row.
-
-    The ``(t, xt)`` draws of batch ``b``, draw ``r`` come from a generator seeded by ``(seed, b, r)`` alone, so
-    every model (MDM, VADD at any ``K``) is scored on the same mask patterns row by row and their difference
-    is a paired one. ``estimator="count"`` (the masked-count rewrite of the same bound, weight at most ``L``)
-    instead of the antithetic-time one (weight ``~ 1/t``): on this protocol one time draw per row gave MDM
-    bounds from 114 to 222 over eight seeds (README, Text).
-    """
-    if model.name == "ar":  # exact
-        return torch.cat([model.nll_bound(x) for x in torch.split(tokens, batch)]).numpy()
-    total = np.zeros(len(tokens))
-    for r in range(int(draws)):
-        out = []
-        for b, x in enumerate(torch.split(tokens, batch)):
-            key = (int(seed) * 1_000_003 + b * 7919 + r * 104_729 + 11) % (2**63 - 1)
-            gen = torch.Generator().manual_seed(key)
-            torch.manual_seed(key + 5)  # the importance-sampling draws of z (VADD, K > 1)
-            out.append(model.nll_bound(x, num_samples=K, generator=gen, estimator=estimator))
-        total += torch.cat(out).numpy()
-    return total / int(draws)
+def bound_nats(model, tokens: torch.Tensor, ks, seed: int, batch: int = 32, draws: int = 1,
+               estimator: str = "count", steps: int | None = None) -> dict:
+    """Per-sequence bounds in nats, ``{K: array}``, the mean of ``draws`` Monte-Carlo draws per row: the
+    ``continuous`` bound, or with ``steps = T`` the bound of the T-step sampler (AR: exact NLL, MDM:
+    ``K = 1``). ``vadd.bounds.evaluate`` draws from ``seed`` and the batch layout alone, so every model and
+    every K are scored on the same mask patterns row by row and their differences are paired ones.
+    ``estimator="count"`` (the masked-count rewrite, weight at most ``L``) instead of the antithetic-time
+    one (weight ``~ 1/t``), whose single draws per row scatter far more on long rows."""
+    spec = bounds.BoundSpec("continuous") if steps is None else bounds.BoundSpec("steps", int(steps))
+    res = bounds.evaluate(model, tokens, [ks] if isinstance(ks, int) else ks, [spec], num_t=draws, seed=seed,
+                          batch_size=batch, estimator=estimator)
+    return next(iter(res.values()))
 
 
 def add_bound_arguments(ap) -> None:
@@ -107,23 +98,28 @@ def _job(p: dict) -> dict:
                                    "metrics": rec["train_metrics"], "run_dir": str(run_dir),
                                    "val_curve": metric_curve(run_dir, "val/nats_per_token")},
            "ppl": {}, "zero_shot": {}, "samples": {}, "prompted": {}}
-    ks = [int(k) for k in bench["bpd_k"]] if model.latent_dim else [0]
+    ks = [int(k) for k in bench["bpd_k"]] if model.latent_dim else [1]
     n = int(bench["ppl_rows"])
     t0 = time.time()
     test = td.test[:n]
     draws, est = int(bench.get("ppl_draws", 1)), str(bench.get("ppl_estimator", "count"))
-    bounds = out / "bounds"
-    bounds.mkdir(parents=True, exist_ok=True)
-    for k in ks:  # per-row nats kept for the paired differences between models (report)
-        nats = bound_nats(model, test, k, seed, draws=draws, estimator=est)
-        np.save(bounds / f"{algo}_test_K{k}.npy", nats)
+    folder = out / "bounds"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, nats in bound_nats(model, test, ks, seed, draws=draws, estimator=est).items():
+        np.save(folder / f"{algo}_test_K{k}.npy", nats)  # per-row nats for the paired differences (report)
         res["ppl"][str(k)] = perplexity_summary(nats, L)
     kz = [k for k in ks if k <= int(bench.get("zero_shot_k", ks[-1]))][-1:] or ks[:1]
     for corpus in bench["zero_shot"]:
         other = _data(cfg, corpus, td.info.get("vocab")).test[:n]
-        nats = bound_nats(model, other, kz[0], seed, draws=draws, estimator=est)
-        np.save(bounds / f"{algo}_{corpus}_K{kz[0]}.npy", nats)
-        res["zero_shot"][corpus] = {str(kz[0]): perplexity_summary(nats, L)}
+        for k, nats in bound_nats(model, other, kz, seed, draws=draws, estimator=est).items():
+            np.save(folder / f"{algo}_{corpus}_K{k}.npy", nats)
+            res["zero_shot"][corpus] = {str(k): perplexity_summary(nats, L)}
+    m = int(bench.get("bound_steps_rows", 0))  # the bound of the T-step sampler (the few-step likelihood)
+    res["ppl_steps"] = {}
+    if algo != "ar" and m:
+        for T in bench.get("bound_steps") or []:
+            got = bound_nats(model, test[:m], bench.get("bound_steps_k", [1]), seed, estimator=est, steps=int(T))
+            res["ppl_steps"][str(T)] = {str(k): perplexity_summary(v, L) for k, v in got.items()}
     res["ppl_wall_s"] = time.time() - t0
     for sampler in SAMPLERS[algo]:
         res["samples"][sampler] = {}
@@ -182,8 +178,8 @@ def paired_differences(folder: Path, L: int) -> dict:
     stderr, n}}}`` (negative: VADD's bound is lower). Pairing removes the rows' own difficulty and the shared
     mask patterns' noise, which dominate each bound's standard error."""
     out = {}
-    for mdm in sorted(folder.glob("mdm_*_K0.npy")):
-        split = mdm.name[len("mdm_"):-len("_K0.npy")]
+    for mdm in sorted(folder.glob("mdm_*_K1.npy")):
+        split = mdm.name[len("mdm_"):-len("_K1.npy")]
         a = np.load(mdm)
         for v in sorted(folder.glob(f"vadd_{split}_K*.npy"), key=lambda p: int(p.stem.rsplit("K", 1)[1])):
             out.setdefault(split, {})[v.stem.rsplit("K", 1)[1]] = paired_difference(np.load(v), a, L)
@@ -222,7 +218,7 @@ def format_tables(results) -> str:
              "| model | K | perplexity (bound) | nats/token ± s.e. |", "|---|---|---|---|"]
     for algo in ("ar", "mdm", "vadd"):
         for k, v in models.get(algo, {}).get("ppl", {}).items():
-            kk = "-" if k == "0" else k
+            kk = k if algo == "vadd" else "-"
             lines.append(f"| {LABELS[algo]} | {kk} | {v['ppl']:.2f} | {v['nats_per_token']:.4f} ± "
                          f"{v['stderr_nats_per_token']:.4f} |")
     paired = results.get("paired", {})
@@ -235,6 +231,17 @@ def format_tables(results) -> str:
             per_k = paired[split]
             lines.append(f"| {split} | " + " | ".join(
                 f"{per_k[k]['mean']:+.4f} ± {per_k[k]['stderr']:.4f}" if k in per_k else "-" for k in ks_all) + " |")
+    with_steps = [a for a in ("mdm", "vadd") if models.get(a, {}).get("ppl_steps")]
+    if with_steps:
+        steps_t = list(models[with_steps[0]]["ppl_steps"])
+        lines += ["", f"### Bound of the T-step sampler (perplexity, first {b.get('bound_steps_rows')} rows; one "
+                      "reveal path per row); lower is better\n",
+                  "| model | K | " + " | ".join(f"T={T}" for T in steps_t) + " |", "|---|---|" + "---|" * len(steps_t)]
+        for algo in with_steps:
+            rows = models[algo]["ppl_steps"]
+            for k in rows[steps_t[0]]:
+                lines.append(f"| {LABELS[algo]} | {k if algo == 'vadd' else '-'} | " + " | ".join(
+                    f"{rows[T][k]['ppl']:.2f}" for T in steps_t) + " |")
     corpora = b.get("zero_shot") or []
     if corpora:
         lines += ["", "### Zero-shot perplexity (bound) on the other corpora\n",

@@ -1,8 +1,10 @@
-"""The main job: MDM against VADD on 2D toys, JS divergence against the number of sampling steps.
+"""The main job: MDM against VADD on 2D toys, JS divergence and likelihood against the number of steps.
 
 For each dataset: train MDM and VADD with the same backbone, budget and seed; sample ``N`` points with
 MDM, VADD (fresh ``z`` per step) and VADD-CS (fixed ``z``) at each ``T``; measure the JS divergence to
-the target cell probabilities and the noise floor (``N`` fresh true samples against the same target).
+the target cell probabilities and the noise floor (``N`` fresh true samples against the same target);
+and bound the negative log-likelihood of fresh held-out points under the ``T``-step samplers and their
+continuous-time limit (``vadd.bounds``), with the data's entropy as the floor no model can beat.
 """
 from __future__ import annotations
 
@@ -12,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import io
+from . import bounds, io
 from .api import load
 from .config import compose
 from .data import toy2d_data
-from .data.toy2d import TOYS, Grid2D, PointSource, reference_cell_probs
+from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, reference_cell_probs
 from .jobs import plan_workers, run_jobs, stamp
 from .metrics import histogram_js
 from .sampling import sample
@@ -58,8 +60,17 @@ def _job(payload: dict) -> dict:
         _, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo)
         return {"algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
                                         "metrics": rec["train_metrics"], "run_dir": str(run_dir)}}
-    grid, target, sampler = Grid2D.from_info(dcfg), np.asarray(payload["target"]), payload["sampler"]
     model = load(Path(payload["run_dir"]) / "model").model.eval()
+    if payload["kind"] == "bounds":
+        t0, d = time.time(), cfg["demo"]
+        x = heldout_tokens(dcfg, int(d["bound_examples"]), seed)
+        cells = Grid2D.from_info(dcfg).token_cells(x)
+        data_nll = -np.log(np.maximum(np.asarray(payload["target"])[cells[:, 0], cells[:, 1]], 1e-300))
+        res = bounds.evaluate(model, x, d["bound_k"], bounds.specs(payload["steps"]), num_t=int(d["bound_draws"]),
+                              seed=seed)
+        return {"algo": algo, "bounds": bounds.records(res, model.seq_len, reference=data_nll),
+                "data_nll": float(data_nll.mean()), "bound_wall_s": time.time() - t0}
+    grid, target, sampler = Grid2D.from_info(dcfg), np.asarray(payload["target"]), payload["sampler"]
     res = {"algo": algo, "js": {sampler: {}}, "nfe": {sampler: {}}, "sample_wall_s": {sampler: {}}}
     for T in payload["steps"]:
         t0 = time.time()
@@ -90,8 +101,9 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
         dcfg = dict(base["data"], name=name)
         grid = Grid2D.from_info(dcfg)
         target, floor = demo_target(source, grid, n, seed, int(base["demo"]["reference_factor"]))
-        results["datasets"][source.label] = {"noise_floor": floor, "train": {}, "js": {}, "nfe": {},
-                                             "sample_wall_s": {}}
+        positive = target[target > 0]
+        results["datasets"][source.label] = {"noise_floor": floor, "entropy": float(-(positive * np.log(positive)).sum()),
+                                             "train": {}, "js": {}, "nfe": {}, "sample_wall_s": {}, "bounds": {}}
         log(f"[{source.label}] target ready; noise floor JS = {floor:.5f} (N = {n:,})")
         for algo in ("vadd", "mdm"):  # the longer jobs first
             own = [o for o in overrides if algo == "vadd" or not o.lstrip("+~").startswith("algo.")]
@@ -101,7 +113,8 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
             jobs.append({"kind": "train", "cfg": cfg, "name": name, "label": source.label, "algo": algo, "n": n,
                          "seed": seed, "steps": list(steps), "out": str(out), "target": target, "threads": threads})
     jobs.sort(key=lambda j: j["algo"] != "vadd")
-    total = len(jobs) + sum(len(SAMPLERS[j["algo"]]) for j in jobs)
+    with_bounds = names != [data] or data in TOYS  # held-out points exist for the named toys only
+    total = len(jobs) + sum(len(SAMPLERS[j["algo"]]) + with_bounds for j in jobs)
     done = 0
 
     def collect(job, res):
@@ -115,7 +128,15 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
             log(f"[{done}/{total}] {job['label']}: {LABELS[res['algo']]} trained to step {res['train']['steps']} "
                 f"in {res['train']['wall_s']:.0f}s  {elapsed}")
             io.write_json(out / "results.json", _finish(results, base, grid, t_start))
-            return [dict(job, kind="sample", sampler=s, run_dir=res["train"]["run_dir"]) for s in SAMPLERS[job["algo"]]]
+            follow = [dict(job, kind="sample", sampler=s, run_dir=res["train"]["run_dir"]) for s in SAMPLERS[job["algo"]]]
+            return follow + ([dict(job, kind="bounds", run_dir=res["train"]["run_dir"])] if with_bounds else [])
+        if job["kind"] == "bounds":
+            entry["bounds"][res["algo"]] = res["bounds"]
+            entry["data_nll"] = res["data_nll"]  # exact -log p_data of the evaluated points: their own floor
+            log(f"[{done}/{total}] {job['label']}: {LABELS[res['algo']]} likelihood bounds in {res['bound_wall_s']:.0f}s  "
+                f"{elapsed}")
+            io.write_json(out / "results.json", _finish(results, base, grid, t_start))
+            return []
         for key in ("js", "nfe", "sample_wall_s"):
             entry[key].update(res[key])
         wall = sum(res["sample_wall_s"][job["sampler"]].values())
@@ -131,7 +152,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
     io.write_json(out / "results.json", results)
     draw_figure(out, results, grid)
     log(format_table(results))
-    log(f"wrote {out / 'results.json'}, {out / 'figure.png'}, {out / 'js_vs_steps.png'} "
+    log(f"wrote {out / 'results.json'}, {out / 'figure.png'}, {out / 'js_vs_steps.png'}, {out / 'nll_vs_steps.png'} "
         f"and samples/ ({results['wall_s']:.0f}s)")
     return results
 
@@ -142,6 +163,41 @@ def _finish(results, cfg, grid, t_start):
 
 
 def format_table(results) -> str:
+    return "\n\n".join(t for t in (format_js_table(results), format_bound_table(results)) if t)
+
+
+def bound_rows(entry: dict) -> list[tuple[str, dict]]:
+    """``(label, {T or "cont": nats per example, with "se"})`` per method and K from a dataset's bounds."""
+    rows = []
+    for algo in ("mdm", "vadd"):
+        by_k = {}
+        for r in entry.get("bounds", {}).get(algo, []):
+            cell = by_k.setdefault(r["K"], {})
+            key = "cont" if r["bound"] == "continuous" else r["steps"]
+            cell[key], cell.setdefault("se", {})[key] = r["nats_per_example"], r["stderr_nats_per_example"]
+        for k, cell in sorted(by_k.items()):
+            rows.append((LABELS[algo] if algo == "mdm" else f"VADD K={k}", cell))
+    return rows
+
+
+def format_bound_table(results) -> str:
+    steps = results["steps"]
+    if not any(e.get("bounds") for e in results["datasets"].values()):
+        return ""
+    head = (f"{'dataset':<13}{'model':<13}" + "".join(f"{'T=' + str(T):>9}" for T in steps)
+            + f"{'T->inf':>9}{'data':>9}{'entropy':>9}")
+    lines = ["Likelihood bound (nats per held-out point): valid upper bounds on -log p of the T-step sampler and of "
+             "its T -> inf limit; 'data' is the exact -log p_data of the same points, the floor (in expectation) "
+             "under every model; lower is better", head, "-" * len(head)]
+    for name, e in results["datasets"].items():
+        for label, cell in bound_rows(e):
+            lines.append(f"{name:<13}{label:<13}" + "".join(f"{cell.get(T, float('nan')):>9.3f}" for T in steps)
+                         + f"{cell.get('cont', float('nan')):>9.3f}{e.get('data_nll', float('nan')):>9.3f}"
+                         + f"{e['entropy']:>9.3f}")
+    return "\n".join(lines)
+
+
+def format_js_table(results) -> str:
     steps = results["steps"]
     head = f"{'dataset':<13}{'sampler':<9}" + "".join(f"{'T=' + str(T):>9}" for T in steps) + f"{'floor':>9}"
     lines = ["JS divergence (nats) of N = {:,} samples; lower is better".format(results["num_samples"]), head,
@@ -208,6 +264,25 @@ def draw_figure(out: Path, results: dict, grid: Grid2D) -> None:
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
     _savefig(fig, out / "js_vs_steps.png")
+    plt.close(fig)
+
+    if not any(results["datasets"][n].get("bounds") for n in names):
+        return
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        e = results["datasets"][name]
+        for label, cell in bound_rows(e):
+            line, = ax.plot(steps, [cell.get(T, np.nan) for T in steps], marker="o", label=label)
+            if "cont" in cell:
+                ax.axhline(cell["cont"], color=line.get_color(), ls=":", lw=1)
+        ax.axhline(e["entropy"], color="gray", ls="--", label="data entropy")
+        ax.set_xscale("log")
+        ax.set_xlabel("sampling steps T (dotted: T -> inf)")
+        ax.set_title(name)
+    axes[0, 0].set_ylabel("NLL bound (nats per point)")
+    axes[0, -1].legend(fontsize=8)
+    fig.tight_layout()
+    _savefig(fig, out / "nll_vs_steps.png")
     plt.close(fig)
 
 

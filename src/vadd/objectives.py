@@ -1,8 +1,10 @@
-"""Objectives as pure functions of tensors (method.md §4).
-
-Conventions: every function returns *lower bounds on log-likelihoods* (nats, per example, summed over
-positions). Losses are their negatives. ``logp`` are log-probabilities ``[B, L, V]`` over the real
+"""Training objectives as pure functions of tensors: log-likelihood terms in nats, per example, summed
+over positions (losses are their negatives). ``logp`` are log-probabilities ``[B, L, V]`` over the real
 vocabulary; ``masked`` is the boolean mask pattern ``[B, L]``.
+
+MDM's ELBO is a bound on ``log p``; VADD's DELBO (and its importance-weighted version) bounds the *joint*
+of the masked tokens at each ``t``, and its integral over ``t`` is a training objective, not a bound on
+any model's likelihood. Reported likelihoods come from :mod:`vadd.bounds`.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ def elbo_integrand(weight: torch.Tensor, term: torch.Tensor) -> torch.Tensor:
 
 
 def delbo_term(recon: torch.Tensor, kl: torch.Tensor, kl_weight: float = 1.0) -> torch.Tensor:
-    """The DELBO's inner term ``log p(x0 | xt, z) - lambda * KL(r || p)`` (a bound only at lambda = 1)."""
+    """The DELBO's inner term ``log p(x0^M | xt, z) - lambda * KL(r || p)`` (at lambda = 1 a lower bound on the
+    joint ``log p(x0^M | xt)``; its integral over t is a training objective, not a likelihood bound)."""
     return recon - kl_weight * kl
 
 

@@ -105,6 +105,39 @@ class Polynomial(Schedule):
         return (1.0 - a).clamp(0.0, 1.0) ** (1.0 / self.k)
 
 
+class SamplerSchedule(Schedule):
+    """``alpha~(t) = (alpha(t) - alpha(1)) / (1 - alpha(1))``: the process the samplers run.
+
+    Samplers start fully masked at ``t = 1`` and reveal with ``alpha~`` (``sampling.reveal_steps``); the
+    network still reads the base schedule's ``t``. A bound on the sampler's likelihood must mask with
+    ``alpha~`` too: for ``alpha(1) = eps > 0`` (log-linear) the base process leaves a fraction ``eps`` of
+    tokens clean at ``t = 1``, which the sampler's all-masked start gives probability 0.
+    """
+
+    name = "sampler"
+
+    def __init__(self, base: Schedule):
+        self.base = base
+        self.a1 = float(base.alpha(torch.ones((), dtype=torch.float64)))
+
+    def alpha(self, t):
+        return (self.base.alpha(t) - self.a1) / (1.0 - self.a1)
+
+    def dalpha(self, t):
+        return self.base.dalpha(t) / (1.0 - self.a1)
+
+    def t_of_alpha(self, a):
+        return self.base.t_of_alpha(self.a1 + (1.0 - self.a1) * a)
+
+
+def sampler_schedule(schedule: Schedule) -> Schedule:
+    """The schedule the samplers run for a model trained with ``schedule`` (itself when ``alpha(1) = 0``)."""
+    if isinstance(schedule, SamplerSchedule):
+        return schedule
+    a1 = float(schedule.alpha(torch.ones((), dtype=torch.float64)))
+    return schedule if a1 == 0.0 else SamplerSchedule(schedule)
+
+
 SCHEDULES = {cls.name: cls for cls in (LogLinear, Linear, Cosine, Polynomial)}
 
 

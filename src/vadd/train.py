@@ -308,25 +308,16 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
 
 @torch.no_grad()
 def heldout_bound(model, x0: torch.Tensor, seed: int = 0, batch: int = 64) -> float:
-    """Mean upper bound on ``-log p(x0)`` in nats per row (``K = 1``, one masked-count draw per row: the
-    low-variance estimator; AR: exact NLL) of the given held-out rows, for the validation curve
-    (``trainer.val_every``).
+    """Mean ``continuous`` bound on ``-log p(x0)`` in nats per row (``K = 1``, one masked-count draw per
+    row; AR: exact NLL) of the given held-out rows, for the validation curve (``trainer.val_every``).
 
-    The time, mask and latent draws come from a private generator seeded by ``seed`` alone, so every call
-    scores the same draws (a curve that moves only because the model does) and training's random stream
-    is untouched; the model is put in eval mode for the call and restored after.
+    ``vadd.bounds.evaluate`` draws from generators seeded by ``seed`` alone, so every call scores the
+    same draws (a curve that moves only because the model does) and training's random stream is untouched.
     """
-    gen = torch.Generator(device=x0.device).manual_seed(int(seed) * 7 + 3)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.random.fork_rng(devices=[x0.device] if x0.device.type == "cuda" else []):
-            torch.manual_seed(int(seed) * 7 + 5)  # any draw not taken from ``gen``
-            total = sum(float(model.nll_bound(b, num_samples=1, generator=gen, estimator="count").sum())
-                        for b in torch.split(x0, batch))
-    finally:
-        model.train(was_training)
-    return total / len(x0)
+    from . import bounds
+
+    res = bounds.evaluate(model, x0, [1], [bounds.BoundSpec("continuous")], seed=seed, batch_size=batch)
+    return float(next(iter(res.values()))[1].mean())
 
 
 @torch.no_grad()

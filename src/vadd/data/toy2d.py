@@ -180,3 +180,12 @@ def reference_cell_probs(source: PointSource, grid: Grid2D, n_ref: int, seed: in
         hist += grid.histogram(grid.cells(source.sample(m, rng))) * m
         done += m
     return hist / hist.sum()
+
+
+def heldout_tokens(info: dict, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` fresh points of the named toy in ``info`` (a model's saved data info), as tokens: from their
+    own random stream, independent of the training points, for likelihood evaluation."""
+    if info.get("kind") != "toy2d" or not is_toy_name(str(info.get("name"))):
+        raise ValueError("give --data PATH: this model's test data cannot be drawn from its config")
+    rng = np.random.default_rng([int(seed), 31337])
+    return Grid2D.from_info(info).encode(PointSource(info["name"]).sample(int(n), rng))

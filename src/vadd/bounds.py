@@ -1,0 +1,261 @@
+"""Valid likelihood bounds, named by the model they bound, and the one evaluator every caller uses.
+
+Each bound is an upper bound on ``-log p(x0)`` (nats per example) of a model a user can sample:
+
+- ``continuous``: the sampler with a fresh ``z`` per step as ``T -> inf``. It reveals one token at a
+  time, each from the *prior-averaged* marginal ``mu^i(xt) = E_{p(z)} mu^i(xt, z)``, so the bound is
+
+      int_0^1 w(t) E_q sum_{i in M} -log (1/K) sum_k mu^i(xt, z_k)[x0^i] p(z_k) / r(z_k | x0, M) dt
+
+  with ``z_k ~ r`` shared by the tokens: valid for any proposal ``r`` and any ``K`` (Jensen per token),
+  tending to the marginal bound as ``K`` grows. MDM: the usual continuous-time ELBO.
+- ``steps`` (``T``): the discrete-time ELBO of the ``T``-step sampler, on its own time grid,
+  ``E_path sum_k -log p(x0^{R_k} | x_{t_k})`` with ``R_k`` the tokens revealed at step ``k``; for VADD the
+  joint over ``R_k`` is importance-weighted with ``K`` draws per step. At ``T = 1`` it is the IWAE bound
+  of the one-step model.
+
+The training objective (the DELBO, ``VADD.bound_term``) integrates the bound on the *joint* of all
+masked tokens over ``t``; that is not a bound on any model's likelihood and is never reported as one.
+
+Both bounds mask with the process the sampler runs (:func:`vadd.schedules.sampler_schedule`). The
+autoregressive baseline reports its exact NLL under the bound name ``exact``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from . import objectives, process, rng
+from .latent import standard_normal_log_prob
+from .sampling import reveal_steps, time_grid
+from .schedules import sampler_schedule
+
+BOUNDS = ("continuous", "steps")
+CHUNK_TOKENS = 2**18  # rows * L per network call of the importance-weighted draws
+
+
+# ---- the latent draws shared by both bounds ------------------------------------------------------
+def _token_loglik(model, x0, xt, t, z=None) -> torch.Tensor:
+    """``log mu^i(xt, t[, z])[x0^i]`` for every position: ``[..., B, L]`` float64."""
+    return model.log_probs(xt, t, z).gather(-1, x0.unsqueeze(-1)).squeeze(-1).double()
+
+
+def _latent_chunks(model, x0, xt, masked, t, kmax: int, z_gen):
+    """Yield ``(tok [k, B, L], log_ratio [k, B])`` for chunks of ``kmax`` draws ``z ~ r(z | x0, masked)``:
+    the per-token log-likelihoods and ``log p(z) - log r(z | x0, masked)``."""
+    post = model.posterior(x0, masked)
+    B, L = x0.shape
+    per_chunk = max(1, min(kmax, int(getattr(model, "eval_chunk_tokens", CHUNK_TOKENS)) // max(B * L, 1)))
+    done = 0
+    while done < kmax:
+        k = min(per_chunk, kmax - done)
+        # one [B, d] draw at a time: draw j is the same whatever K and the chunking are (torch.randn of
+        # another size orders its numbers differently)
+        eps = torch.stack([torch.randn(post.mean.shape, generator=z_gen, device=x0.device, dtype=post.mean.dtype)
+                           for _ in range(k)])
+        z = post.rsample(eps)  # [k, B, d]
+        tok = _token_loglik(model, x0.repeat(k, 1), xt.repeat(k, 1), t.repeat(k), z.reshape(k * B, -1))
+        yield tok.view(k, B, L), (standard_normal_log_prob(z) - post.log_prob(z)).double()
+        done += k
+
+
+def _nested_logmeanexp(chunks, ks, reduce) -> dict:
+    """``log (1/K) sum_{j < K} exp(reduce(tok_j, ratio_j))`` for every ``K`` in ``ks`` from one stream of
+    draws (the first ``K`` draws for each ``K``, so the K-curve is paired)."""
+    acc = {k: objectives.LogMeanExp() for k in ks}
+    start = 0
+    for tok, ratio in chunks:
+        log_w = reduce(tok, ratio)
+        for k in ks:
+            if start < k:
+                acc[k].update(log_w[: k - start])
+        start += tok.shape[0]
+    return {k: a.value() for k, a in acc.items()}
+
+
+# ---- one batch -----------------------------------------------------------------------------------
+@torch.no_grad()
+def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: str = "count") -> dict:
+    """One Monte-Carlo draw of the ``continuous`` bound per example: ``{K: nats [B] float64}``.
+
+    ``generator`` draws ``(t, mask)`` (the same for every ``K`` and every model: paired), ``z_generator``
+    the importance-sampling draws. ``estimator``: ``count`` (masked-count rewrite, weight at most ``L``)
+    or ``time`` (antithetic times, weight ``~ 1/t``); both estimate the same bound.
+    """
+    if estimator not in process.DRAWS:
+        raise ValueError(f"unknown bound estimator {estimator!r}; choose one of {tuple(process.DRAWS)}")
+    B, L = x0.shape
+    t, masked, weight = process.DRAWS[estimator](B, L, sampler_schedule(model.schedule), generator=generator,
+                                                 device=x0.device)
+    xt = process.apply_mask(x0, masked, model.mask_id)
+    if not model.latent_dim:
+        ll = torch.where(masked, _token_loglik(model, x0, xt, t), 0.0).sum(-1)
+        return {k: -(weight.double() * ll) for k in ks}
+
+    def per_token(tok, ratio):
+        return tok + ratio.unsqueeze(-1)  # [k, B, L]: each token's own importance weights
+
+    lme = _nested_logmeanexp(_latent_chunks(model, x0, xt, masked, t, max(ks), z_generator), ks, per_token)
+    return {k: -(weight.double() * torch.where(masked, v, 0.0).sum(-1)) for k, v in lme.items()}
+
+
+@torch.no_grad()
+def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: str = "uniform") -> dict:
+    """One reveal path per example of the ``T``-step sampler's bound: ``{K: nats [B] float64}``.
+
+    The path is drawn as the sampler draws it (:func:`vadd.sampling.reveal_steps` from one uniform per
+    position, taken from ``generator``: the same path for every ``K`` and model, and coupled across ``T``).
+    Each example's reveal events are evaluated in rounds, at most ``min(T, L)`` network calls, with the
+    step's own ``t``; VADD's joint over the revealed tokens is importance-weighted with ``z ~ r(z | x0,
+    M_k)``, ``M_k`` the tokens still masked before the step.
+    """
+    B, L = x0.shape
+    times = time_grid(T, grid, device=x0.device)
+    u = torch.rand(B, L, generator=generator, device=x0.device, dtype=torch.float64)
+    when = reveal_steps(model.schedule, times, u)  # [B, L] the step that reveals each position
+    total = {k: torch.zeros(B, dtype=torch.float64, device=x0.device) for k in ks}
+    pending = torch.ones(B, L, dtype=torch.bool, device=x0.device)
+    never = torch.full_like(when, int(T))
+    while pending.any():
+        # each round's z draws from a stream of its own, seeded from z_generator by one draw whatever K
+        # is, so the first K draws of every round are the same for every K (a paired K-curve)
+        round_seed = int(torch.randint(0, 2**62, (1,), generator=z_generator, device=x0.device))
+        zg = torch.Generator(device=x0.device).manual_seed(round_seed)
+        nxt = torch.where(pending, when, never).amin(dim=1)
+        rows = (nxt < T).nonzero().squeeze(1)
+        k_rows = nxt[rows].unsqueeze(1)
+        masked = when[rows] >= k_rows           # still masked before the step
+        revealed = when[rows] == k_rows         # R_k
+        x, t = x0[rows], times[nxt[rows]].float()
+        xt = process.apply_mask(x, masked, model.mask_id)
+        if not model.latent_dim:
+            ll = torch.where(revealed, _token_loglik(model, x, xt, t), 0.0).sum(-1)
+            for k in ks:
+                total[k][rows] += ll
+        else:
+            def joint(tok, ratio):
+                return torch.where(revealed, tok, 0.0).sum(-1) + ratio  # [k, n]
+
+            lme = _nested_logmeanexp(_latent_chunks(model, x, xt, masked, t, max(ks), zg), ks, joint)
+            for k in ks:
+                total[k][rows] += lme[k]
+        pending[rows] &= ~revealed
+    return {k: -v for k, v in total.items()}
+
+
+# ---- a data set ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BoundSpec:
+    """Which bound: ``continuous`` (``steps`` None), ``steps`` with ``steps = T``, or ``exact`` (AR)."""
+
+    bound: str
+    steps: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"T={self.steps}" if self.bound == "steps" else self.bound
+
+
+def specs(steps=(), continuous: bool = True) -> list[BoundSpec]:
+    """``[continuous] + [steps T for T in steps]``, validated."""
+    out = [BoundSpec("continuous")] if continuous else []
+    for T in steps:
+        time_grid(T)  # a clear error for T < 1 or a non-integer
+        out.append(BoundSpec("steps", int(T)))
+    if not out:
+        raise ValueError("no bound requested: give the continuous bound or at least one number of steps")
+    return out
+
+
+def check_request(ks, num_t: int) -> list[int]:
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"K (importance samples) must be integers >= 1, got {ks}")
+    if int(num_t) < 1:
+        raise ValueError(f"the number of Monte-Carlo draws per example must be >= 1, got {num_t}")
+    return ks
+
+
+@torch.no_grad()
+def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int = 0, batch_size: int = 256,
+             estimator: str = "count", grid: str = "uniform", progress: bool = False) -> dict:
+    """Per-example bounds in nats over a data set: ``{BoundSpec: {K: float64 numpy [N]}}``.
+
+    ``num_t`` Monte-Carlo draws per example are averaged. Draw ``r`` of batch ``b`` takes its
+    ``(t, mask)`` / reveal path from ``rng.generator(seed, "bound-path", b, r)`` and its ``z`` from
+    ``rng.generator(seed, "bound-z", b, r)``: every ``K``, every bound and every model with the same
+    ``seed`` and ``batch_size`` is scored on the same draws (paired differences), and reruns are identical.
+    MDM reports ``K = 1`` only (it has no latent); the AR baseline its exact NLL once (``exact``).
+    """
+    ks = check_request(ks, num_t)
+    bound_specs = list(bound_specs or specs())
+    x = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens, dtype=torch.long)
+    model.check_tokens(x)
+    if len(x) == 0:
+        raise ValueError("no examples to evaluate")
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    if getattr(model, "name", "") == "ar":
+        nats = torch.cat([model.nll_bound(b.to(device)).cpu() for b in torch.split(x, batch_size)]).numpy()
+        return {BoundSpec("exact"): {1: nats}}
+    if not model.latent_dim:
+        ks = [1]
+    batch_size = max(1, min(int(batch_size), CHUNK_TOKENS // model.seq_len))
+    batches = torch.split(x, batch_size)
+    out = {s: {k: [] for k in ks} for s in bound_specs}
+    it = range(len(batches))
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, desc=f"bounds {model.name}", leave=False)
+    was_training = model.training
+    model.eval()
+    try:
+        for b in it:
+            x0 = batches[b].to(device)
+            for s in bound_specs:
+                acc = {k: torch.zeros(len(x0), dtype=torch.float64, device=device) for k in ks}
+                for r in range(int(num_t)):
+                    g = rng.generator(seed, "bound-path", b, r, device=device)
+                    zg = rng.generator(seed, "bound-z", b, r, device=device)
+                    if s.bound == "continuous":
+                        draw = continuous(model, x0, ks, g, zg, estimator)
+                    else:
+                        draw = steps(model, x0, s.steps, ks, g, zg, grid)
+                    for k in ks:
+                        acc[k] += draw[k]
+                for k in ks:
+                    out[s][k].append((acc[k] / int(num_t)).cpu())
+    finally:
+        model.train(was_training)
+    return {s: {k: torch.cat(v).numpy() for k, v in d.items()} for s, d in out.items()}
+
+
+def summary(nats: np.ndarray, seq_len: int) -> dict:
+    """Mean nats per example with its standard error, and per token / bits per dim / perplexity."""
+    n = len(nats)
+    per_tok = float(nats.mean()) / seq_len
+    return {"nats_per_example": float(nats.mean()),
+            "stderr_nats_per_example": float(nats.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
+            "nats_per_token": per_tok, "bits_per_dim": per_tok / math.log(2), "perplexity": math.exp(per_tok),
+            "num_examples": int(n)}
+
+
+def records(results: dict, seq_len: int, reference: np.ndarray | None = None) -> list[dict]:
+    """:func:`evaluate`'s output as the ``"bounds"`` records of ``vadd eval`` (one per bound and ``K``).
+
+    ``reference``: the exact ``-log p_data(x)`` of the same examples, where the data distribution is known
+    (the toys); each record then carries the paired difference ``bound - reference`` with its standard
+    error. Its expectation is ``KL(p_data || model) + gap >= 0``: a valid bound never averages below 0
+    beyond noise, and pairing removes the examples' own spread."""
+    out = []
+    for s, d in results.items():
+        for k, v in d.items():
+            rec = {"bound": s.bound, "steps": s.steps, "K": int(k), **summary(v, seq_len)}
+            if reference is not None:
+                diff = v - np.asarray(reference, dtype=np.float64)
+                rec["minus_data_nll"] = float(diff.mean())
+                rec["minus_data_nll_stderr"] = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+            out.append(rec)
+    return out
