@@ -455,6 +455,27 @@ def test_run_jobs_queues_follow_ups_after_their_job(workers):
         assert all(order.index(parent) < order.index(f) for f in (parent * 10, parent * 10 + 1))
 
 
+def _reporting_job(job):
+    """A picklable job for the spawned workers: reports steps 1..4 a little apart, then returns its name."""
+    import time as _time
+
+    from vadd.jobs import report_progress
+    for step in range(1, 5):
+        report_progress(job, step=step, total=4)
+        _time.sleep(0.15)
+    return job["desc"]
+
+
+def test_parallel_jobs_print_a_status_line_with_each_running_jobs_progress():
+    from vadd.jobs import run_jobs
+    lines, seen = [], []
+    run_jobs([{"desc": "alpha"}, {"desc": "beta"}], _reporting_job, 2, lambda job, res: seen.append(res),
+             log=lines.append, every=0.2)
+    assert sorted(seen) == ["alpha", "beta"]
+    assert lines and all(ln.startswith("  ... ") for ln in lines)
+    assert any("alpha " in ln and "/4" in ln for ln in lines) and any("beta " in ln for ln in lines), lines
+
+
 def test_finish_acceptance_prints_each_criterion_and_writes_the_report(tmp_path):
     """The acceptance checks' common end: the exit status is 0 only when every criterion passes, the report
     lands next to the results file, and each line says PASS/FAIL with its value (and s.e. when given)."""
@@ -469,12 +490,12 @@ def test_finish_acceptance_prints_each_criterion_and_writes_the_report(tmp_path)
 
 
 def test_perf_acceptance_checks_each_cost_criterion(tmp_path):
-    """benchmarks/perf_acceptance.py: sampling <= 1.05x MDM at every T of the default sampler (the worst row
+    """dev/perf_acceptance.py: sampling <= 1.05x MDM at every T of the default sampler (the worst row
     decides), cached VADD-CS calls <= cached MDM's, training <= 1.5x / 1.25x, the half-width encoder keeps
     >= 90% of the one-step gain, MFU >= 30%; the report is written under its own name."""
     import importlib.util
     spec = importlib.util.spec_from_file_location(
-        "perf_acceptance", Path(__file__).resolve().parents[1] / "benchmarks" / "perf_acceptance.py")
+        "perf_acceptance", Path(__file__).resolve().parents[1] / "dev" / "perf_acceptance.py")
     pa = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pa)
 

@@ -168,7 +168,7 @@ class VADD(MaskedDiffusion):
         # A learned gate in [0, 1] per latent unit, a function of the masked fraction, that moves the
         # posterior toward the prior: the KL is paid at every masking level with weight w(t) ~ 1/t, while
         # z only helps where much is masked, so a posterior that cannot switch itself off by masking level
-        # collapses (README, Images: "Posterior collapse on binarized MNIST"). Starts at 0.5 everywhere.
+        # collapses. Starts at 0.5 everywhere.
         self.mask_gate = None
         if mask_gate:
             self.mask_gate = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, self.latent_dim))

@@ -22,10 +22,10 @@ from . import bounds, io
 from .config import compose
 from .data import build_data
 from .data.images import ImageGrid, save_grid_png
-from .jobs import plan_workers, report, run_jobs, stamp
+from .jobs import plan_workers, report, report_progress, run_jobs, stamp
 from .metrics.fid import feature_stats, frechet_distance
 from .sampling import sample
-from .train import train
+from .train import step_reporter, train
 
 EXPERIMENTS = ("images_mnist", "images_fmnist")
 SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs")}
@@ -100,7 +100,9 @@ def _job(p: dict) -> dict:
         feats = make_features(p["features"])(imgs)
         io.write_npy(out / "features" / label / "reference.npy", feats.astype(np.float32))
         return {"kind": "reference", "n": n}
-    model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo)
+    model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo,
+                                callbacks=[step_reporter(lambda **kw: report_progress(p, **kw))])
+    report_progress(p, stage="sampling and scoring")
     model.eval()
     grid = ImageGrid.from_info(td.info)
     res = {"kind": "model", "algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
@@ -163,9 +165,11 @@ def run_bench(out: str | Path = "runs/images", seed: int = 0, quick: bool = Fals
                          quick)
             cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
             jobs.append({"kind": "model", "cfg": cfg, "algo": algo, "label": label, "seed": seed, "out": str(out),
+                         "desc": f"{label} {LABELS[algo]}",
                          "threads": threads, "features": features})
         if int(base["bench"]["fid_samples"]):
             jobs.append({"kind": "reference", "cfg": base, "algo": None, "label": label, "seed": seed,
+                         "desc": f"{label} FID reference",
                          "out": str(out), "threads": threads, "features": features})
     order = {"vadd": 0, "mdm": 1, None: 2}
     jobs.sort(key=lambda j: (order[j["algo"]], -int(j["cfg"]["bench"].get("fid_samples", 0))))
@@ -180,7 +184,7 @@ def run_bench(out: str | Path = "runs/images", seed: int = 0, quick: bool = Fals
                 f"({time.time() - t_start:.0f}s elapsed)")
         io.write_json(out / "results.json", stamp(results, t_start))
 
-    run_jobs(jobs, _job, workers, collect)
+    run_jobs(jobs, _job, workers, collect, log=log)
     for label, e in results["experiments"].items():
         e["fid"] = _fids(out, label, e) if int(e["bench"]["fid_samples"]) else {}
     return report(out, results, t_start, draw_figures, format_tables, log)

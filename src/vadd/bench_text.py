@@ -25,10 +25,10 @@ import torch
 from . import bounds, io
 from .config import compose
 from .data.text import text_data
-from .jobs import plan_workers, report, run_jobs, stamp
+from .jobs import plan_workers, report, report_progress, run_jobs, stamp
 from .metrics.genppl import unigram_entropy
 from .sampling import sample
-from .train import metric_curve, train
+from .train import metric_curve, step_reporter, train
 
 LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS", "ar": "AR"}
 SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs"), "ar": ()}
@@ -91,7 +91,9 @@ def _job(p: dict) -> dict:
     cfg, algo, out, seed = p["cfg"], p["algo"], Path(p["out"]), p["seed"]
     bench = cfg["bench"]
     td = _data(cfg)
-    model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / algo)
+    model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / algo,
+                                callbacks=[step_reporter(lambda **kw: report_progress(p, **kw))])
+    report_progress(p, stage="sampling and scoring")
     model.eval()
     L = td.seq_len
     res = {"algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
@@ -158,7 +160,8 @@ def run_bench(out: str | Path = "runs/text", seed: int = 0, quick: bool = False,
         own = [o for o in extra if algo == "vadd" or not o.lstrip("+~").startswith("algo.")]
         cfg = compose([f"experiment={experiment}", f"seed={seed}", f"algo={algo}", *own])
         cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
-        jobs.append({"cfg": cfg, "algo": algo, "seed": seed, "out": str(out), "threads": threads})
+        jobs.append({"cfg": cfg, "algo": algo, "seed": seed, "out": str(out), "threads": threads,
+                     "desc": LABELS[algo]})
 
     def collect(job, res):
         results["models"][job["algo"]] = res
@@ -166,7 +169,7 @@ def run_bench(out: str | Path = "runs/text", seed: int = 0, quick: bool = False,
             f"scored ({time.time() - t_start:.0f}s elapsed)")
         io.write_json(out / "results.json", stamp(results, t_start))
 
-    run_jobs(jobs, _job, workers, collect)
+    run_jobs(jobs, _job, workers, collect, log=log)
     results["paired"] = paired_differences(out / "bounds", int(base["data"]["seq_len"]))
     if judge != "none":
         score_samples(out, results, judge, log)

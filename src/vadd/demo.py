@@ -19,10 +19,10 @@ from .api import load
 from .config import compose
 from .data import toy2d_data
 from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, reference_cell_probs
-from .jobs import plan_workers, run_jobs, stamp
+from .jobs import plan_workers, report_progress, run_jobs, stamp
 from .metrics import histogram_js
 from .sampling import sample
-from .train import train
+from .train import step_reporter, train
 
 STEPS = (1, 2, 5, 10, 20, 50)
 SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs")}
@@ -32,7 +32,7 @@ LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS"}
 def demo_target(source: PointSource, grid: Grid2D, n: int, seed: int, factor: int = 100):
     """The demo's target cell probabilities (from ``factor * n`` reference points; exact for the
     checkerboard) and its noise floor (the JS of ``n`` fresh true points against them). Anything that
-    scores against the demo's numbers (benchmarks/toy_one_step.py, toy_recipe_probe.py) uses this."""
+    scores against the demo's numbers (dev/probes/toy_one_step.py, toy_recipe_probe.py) uses this."""
     target = reference_cell_probs(source, grid, factor * n, seed + 1)
     floor = histogram_js(grid.cells(source.sample(n, np.random.default_rng([seed, 7]))), target, grid.bins)
     return target, floor
@@ -40,7 +40,7 @@ def demo_target(source: PointSource, grid: Grid2D, n: int, seed: int, factor: in
 
 def sampled_js(model, grid: Grid2D, target, n: int, steps: int, sampler: str, seed: int):
     """Draw ``n`` points with ``sampler`` in ``steps`` steps and score them as the demo does: returns
-    ``(js, tokens, stats)``. The demo's sampling jobs and benchmarks/toy_recipe_probe.py both use it."""
+    ``(js, tokens, stats)``. The demo's sampling jobs and dev/probes/toy_recipe_probe.py both use it."""
     x, stats = sample(model, n, steps, sampler, seed=seed)
     tokens = x.numpy()
     return histogram_js(grid.token_cells(tokens), target, grid.bins), tokens, stats
@@ -57,9 +57,11 @@ def _job(payload: dict) -> dict:
     label = PointSource(name).label
     if payload["kind"] == "train":
         td = toy2d_data(seed=seed, **{k: v for k, v in dcfg.items() if k != "kind"})
-        _, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo)
+        _, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo,
+                                callbacks=[step_reporter(lambda **kw: report_progress(payload, **kw))])
         return {"algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
                                         "metrics": rec["train_metrics"], "run_dir": str(run_dir)}}
+    report_progress(payload, stage=payload["kind"])
     model = load(Path(payload["run_dir"]) / "model").model.eval()
     if payload["kind"] == "bounds":
         t0, d = time.time(), cfg["demo"]
@@ -111,6 +113,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
             cfg["data"] = dcfg
             cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
             jobs.append({"kind": "train", "cfg": cfg, "name": name, "label": source.label, "algo": algo, "n": n,
+                         "desc": f"{source.label} {LABELS[algo]}",
                          "seed": seed, "steps": list(steps), "out": str(out), "target": target, "threads": threads})
     jobs.sort(key=lambda j: j["algo"] != "vadd")
     with_bounds = names != [data] or data in TOYS  # held-out points exist for the named toys only
@@ -128,7 +131,8 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
             log(f"[{done}/{total}] {job['label']}: {LABELS[res['algo']]} trained to step {res['train']['steps']} "
                 f"in {res['train']['wall_s']:.0f}s  {elapsed}")
             io.write_json(out / "results.json", _finish(results, base, grid, t_start))
-            follow = [dict(job, kind="sample", sampler=s, run_dir=res["train"]["run_dir"]) for s in SAMPLERS[job["algo"]]]
+            follow = [dict(job, kind="sample", sampler=s, run_dir=res["train"]["run_dir"], desc=f"{job['label']} {LABELS[s]}")
+                      for s in SAMPLERS[job["algo"]]]
             return follow + ([dict(job, kind="bounds", run_dir=res["train"]["run_dir"])] if with_bounds else [])
         if job["kind"] == "bounds":
             entry["bounds"][res["algo"]] = res["bounds"]
@@ -145,7 +149,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
         io.write_json(out / "results.json", _finish(results, base, grid, t_start))
         return []
 
-    run_jobs(jobs, _job, workers, collect)
+    run_jobs(jobs, _job, workers, collect, log=log)
     for entry in results["datasets"].values():  # fixed order: MDM, VADD, VADD-CS
         entry["js"] = {k: entry["js"][k] for k in ("mdm", "vadd", "vadd-cs") if k in entry["js"]}
     results = _finish(results, base, grid, t_start)

@@ -21,11 +21,14 @@ def plan_workers(workers: int | None = None) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
-def run_jobs(jobs: list, fn, workers: int, collect) -> None:
+def run_jobs(jobs: list, fn, workers: int, collect, log=None, every: float = 20.0) -> None:
     """Call ``collect(job, fn(job))`` for every job as it finishes (spawned workers: no shared state).
 
     ``collect`` may return follow-up jobs (e.g. sampling a model a training job just saved); they are
     queued behind the jobs already waiting, so a follow-up never runs before the job that made it.
+    With ``log`` and parallel workers, every ``every`` seconds one line names each running job (its
+    ``job["desc"]``) with what it reported (training: step / total and an ETA), so a long run is never
+    silent; jobs report through ``job["progress"]`` (see :func:`report_progress`).
     """
     if workers == 1:
         queue = list(jobs)
@@ -34,14 +37,58 @@ def run_jobs(jobs: list, fn, workers: int, collect) -> None:
             queue += list(collect(job, fn(job)) or ())
         return
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        futures = {pool.submit(fn, job): job for job in jobs}
+    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        status = manager.dict() if log is not None else None
+        started, count = {}, 0
+
+        def submit(job):
+            nonlocal count
+            if status is not None:
+                job = dict(job, progress=(status, count))
+            count += 1
+            futures[pool.submit(fn, job)] = job
+
+        futures: dict = {}
+        for job in jobs:
+            submit(job)
+        last = time.time()
         while futures:
-            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            done, _ = wait(futures, timeout=every if log is not None else None, return_when=FIRST_COMPLETED)
             for fut in done:
                 job = futures.pop(fut)
                 for follow in collect(job, fut.result()) or ():
-                    futures[pool.submit(fn, follow)] = follow
+                    submit(follow)
+            if log is not None and time.time() - last >= every and futures:
+                last = time.time()
+                log(progress_line(futures.values(), dict(status), started, last))
+
+
+def report_progress(job: dict, **fields) -> None:
+    """From inside a job: publish its progress (e.g. ``step``, ``total``) for the parent's status line."""
+    handle = job.get("progress")
+    if handle is not None:
+        status, key = handle
+        status[key] = dict(fields, t=time.time())
+
+
+def progress_line(running, status: dict, started: dict, now: float) -> str:
+    """``desc step/total (ETA)`` for each running job that reported, ``desc`` alone for the others."""
+    parts = []
+    for job in running:
+        key = job["progress"][1]
+        info = status.get(key)
+        desc = job.get("desc", f"job {key}")
+        if info and info.get("total"):
+            started.setdefault(key, (info["t"], info["step"]))
+            t0, s0 = started[key]
+            rate = (info["step"] - s0) / max(info["t"] - t0, 1e-9)
+            eta = f", ETA {(info['total'] - info['step']) / rate:.0f}s" if rate > 0 else ""
+            parts.append(f"{desc} {info['step']}/{info['total']}{eta}")
+        elif info:
+            parts.append(f"{desc} {info.get('stage', '')}".rstrip())
+        else:
+            parts.append(f"{desc} (queued)")
+    return "  ... " + " | ".join(p for p in parts if not p.endswith("(queued)"))
 
 
 def stamp(results: dict, t_start: float) -> dict:

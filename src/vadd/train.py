@@ -144,6 +144,23 @@ def final_checkpoint(path: Path, every: int):
     return FinalCheckpoint()
 
 
+def step_reporter(report, every_s: float = 2.0):
+    """A callback that calls ``report(step=..., total=...)`` at most every ``every_s`` seconds and at the
+    last step: how parallel benchmark jobs show their progress (``vadd.jobs.report_progress``)."""
+    import lightning.pytorch as pl
+
+    class StepReporter(pl.Callback):
+        last = 0.0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            now = time.time()
+            if now - self.last >= every_s or trainer.global_step >= trainer.max_steps:
+                self.last = now
+                report(step=int(trainer.global_step), total=int(trainer.max_steps))
+
+    return StepReporter()
+
+
 def read_checkpoint(path) -> dict:
     """A Lightning checkpoint, loaded without unpickling arbitrary objects."""
     try:
@@ -345,7 +362,7 @@ def latent_use(model, x0: torch.Tensor, rows: int = 256, seed: int = 0, max_logi
     0 (up to noise) when ``z`` carries nothing about ``x0`` or the decoder ignores it; exactly 0 when the
     decoder does not depend on ``z``. By Jensen it is an upper bound on what ``z`` buys the reconstruction
     over the mixture of the posteriors, so a value below the KL means the latent costs more than the decoder
-    gains from it, and the bound at KL weight 1 pushes it to the prior (README, Text). Another example's
+    gains from it, and the objective at KL weight 1 pushes it to the prior. Another example's
     ``z`` is used rather than a prior draw: a decoder fitted to posteriors that all sit at one point (KL
     without information) would otherwise look like a heavy user of ``z``. One draw per row from a private
     generator, the model in eval mode for the calls, so training's random stream and mode are left as they
@@ -448,9 +465,8 @@ def compile_networks(model) -> None:
     """``torch.compile`` the denoiser and, for VADD, the recognition model, in place.
 
     ``Module.compile`` keeps the parameter names (no ``_orig_mod.`` prefix), so checkpoints and EMA
-    weights of a compiled run load into an uncompiled model. Compiling the denoiser alone left VADD's
-    encoder eager: on an H200 (DiT small, L = 1024, bf16) that put VADD at 1.74x MDM's step time
-    against 1.40x with neither compiled (README, Training cost on a GPU).
+    weights of a compiled run load into an uncompiled model. Both networks: compiling the denoiser alone
+    leaves VADD's encoder eager, which made VADD's step relatively slower, not faster.
     """
     for name in ("denoiser", "encoder"):
         net = getattr(model, name, None)

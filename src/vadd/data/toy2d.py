@@ -1,6 +1,6 @@
 """2D toy distributions, their discretisation into tokens, and exact/reference cell probabilities.
 
-Definitions follow FFJORD's toy data (issue 2): checkerboard, swissroll, circles. A user file of 2D
+Definitions follow FFJORD's toy data: checkerboard, swissroll, circles. A user file of 2D
 points (``.npy``, shape ``(N, 2)``) works everywhere a name does.
 
 Two tokenisations of a point ``(x1, x2)`` on a grid of ``B`` bins per axis over ``[lo, hi]``:

@@ -35,8 +35,7 @@ class Conditioning(nn.Module):
                      if self.time_conditioning else None)
         # It starts non-zero, as MDLM's embedding of t = 0 does: every adaLN projection reads SiLU(c), and with
         # c = 0 (SiLU(0) = 0) their weights would get no gradient, leaving only the biases to learn. The
-        # zero-initialised gates then open at Adam's per-parameter rate, hundreds of steps slower (README,
-        # Text: MDM sat on the unigram plateau until step ~900 with a zero constant).
+        # zero-initialised gates then open at Adam's per-parameter rate, hundreds of steps slower.
         self.const = None if self.time_conditioning else nn.Parameter(torch.randn(cond_dim))
         self.latent = (
             nn.Sequential(nn.Linear(latent_dim, cond_dim), nn.SiLU(), nn.Linear(cond_dim, cond_dim))

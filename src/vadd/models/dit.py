@@ -135,7 +135,7 @@ class DiTDenoiser(nn.Module):
         self.embed = nn.Embedding(vocab_size + 1, width)  # + the mask token
         # Absolute positions besides rotary: a fully masked row is one vector at every position, and
         # rotary attention over equal vectors gives equal outputs, so without them a global z could shift
-        # the row's token frequencies but never say which token goes where (README, Text).
+        # the row's token frequencies but never say which token goes where.
         self.pos = nn.Parameter(torch.zeros(seq_len, width)) if pos_embed else None
         self.cond = Conditioning(cond_dim, latent_dim, time_conditioning=time_conditioning)
         self.z_in = nn.Linear(latent_dim, width) if (latent_input and latent_dim > 0) else None
@@ -182,7 +182,7 @@ class TransformerEncoder(nn.Module):
         self.merge = nn.Linear(self.patch * width, width) if self.patch > 1 else None
         self.blocks = nn.ModuleList([DiTBlock(width, heads, None, mlp_ratio) for _ in range(depth)])
         self.norm = nn.LayerNorm(width)
-        # flatten: one weight per (position, channel), so the head reads where things are (README, Images)
+        # flatten: one weight per (position, channel), so the head reads where things are
         positions = -(-seq_len // self.patch)
         self.head = nn.Linear(width * (positions if pool == "flatten" else 1), 2 * latent_dim)
         nn.init.zeros_(self.head.weight)

@@ -36,18 +36,17 @@ class MLPDenoiser(nn.Module):
 
     - ``True`` (the paper's conditioning): ``c = const + MLP(z)`` and every block's adaLN modulation is a
       projection of ``SiLU(c)``, computed per row: ``cond_dim x 3 hidden`` multiply-adds per block and row,
-      about 40% on top of MDM's network on the 2-token toys (``latent_input`` also adds ``z`` to the first
+      a large share on top of MDM's network on the 2-token toys (``latent_input`` also adds ``z`` to the first
       layer);
     - ``"linear"``: every modulation is MDM's batch-constant one plus ``z @ U`` (``latent_dim x 3 hidden``
-      per block and row, about 2.5% of the FLOPs, but still a per-row ``[B, 3 hidden]`` tensor per block);
+      per block and row, a few percent of the FLOPs, but still a per-row ``[B, 3 hidden]`` tensor per block);
     - ``False``: ``c`` stays batch-constant and ``z`` is added to the hidden state before every block;
     - ``"input"``: ``c`` stays batch-constant and ``z`` joins the flattened token features, so the input
       layer reads ``L E + latent_dim`` features instead of ``L E``: nothing per row but ``latent_dim``
-      columns, MDM's cost within a few percent (sampling and training), one-step JS on the toys equal to
-      ``True``'s within seed spread (README, Sampling cost). Not adaLN: the cost-matched toy option.
+      columns, about MDM's cost. Not adaLN: the cost-matched toy option (the MLP's default).
 
     Without time conditioning and with no latent inside ``c``, ``c`` is one row for the whole batch and its
-    projections run once per call, as MDM's do (README, Sampling cost). All projections run as one matrix
+    projections run once per call, as MDM's do. All projections run as one matrix
     product with the ``1 +`` of ``1 + scale`` folded into the bias, and the blocks apply the modulation
     with fused multiply-adds: no ``[B, hidden]`` pass more than needed, which is what a call costs here.
     """
@@ -81,8 +80,7 @@ class MLPDenoiser(nn.Module):
         self.inp = nn.Linear(seq_len * embed_dim + z_cols, hidden)
         if z_cols:
             # z's columns start as a Linear(latent_dim, hidden) of its own would (bound 1/sqrt(d)), not at the
-            # 1/sqrt(L E + d) of the shared layer: ~6x weaker z at init left circles with two active
-            # units instead of three (one-step JS 0.012-0.014 against 0.0075-0.0079; README, Sampling cost)
+            # 1/sqrt(L E + d) of the shared layer: a much weaker z at init left fewer active latent units
             with torch.no_grad():
                 self.inp.weight[:, -z_cols:].uniform_(-z_cols ** -0.5, z_cols ** -0.5)
         self.blocks = nn.ModuleList([MLPBlock(hidden, cond_dim, mult) for _ in range(depth)])

@@ -1,7 +1,7 @@
 """Check `vadd bench-text` results against the text issue's acceptance criteria; writes JSON next to them.
 
     .venv/bin/vadd bench-text --out runs/text
-    .venv/bin/python benchmarks/text_acceptance.py runs/text/results.json
+    .venv/bin/python dev/text_acceptance.py runs/text/results.json
 
 Criteria (all measured side by side in the one benchmark run):
   - few steps: VADD or VADD-CS reaches MDM's generative perplexity at T = 64 with at most 32 steps, its

@@ -1,7 +1,7 @@
 """Kill a training run with SIGKILL at random moments, resume it each time, and compare the end
 result with an uninterrupted run of the same config (deterministic mode, CPU).
 
-    .venv/bin/python benchmarks/fault_injection.py --out runs/fault_injection
+    .venv/bin/python dev/probes/fault_injection.py --out runs/fault_injection
 
 Writes OUT/fault_injection.json: kills survived, steps lost per kill (work redone since the last
 checkpoint), bytes of corrupt files left, and whether the final parameters equal the reference.

@@ -1,7 +1,7 @@
 """Where a demo's one-step error comes from: the exact T = 1 distribution of each trained toy model.
 
     .venv/bin/vadd demo --out runs/demo
-    .venv/bin/python benchmarks/toy_one_step.py runs/demo            # writes runs/demo/one_step.json
+    .venv/bin/python dev/probes/toy_one_step.py runs/demo            # writes runs/demo/one_step.json
 
 For every dataset and method of a finished demo, the one-step cell probabilities are computed exactly
 over the tokens and by Monte Carlo over ``z`` only (``vadd.metrics.onestep``): MDM's product of

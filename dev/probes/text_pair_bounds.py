@@ -3,7 +3,7 @@
 draws (``vadd.bench_text.bound_nats``, as ``vadd bench-text`` does), VADD at each K, and VADD minus MDM
 row by row in nats per token with its standard error.
 
-    .venv/bin/python benchmarks/text_pair_bounds.py runs/text_probe_runs/L128_mdm runs/text_probe_runs/L128_vadd \\
+    .venv/bin/python dev/probes/text_pair_bounds.py runs/text_probe_runs/L128_mdm runs/text_probe_runs/L128_vadd \\
         --k 1 100 --out docs/pair.json
 """
 from __future__ import annotations

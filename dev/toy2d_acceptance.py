@@ -1,7 +1,7 @@
 """Check `vadd demo` results against the core issue's acceptance criteria; writes JSON next to them.
 
     .venv/bin/vadd demo --out runs/demo
-    .venv/bin/python benchmarks/toy2d_acceptance.py runs/demo/results.json
+    .venv/bin/python dev/toy2d_acceptance.py runs/demo/results.json
 
 Criteria (all measured side by side in the one demo run):
   - T = 1: VADD's JS <= MDM's / 10 on each toy

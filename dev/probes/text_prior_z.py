@@ -4,7 +4,7 @@ recognition model's posterior, and again with the posterior replaced by the prio
 E_{z ~ p(z)} ELBO(x | z). Both are valid upper bounds on the model's -log p(x) (the second by Jensen, with
 zero KL); their difference, paired row by row, is what z's information buys.
 
-    .venv/bin/python benchmarks/text_prior_z.py runs/text/runs/vadd [--rows 256] [--draws 4] [--out FILE.json]
+    .venv/bin/python dev/probes/text_prior_z.py runs/text/runs/vadd [--rows 256] [--draws 4] [--out FILE.json]
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Try a VADD training recipe on one 2D toy: train VADD alone with the demo's recipe plus Hydra
 overrides, then sample N = 100,000 points at T = 1 and T = 5 and score them as the demo does.
 
-    .venv/bin/python benchmarks/toy_recipe_probe.py checkerboard base
-    .venv/bin/python benchmarks/toy_recipe_probe.py checkerboard ld1_w4500 algo.latent_dim=1 algo.kl_warmup=4500
-    .venv/bin/python benchmarks/toy_recipe_probe.py circles seed1 seed=1 --out runs/probes.jsonl
+    .venv/bin/python dev/probes/toy_recipe_probe.py checkerboard base
+    .venv/bin/python dev/probes/toy_recipe_probe.py checkerboard ld1_w4500 algo.latent_dim=1 algo.kl_warmup=4500
+    .venv/bin/python dev/probes/toy_recipe_probe.py circles seed1 seed=1 --out runs/probes.jsonl
 
 One JSON line per probe is appended to ``--out`` (default ``runs/toy_recipe_probes.jsonl``): the
 overrides, JS at T = 1 and 5, the noise floor, their ratio, the training metrics (KL, active units)

@@ -1,7 +1,7 @@
-"""Check the performance issue's acceptance criteria against the benchmark JSONs in ``docs/`` (or the
+"""Check the performance issue's acceptance criteria against the benchmark JSONs in ``docs/results/data/`` (or the
 paths given), and write ``perf_acceptance.json`` next to the first sampling file.
 
-    .venv/bin/python benchmarks/perf_acceptance.py
+    .venv/bin/python dev/perf_acceptance.py
     # the inputs, each produced side by side in one run (README, Sampling cost and Training cost):
     #   benchmarks/sampling_cost.py --override model.denoiser.latent_adaln=input --tag input  (toy MLP)
     #   benchmarks/sampling_cost.py --backbone unet --num-samples 64 --modes events             (U-Net)
@@ -31,7 +31,8 @@ from pathlib import Path
 
 from vadd.jobs import finish_acceptance
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"   # the defaults work from any directory
+REPO = Path(__file__).resolve().parents[1]
+DOCS = REPO / "docs" / "results" / "data"   # the defaults work from any directory
 SAMPLING = [str(DOCS / f) for f in ("sampling_cost_input.json", "sampling_cost_unet.json", "sampling_cost_dit.json")]
 # (file, backbone name in it)
 TRAINING = [(str(DOCS / "train_throughput_toy_paths.json"), "mlp (toys), z at the input"),
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
                        f"(equal-size {b['ratio_vadd_equal_mdm']:.2f}x, half-width {b['ratio_vadd_half_mdm']:.2f}x)")
     def rel(path):   # recorded relative to the repository when inside it
         p = Path(path).resolve()
-        return str(p.relative_to(DOCS.parent)) if p.is_relative_to(DOCS.parent) else str(p)
+        return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
     checked = {"criteria": rows, "all_pass": all(r["pass"] for r in rows), "inputs": {
         "sampling": [rel(p) for p in args.sampling], "training": [(rel(p), n) for p, n in TRAINING],
         "toy_full": rel(args.toy_full), "toy_half": rel(args.toy_half)}}

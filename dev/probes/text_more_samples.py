@@ -2,7 +2,7 @@
 a tighter generative perplexity for the comparisons the acceptance criteria hinge on.
 
     .venv/bin/vadd bench-text --out runs/text
-    .venv/bin/python benchmarks/text_more_samples.py runs/text mdm:64 vadd-cs:32 mdm:32 --num-samples 2048 --seed 1
+    .venv/bin/python dev/probes/text_more_samples.py runs/text mdm:64 vadd-cs:32 mdm:32 --num-samples 2048 --seed 1
 
 Each set is drawn from the run's trained model (``RUN/runs/mdm`` or ``RUN/runs/vadd``) with a seed of its
 own (the benchmark's is 0, so ``--seed 1`` gives new draws, independent of the benchmark's samples) and

@@ -2,7 +2,7 @@
 algo=vadd`` plus Hydra overrides), then draw samples with VADD and VADD-CS at a few step counts and
 score them under the judge (generative perplexity, unigram entropy), as ``vadd bench-text`` does.
 
-    .venv/bin/python benchmarks/text_recipe_probe.py kl05 algo.kl_max=0.5
+    .venv/bin/python dev/probes/text_recipe_probe.py kl05 algo.kl_max=0.5
 
 ``--algo mdm`` trains and samples MDM with the same overrides instead, for a protocol change (e.g.
 ``data.seq_len=128``) whose MDM row the benchmark has not measured.
