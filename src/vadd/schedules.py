@@ -118,16 +118,21 @@ class SamplerSchedule(Schedule):
 
     def __init__(self, base: Schedule):
         self.base = base
-        self.a1 = float(base.alpha(torch.ones((), dtype=torch.float64)))
+
+    def _a1(self, like: torch.Tensor) -> torch.Tensor:
+        # alpha(1) in the argument's dtype, so that alpha~(1) is exactly 0 (and alpha~(0) exactly 1)
+        return self.base.alpha(torch.ones((), dtype=like.dtype, device=like.device))
 
     def alpha(self, t):
-        return (self.base.alpha(t) - self.a1) / (1.0 - self.a1)
+        a1 = self._a1(t)
+        return (self.base.alpha(t) - a1) / (1.0 - a1)
 
     def dalpha(self, t):
-        return self.base.dalpha(t) / (1.0 - self.a1)
+        return self.base.dalpha(t) / (1.0 - self._a1(t))
 
     def t_of_alpha(self, a):
-        return self.base.t_of_alpha(self.a1 + (1.0 - self.a1) * a)
+        a1 = self._a1(a)
+        return self.base.t_of_alpha(a1 + (1.0 - a1) * a)
 
 
 def sampler_schedule(schedule: Schedule) -> Schedule:
