@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -195,8 +197,17 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    from .errors import RunInterrupted
+
+    def on_sigterm(signum, frame):  # outside training (which saves first): stop with the scheduler's status
+        raise RunInterrupted(signum, -1, None)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         return args.func(args)
+    except RunInterrupted as e:
+        print(f"vadd {args.command}: {e}", file=sys.stderr)
+        return e.exit_code
     except USER_ERRORS as e:
         print(f"vadd {args.command}: error: {e}", file=sys.stderr)
         return 2
@@ -204,6 +215,9 @@ def main(argv=None) -> int:
         print(f"vadd {args.command}: interrupted; rerun the same command to resume from the last checkpoint",
               file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
@@ -52,15 +53,25 @@ def run_jobs(jobs: list, fn, workers: int, collect, log=None, every: float = 20.
         for job in jobs:
             submit(job)
         last = time.time()
-        while futures:
-            done, _ = wait(futures, timeout=every if log is not None else None, return_when=FIRST_COMPLETED)
-            for fut in done:
-                job = futures.pop(fut)
-                for follow in collect(job, fut.result()) or ():
-                    submit(follow)
-            if log is not None and time.time() - last >= every and futures:
-                last = time.time()
-                log(progress_line(futures.values(), dict(status), started, last))
+        try:
+            while futures:
+                done, _ = wait(futures, timeout=every if log is not None else None, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    job = futures.pop(fut)
+                    for follow in collect(job, fut.result()) or ():
+                        submit(follow)
+                if log is not None and time.time() - last >= every and futures:
+                    last = time.time()
+                    log(progress_line(futures.values(), dict(status), started, last))
+        except BaseException:
+            # interrupted (or a job failed): cancel what has not started and pass SIGTERM on to the workers,
+            # whose training jobs checkpoint at their next step and stop, so the pool closes promptly
+            for fut in futures:
+                fut.cancel()
+            for child in multiprocessing.active_children():
+                if child.pid is not None and child.name.startswith("SpawnProcess"):
+                    os.kill(child.pid, signal.SIGTERM)
+            raise
 
 
 def report_progress(job: dict, **fields) -> None:

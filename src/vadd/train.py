@@ -9,6 +9,8 @@ import contextlib
 import copy
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 from . import fsdp, io, objectives
 from .build import build_model, model_spec
 from .config import schedule_steps, validate
+from .errors import RunInterrupted
 from .data import TokenData, build_data
 from .latent import active_units, kl_weight
 from .manifest import run_manifest
@@ -142,6 +145,48 @@ def final_checkpoint(path: Path, every: int):
                 trainer.save_checkpoint(str(path))
 
     return FinalCheckpoint()
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While training: SIGTERM (what SLURM and Kubernetes send at preemption) and SIGINT set a flag that the
+    :func:`stop_checkpoint` callback turns into a checkpoint and :class:`RunInterrupted` at the next step
+    boundary, instead of killing the run or letting it end with status 0. A second SIGINT stops at once."""
+    state = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        if state["signum"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        state["signum"] = signum
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield state
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def stop_checkpoint(path: Path, state: dict):
+    """The callback of :func:`stop_on_signals`: at the first optimiser-step boundary after a signal, save
+    ``last.ckpt`` at that step and raise :class:`RunInterrupted`. Lightning's own SIGTERM check (distributed
+    runs) raises before a step; the checkpoint is then written from ``on_exception``, also between steps."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    class StopOnSignal(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if state["signum"] is not None and (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+                raise RunInterrupted(state["signum"], trainer.global_step, path)
+
+        def on_exception(self, trainer, pl_module, exception):
+            if isinstance(exception, (RunInterrupted, SIGTERMException)):
+                trainer.save_checkpoint(str(path))
+
+    return StopOnSignal()
 
 
 def step_reporter(report, every_s: float = 2.0):
@@ -537,7 +582,17 @@ def _train(L, cfg, data, run_dir, resume, callbacks, t0, seed):
         del saved
     loader = torch.utils.data.DataLoader(StepBatches(data.train, bs, seed, start_batch, data.train_transform), batch_size=None,
                                          num_workers=0)
-    trainer.fit(lit, train_dataloaders=loader, ckpt_path=ckpt, weights_only=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with stop_on_signals() as stop:
+        trainer.callbacks.append(stop_checkpoint(last, stop))
+        try:
+            trainer.fit(lit, train_dataloaders=loader, ckpt_path=ckpt, weights_only=True)
+        except RunInterrupted:
+            raise
+        except SystemExit as e:  # Lightning's SIGTERMException (distributed runs): status 0 would read as success
+            if stop["signum"] is None and not trainer.received_sigterm:
+                raise
+            raise RunInterrupted(stop["signum"] or signal.SIGTERM, trainer.global_step, last) from e
     ema_model = lit.ema.model
     if fsdp.is_sharded(ema_model):  # gathered on every rank (collective), an ordinary model from here on
         ema_model = fsdp.gathered_copy(ema_model, build_model(spec))
