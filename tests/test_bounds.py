@@ -201,6 +201,29 @@ def test_continuous_bound_is_at_or_above_the_exact_any_order_likelihood():
     assert cont - 4 * se <= m <= cont + 4 * se + 0.01, (m, se, cont)
 
 
+def test_every_proposal_gives_a_valid_bound_and_the_prior_suits_one_tokens_marginal():
+    """A sharp, informative recognition model (each draw pays a large KL) is the right proposal for the joint
+    of all tokens and a poor one for a single token's marginal: the continuous bound with it stays valid but
+    loose, the prior (what ``auto`` takes there) is tight, and the mixture is valid everywhere."""
+    model = random_vadd(Linear(), seed=2, time_conditioning=False)
+    with torch.no_grad():  # posterior means far out, standard deviation 0.05
+        model.encoder.head.weight.mul_(8.0)
+        model.encoder.head.bias[D:] = -6.0
+    x0 = STATES[17]
+    _, cont = any_order_terms(model, x0)
+    spec = bounds.BoundSpec("continuous")
+    got = {}
+    for prop in ("auto", "prior", "posterior", "mixture"):
+        x = x0.expand(2000, L).clone()
+        v = bounds.evaluate(model, x, [30], [spec], seed=1, batch_size=2000, proposal=prop)[spec][30]
+        got[prop] = (float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v))))
+        assert got[prop][0] >= cont - 4 * got[prop][1], (prop, got, cont)
+    assert got["auto"] == got["prior"] and got["prior"][0] <= cont + 0.05, (got, cont)
+    assert got["posterior"][0] > got["mixture"][0] > got["prior"][0], got
+    with pytest.raises(ValueError, match="proposal"):
+        bounds.evaluate(model, x0.expand(2, L), [1], [spec], proposal="encoder")
+
+
 def test_steps_bound_approaches_the_continuous_bound_as_T_grows():
     model = random_vadd(LogLinear(1e-3), seed=2, time_conditioning=False)
     x0 = STATES[11]

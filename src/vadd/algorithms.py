@@ -118,7 +118,8 @@ class MaskedDiffusion(nn.Module):
 
     @torch.no_grad()
     def nll_bound(self, x0: torch.Tensor, num_samples: int = 1, num_t: int = 1, generator=None,
-                  estimator: str | None = None, steps: int | None = None, z_generator=None) -> torch.Tensor:
+                  estimator: str | None = None, steps: int | None = None, z_generator=None,
+                  proposal: str = "auto") -> torch.Tensor:
         """Monte-Carlo upper bound on ``-log p(x0)`` in nats per example ``[B]`` (``vadd.bounds``).
 
         ``steps=None``: the ``continuous`` bound (the fresh-``z`` sampler as ``T -> inf``); ``steps=T``: the
@@ -135,9 +136,9 @@ class MaskedDiffusion(nn.Module):
         total = torch.zeros(x0.shape[0], device=x0.device, dtype=torch.float64)
         for _ in range(int(num_t)):
             if steps is None:
-                total += bounds.continuous(self, x0, (K,), generator, zg, estimator or self.estimator)[K]
+                total += bounds.continuous(self, x0, (K,), generator, zg, estimator or self.estimator, proposal)[K]
             else:
-                total += bounds.steps(self, x0, int(steps), (K,), generator, zg)[K]
+                total += bounds.steps(self, x0, int(steps), (K,), generator, zg, proposal=proposal)[K]
         return total / int(num_t)
 
     def extra_repr(self) -> str:

@@ -93,20 +93,22 @@ class Pipeline:
 
     def nll_bound(self, tokens, num_samples: int = 1, steps: int | None = None, num_t: int = 1,
                   batch_size: int = 256, seed: int = 0, estimator: str = "count", grid: str = "uniform",
-                  progress: bool = False) -> np.ndarray:
+                  proposal: str = "auto", progress: bool = False) -> np.ndarray:
         """Upper bound on ``-log p(x)`` in nats per example (``vadd.bounds``): ``steps=None`` the
         ``continuous`` bound (fresh ``z`` per step, ``T -> inf``), ``steps=T`` the bound of the ``T``-step
         sampler on ``grid``; importance-weighted with ``K = num_samples`` (VADD), averaged over ``num_t``
         draws per example. The draws come from ``seed`` alone, so two models (or two ``K``) with the same
         seed and batch size are scored on the same draws. ``estimator``: ``count`` (masked-count rewrite,
-        weight at most ``L``: the lower variance) or ``time``; both estimate the same bound. The AR
-        baseline returns its exact NLL."""
+        weight at most ``L``: the lower variance) or ``time``; both estimate the same bound. ``proposal``:
+        the importance proposal of ``z`` (``auto``: the prior for the continuous bound, the mixture of prior
+        and recognition model for the steps bound; or ``mixture``, ``posterior``, ``prior``): every choice
+        is a valid bound. The AR baseline returns its exact NLL."""
         from . import bounds
 
         K = max(1, int(num_samples)) if self.model.latent_dim else 1
         spec = bounds.specs([steps], continuous=False)[0] if steps is not None else bounds.BoundSpec("continuous")
         res = bounds.evaluate(self.model, tokens, [K], [spec], num_t=num_t, seed=seed, batch_size=batch_size,
-                              estimator=estimator, grid=grid, progress=progress)
+                              estimator=estimator, grid=grid, proposal=proposal, progress=progress)
         return next(iter(res.values()))[K]
 
     def bounds(self, tokens, ks=(1,), steps=(), continuous: bool = True, **kw) -> list[dict]:

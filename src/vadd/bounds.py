@@ -5,14 +5,18 @@ Each bound is an upper bound on ``-log p(x0)`` (nats per example) of a model a u
 - ``continuous``: the sampler with a fresh ``z`` per step as ``T -> inf``. It reveals one token at a
   time, each from the *prior-averaged* marginal ``mu^i(xt) = E_{p(z)} mu^i(xt, z)``, so the bound is
 
-      int_0^1 w(t) E_q sum_{i in M} -log (1/K) sum_k mu^i(xt, z_k)[x0^i] p(z_k) / r(z_k | x0, M) dt
+      int_0^1 w(t) E_q sum_{i in M} -log (1/K) sum_k mu^i(xt, z_k)[x0^i] p(z_k) / q(z_k) dt
 
-  with ``z_k ~ r`` shared by the tokens: valid for any proposal ``r`` and any ``K`` (Jensen per token),
+  with ``z_k ~ q`` shared by the tokens: valid for any proposal ``q`` and any ``K`` (Jensen per token),
   tending to the marginal bound as ``K`` grows. MDM: the usual continuous-time ELBO.
 - ``steps`` (``T``): the discrete-time ELBO of the ``T``-step sampler, on its own time grid,
   ``E_path sum_k -log p(x0^{R_k} | x_{t_k})`` with ``R_k`` the tokens revealed at step ``k``; for VADD the
   joint over ``R_k`` is importance-weighted with ``K`` draws per step. At ``T = 1`` it is the IWAE bound
   of the one-step model.
+
+The proposal ``q`` (:data:`PROPOSALS`): ``auto`` (default) takes the prior for the ``continuous`` bound
+(one token's marginal at a time) and the even mixture of prior and recognition model ``r(z | x0, M)`` for
+the ``steps`` bound (few steps reveal many tokens at once, where ``r`` fits; many steps, one or two).
 
 The training objective (the DELBO, ``VADD.bound_term``) integrates the bound on the *joint* of all
 masked tokens over ``t``; that is not a bound on any model's likelihood and is never reported as one.
@@ -43,22 +47,47 @@ def _token_loglik(model, x0, xt, t, z=None) -> torch.Tensor:
     return model.log_probs(xt, t, z).gather(-1, x0.unsqueeze(-1)).squeeze(-1).double()
 
 
-def _latent_chunks(model, x0, xt, masked, t, kmax: int, z_gen):
-    """Yield ``(tok [k, B, L], log_ratio [k, B])`` for chunks of ``kmax`` draws ``z ~ r(z | x0, masked)``:
-    the per-token log-likelihoods and ``log p(z) - log r(z | x0, masked)``."""
+PROPOSALS = ("auto", "mixture", "posterior", "prior")
+
+
+def _latent_chunks(model, x0, xt, masked, t, kmax: int, z_gen, proposal: str = "mixture"):
+    """Yield ``(tok [k, B, L], log_ratio [k, B])`` for chunks of ``kmax`` draws ``z ~ q``: the per-token
+    log-likelihoods and ``log p(z) - log q(z)``.
+
+    ``q`` is the importance proposal: ``posterior`` (the recognition model ``r(z | x0, masked)``), ``prior``
+    (``N(0, I)``) or ``mixture`` (default: each draw from either with probability 1/2, ``q = (p + r) / 2``).
+    Every choice gives a valid bound at every ``K``; they differ in how fast it tightens. ``r`` sees all of
+    ``x0``: it is the right proposal for the joint of many tokens and far too narrow for one token's
+    marginal, where each draw would pay the whole KL; the prior is the reverse. The mixture's weights
+    ``p / q <= 2`` keep both cases within a factor 2 in ``K`` of the better proposal."""
+    if proposal not in PROPOSALS[1:]:
+        raise ValueError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
     post = model.posterior(x0, masked)
     B, L = x0.shape
     per_chunk = max(1, min(kmax, int(getattr(model, "eval_chunk_tokens", CHUNK_TOKENS)) // max(B * L, 1)))
+    shape, kw = post.mean.shape, dict(generator=z_gen, device=x0.device, dtype=post.mean.dtype)
     done = 0
     while done < kmax:
         k = min(per_chunk, kmax - done)
-        # one [B, d] draw at a time: draw j is the same whatever K and the chunking are (torch.randn of
-        # another size orders its numbers differently)
-        eps = torch.stack([torch.randn(post.mean.shape, generator=z_gen, device=x0.device, dtype=post.mean.dtype)
-                           for _ in range(k)])
-        z = post.rsample(eps)  # [k, B, d]
+        # one [B, d] draw (and one [B] component choice) at a time: draw j is the same whatever K and the
+        # chunking are (torch.randn of another size orders its numbers differently)
+        eps, use_post = [], []
+        for _ in range(k):
+            eps.append(torch.randn(shape, **kw))
+            use_post.append(torch.rand(shape[:-1], **kw) < 0.5)
+        eps, use_post = torch.stack(eps), torch.stack(use_post).unsqueeze(-1)
+        if proposal == "posterior":
+            z = post.rsample(eps)
+        elif proposal == "prior":
+            z = eps
+        else:
+            z = torch.where(use_post, post.rsample(eps), eps)
+        log_p = standard_normal_log_prob(z).double()
+        log_r = post.log_prob(z).double()
+        log_q = {"posterior": log_r, "prior": log_p,
+                 "mixture": torch.logaddexp(log_p, log_r) - math.log(2.0)}[proposal]
         tok = _token_loglik(model, x0.repeat(k, 1), xt.repeat(k, 1), t.repeat(k), z.reshape(k * B, -1))
-        yield tok.view(k, B, L), (standard_normal_log_prob(z) - post.log_prob(z)).double()
+        yield tok.view(k, B, L), log_p - log_q
         done += k
 
 
@@ -78,7 +107,8 @@ def _nested_logmeanexp(chunks, ks, reduce) -> dict:
 
 # ---- one batch -----------------------------------------------------------------------------------
 @torch.no_grad()
-def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: str = "count") -> dict:
+def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: str = "count",
+               proposal: str = "auto") -> dict:
     """One Monte-Carlo draw of the ``continuous`` bound per example: ``{K: nats [B] float64}``.
 
     ``generator`` draws ``(t, mask)`` (the same for every ``K`` and every model: paired), ``z_generator``
@@ -98,12 +128,16 @@ def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: 
     def per_token(tok, ratio):
         return tok + ratio.unsqueeze(-1)  # [k, B, L]: each token's own importance weights
 
-    lme = _nested_logmeanexp(_latent_chunks(model, x0, xt, masked, t, max(ks), z_generator), ks, per_token)
+    proposal = "prior" if proposal == "auto" else proposal  # one token's marginal: the prior's draws fit it
+
+    lme = _nested_logmeanexp(_latent_chunks(model, x0, xt, masked, t, max(ks), z_generator, proposal), ks,
+                             per_token)
     return {k: -(weight.double() * torch.where(masked, v, 0.0).sum(-1)) for k, v in lme.items()}
 
 
 @torch.no_grad()
-def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: str = "uniform") -> dict:
+def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: str = "uniform",
+          proposal: str = "auto") -> dict:
     """One reveal path per example of the ``T``-step sampler's bound: ``{K: nats [B] float64}``.
 
     The path is drawn as the sampler draws it (:func:`vadd.sampling.reveal_steps` from one uniform per
@@ -113,6 +147,7 @@ def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: st
     M_k)``, ``M_k`` the tokens still masked before the step.
     """
     B, L = x0.shape
+    proposal = "mixture" if proposal == "auto" else proposal  # one token or many per step: both
     times = time_grid(T, grid, device=x0.device)
     u = torch.rand(B, L, generator=generator, device=x0.device, dtype=torch.float64)
     when = reveal_steps(model.schedule, times, u)  # [B, L] the step that reveals each position
@@ -139,7 +174,7 @@ def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: st
             def joint(tok, ratio):
                 return torch.where(revealed, tok, 0.0).sum(-1) + ratio  # [k, n]
 
-            lme = _nested_logmeanexp(_latent_chunks(model, x, xt, masked, t, max(ks), zg), ks, joint)
+            lme = _nested_logmeanexp(_latent_chunks(model, x, xt, masked, t, max(ks), zg, proposal), ks, joint)
             for k in ks:
                 total[k][rows] += lme[k]
         pending[rows] &= ~revealed
@@ -181,7 +216,8 @@ def check_request(ks, num_t: int) -> list[int]:
 
 @torch.no_grad()
 def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int = 0, batch_size: int = 256,
-             estimator: str = "count", grid: str = "uniform", progress: bool = False) -> dict:
+             estimator: str = "count", grid: str = "uniform", proposal: str = "auto",
+             progress: bool = False) -> dict:
     """Per-example bounds in nats over a data set: ``{BoundSpec: {K: float64 numpy [N]}}``.
 
     ``num_t`` Monte-Carlo draws per example are averaged. Draw ``r`` of batch ``b`` takes its
@@ -191,6 +227,8 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
     MDM reports ``K = 1`` only (it has no latent); the AR baseline its exact NLL once (``exact``).
     """
     ks = check_request(ks, num_t)
+    if proposal not in PROPOSALS:
+        raise ValueError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
     bound_specs = list(bound_specs or specs())
     x = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens, dtype=torch.long)
     model.check_tokens(x)
@@ -220,9 +258,9 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
                     g = rng.generator(seed, "bound-path", b, r, device=device)
                     zg = rng.generator(seed, "bound-z", b, r, device=device)
                     if s.bound == "continuous":
-                        draw = continuous(model, x0, ks, g, zg, estimator)
+                        draw = continuous(model, x0, ks, g, zg, estimator, proposal)
                     else:
-                        draw = steps(model, x0, s.steps, ks, g, zg, grid)
+                        draw = steps(model, x0, s.steps, ks, g, zg, grid, proposal)
                     for k in ks:
                         acc[k] += draw[k]
                 for k in ks:

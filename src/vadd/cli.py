@@ -72,9 +72,10 @@ def _cmd_eval(args) -> int:
     tokens = tokens[: args.max_examples]
     recs = pipe.bounds(tokens, ks=args.num_samples, steps=[s.steps for s in wanted if s.steps],
                        continuous=any(s.bound == "continuous" for s in wanted), num_t=args.num_t, seed=args.seed,
-                       estimator=args.estimator, grid=args.grid, progress=True)
+                       estimator=args.estimator, grid=args.grid, proposal=args.proposal, progress=True)
     result = {"model": str(args.model), "algo": pipe.model.name, "num_examples": int(len(tokens)),
               "seq_len": pipe.model.seq_len, "num_t": args.num_t, "estimator": args.estimator, "grid": args.grid,
+              "proposal": args.proposal,
               "seed": args.seed, "bounds": recs,
               "note": "upper bounds on -log p(x) of the model sampled with a fresh z per step (continuous: "
                       "T -> inf; steps: the T-step sampler); the DELBO training objective is not a bound"}
@@ -159,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--estimator", choices=("count", "time"), default="count",
                    help="estimator of the continuous bound: count (masked-count rewrite, lowest variance; "
                         "default) or time (antithetic times); same bound")
+    e.add_argument("--proposal", choices=("auto", "mixture", "posterior", "prior"), default="auto",
+                   help="importance proposal of z (VADD): auto (default) = the prior for the continuous bound "
+                        "and the even mixture of prior and recognition model for the T-step bounds; every "
+                        "choice is a valid bound")
     e.add_argument("--max-examples", type=int, default=10_000)
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None)
