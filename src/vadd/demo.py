@@ -275,11 +275,15 @@ def draw_figure(out: Path, results: dict, grid: Grid2D) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         e = results["datasets"][name]
-        for label, cell in bound_rows(e):
+        rows = bound_rows(e)
+        vadd_rows = [r for r in rows if r[0].startswith("VADD")]
+        for label, cell in [r for r in rows if not r[0].startswith("VADD")] + vadd_rows[-1:]:  # VADD: largest K
             line, = ax.plot(steps, [cell.get(T, np.nan) for T in steps], marker="o", label=label)
             if "cont" in cell:
                 ax.axhline(cell["cont"], color=line.get_color(), ls=":", lw=1)
         ax.axhline(e["entropy"], color="gray", ls="--", label="data entropy")
+        if "data_nll" in e:
+            ax.axhline(e["data_nll"], color="black", ls="-.", lw=1, label="data NLL, same points")
         ax.set_xscale("log")
         ax.set_xlabel("sampling steps T (dotted: T -> inf)")
         ax.set_title(name)
