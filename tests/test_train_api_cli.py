@@ -318,9 +318,15 @@ def test_cli_train_sample_eval_and_errors(tmp_path):
     for b in res["bounds"]:
         assert b["nats_per_example"] > 0 and b["stderr_nats_per_example"] > 0 and b["num_examples"] == 50
         assert b["bits_per_dim"] == pytest.approx(b["nats_per_token"] / np.log(2))
-    for bad, needle in ((["-K", "0"], "K"), (["--num-t", "0"], "draws"), (["--steps", "0"], "steps")):
+    (tmp_path / "a_dir").mkdir()
+    (tmp_path / "a_file").write_text("x")
+    for bad, needle in ((["-K", "0"], "K"), (["--num-t", "0"], "draws"), (["--steps", "0"], "steps"),
+                        (["--out", str(tmp_path / "a_dir")], "is a directory"),
+                        (["--out", str(tmp_path / "a_file" / "e.json")], "cannot write")):
         r = _cli("eval", str(run), *bad, "--max-examples", "5")
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = _cli("sample", str(run), "--out", str(tmp_path / "a_file"))
+    assert r.returncode == 2 and "is a file" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = _cli("sample", str(run), "--steps", "0")
     assert r.returncode == 2 and "sampling steps" in r.stderr and "Traceback" not in r.stderr
     bad = tmp_path / "bad.npy"

@@ -113,7 +113,8 @@ def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: 
 
     ``generator`` draws ``(t, mask)`` (the same for every ``K`` and every model: paired), ``z_generator``
     the importance-sampling draws. ``estimator``: ``count`` (masked-count rewrite, weight at most ``L``)
-    or ``time`` (antithetic times, weight ``~ 1/t``); both estimate the same bound.
+    or ``time`` (antithetic times, weight ``~ 1/t``); both estimate the same bound. ``proposal``: where the
+    ``z`` draws come from (``auto``: the prior, which suits one token's marginal).
     """
     if estimator not in process.DRAWS:
         raise ValueError(f"unknown bound estimator {estimator!r}; choose one of {tuple(process.DRAWS)}")
@@ -143,8 +144,9 @@ def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: st
     The path is drawn as the sampler draws it (:func:`vadd.sampling.reveal_steps` from one uniform per
     position, taken from ``generator``: the same path for every ``K`` and model, and coupled across ``T``).
     Each example's reveal events are evaluated in rounds, at most ``min(T, L)`` network calls, with the
-    step's own ``t``; VADD's joint over the revealed tokens is importance-weighted with ``z ~ r(z | x0,
-    M_k)``, ``M_k`` the tokens still masked before the step.
+    step's own ``t``; VADD's joint over the revealed tokens is importance-weighted with ``z`` from the
+    proposal (``auto``: the even mixture of the prior and ``r(z | x0, M_k)``, ``M_k`` the tokens still masked
+    before the step).
     """
     B, L = x0.shape
     proposal = "mixture" if proposal == "auto" else proposal  # one token or many per step: both

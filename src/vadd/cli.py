@@ -35,9 +35,9 @@ def _cmd_sample(args) -> int:
     from . import io
     from .api import load
 
+    out = io.check_output(args.out, folder=True)
     pipe = load(args.model)
     samplers = args.sampler or pipe.samplers
-    out = Path(args.out)
     record = {"model": str(args.model), "seed": args.seed, "num_samples": args.num_samples, "runs": []}
     for sampler in samplers:
         for T in args.steps:
@@ -60,9 +60,11 @@ def _cmd_eval(args) -> int:
     from .data.tokens import load_array, validate_tokens
     from .data.toy2d import heldout_tokens
 
-    pipe = load(args.model)
     wanted = specs(args.steps or (), continuous=not args.no_continuous)  # bad requests fail before any work
     check_request(args.num_samples, args.num_t)
+    if args.out:
+        io.check_output(args.out)
+    pipe = load(args.model)
     if args.data:
         tokens = validate_tokens(load_array(args.data), pipe.model.vocab_size, args.data)
     elif pipe.config.get("data", {}).get("kind") in ("images", "text"):

@@ -19,6 +19,20 @@ CONFIG = "config.json"
 FORMAT_VERSION = 1
 
 
+def check_output(path: str | os.PathLike, folder: bool = False) -> Path:
+    """Fail before any work if ``path`` cannot be written: a file output that is a directory, a folder
+    output that is a file, or a parent that is a file or not writable."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        raise ValueError(f"{path}: is {'a file' if folder else 'a directory'}; give a {'folder' if folder else 'file'} path")
+    parent = path if folder and path.exists() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: cannot write there ({parent} is not a writable folder)")
+    return path
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
