@@ -4,6 +4,7 @@ end of the acceptance checks in ``benchmarks/`` (print each criterion, write ``a
 device synchronisation the timing scripts need."""
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -38,7 +39,8 @@ def run_jobs(jobs: list, fn, workers: int, collect, log=None, every: float = 20.
             queue += list(collect(job, fn(job)) or ())
         return
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+    manager = ctx.Manager() if log is not None else contextlib.nullcontext()
+    with manager, ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         status = manager.dict() if log is not None else None
         started, count = {}, 0
 
