@@ -214,6 +214,12 @@ def test_config_errors_are_one_line():
         compose(["trainer.val_every=-1"])
     with pytest.raises(ConfigError, match="algo.kl_warmup must be float"):
         compose(["algo=vadd", "algo.kl_warmup=soon"])
+    for bad, needle in ((["trainer.grad_clip=-1"], "trainer.grad_clip must be a number >= 0"),
+                        (["trainer.lr_schedule=linear"], "lr_schedule must be cosine or constant"),
+                        (["trainer.min_lr_ratio=2"], "min_lr_ratio must be in"),
+                        (["data=tokens", "data.train=x.npy", "data.vocab_size=12.5"], "vocab_size must be an integer")):
+        with pytest.raises(ConfigError, match=needle):
+            compose(bad)
     assert compose(["trainer=gpu"])["trainer"]["float32_matmul_precision"] == "high"
 
 

@@ -79,6 +79,18 @@ def validate(cfg: dict) -> None:
         v = cfg.get("trainer", {}).get(key)
         if v is not None and v < 0:
             raise ConfigError(f"invalid config: trainer.{key} must be >= 0, got {v!r}")
+    t = cfg.get("trainer", {})
+    for key in ("grad_clip", "weight_decay", "warmup_steps", "min_lr_ratio"):
+        v = t.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise ConfigError(f"invalid config: trainer.{key} must be a number >= 0 (or null), got {v!r}")
+    if t.get("min_lr_ratio") is not None and t["min_lr_ratio"] > 1:
+        raise ConfigError(f"invalid config: trainer.min_lr_ratio must be in [0, 1], got {t['min_lr_ratio']!r}")
+    if t.get("lr_schedule") is not None and t["lr_schedule"] not in ("cosine", "constant"):
+        raise ConfigError(f"invalid config: trainer.lr_schedule must be cosine or constant, got {t['lr_schedule']!r}")
+    vs = cfg.get("data", {}).get("vocab_size")
+    if vs is not None and (isinstance(vs, bool) or not isinstance(vs, int) or vs < 1):
+        raise ConfigError(f"invalid config: data.vocab_size must be an integer >= 1 (or null), got {vs!r}")
     d = cfg.get("trainer", {}).get("ema_decay")
     if d is not None and not 0.0 <= d < 1.0:
         raise ConfigError(f"invalid config: trainer.ema_decay must be in [0, 1), got {d}")
