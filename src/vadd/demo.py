@@ -254,27 +254,14 @@ def draw_figure(out: Path, results: dict, grid: Grid2D) -> None:
     _savefig(fig, out / "figure.png")
     plt.close(fig)
 
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        e = results["datasets"][name]
+    def js_panel(ax, e):
         for sampler, row in e["js"].items():
             ax.plot(steps, [row[str(T)] for T in steps], marker="o", label=LABELS[sampler])
         ax.axhline(e["noise_floor"], color="gray", ls="--", label="noise floor")
-        ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("sampling steps T")
-        ax.set_title(name)
-    axes[0, 0].set_ylabel("JS divergence (nats)")
-    axes[0, -1].legend(fontsize=8)
-    fig.tight_layout()
-    _savefig(fig, out / "js_vs_steps.png")
-    plt.close(fig)
 
-    if not any(results["datasets"][n].get("bounds") for n in names):
-        return
-    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
-    for ax, name in zip(axes[0], names):
-        e = results["datasets"][name]
+    def bound_panel(ax, e):
         rows = bound_rows(e)
         vadd_rows = [r for r in rows if r[0].startswith("VADD")]
         for label, cell in [r for r in rows if not r[0].startswith("VADD")] + vadd_rows[-1:]:  # VADD: largest K
@@ -284,13 +271,26 @@ def draw_figure(out: Path, results: dict, grid: Grid2D) -> None:
         ax.axhline(e["entropy"], color="gray", ls="--", label="data entropy")
         if "data_nll" in e:
             ax.axhline(e["data_nll"], color="black", ls="-.", lw=1, label="data NLL, same points")
-        ax.set_xscale("log")
         ax.set_xlabel("sampling steps T (dotted: T -> inf)")
+
+    _panels(out / "js_vs_steps.png", results, names, js_panel, "JS divergence (nats)")
+    if any(results["datasets"][n].get("bounds") for n in names):
+        _panels(out / "nll_vs_steps.png", results, names, bound_panel, "NLL bound (nats per point)")
+
+
+def _panels(path: Path, results: dict, names, panel, ylabel: str) -> None:
+    """One panel per dataset, against T on a log axis, drawn by ``panel(ax, entry)``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        panel(ax, results["datasets"][name])
+        ax.set_xscale("log")
         ax.set_title(name)
-    axes[0, 0].set_ylabel("NLL bound (nats per point)")
+    axes[0, 0].set_ylabel(ylabel)
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
-    _savefig(fig, out / "nll_vs_steps.png")
+    _savefig(fig, path)
     plt.close(fig)
 
 
