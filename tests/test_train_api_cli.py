@@ -155,7 +155,10 @@ def test_trained_bounds_on_heldout_are_not_below_entropy(tmp_path):
         assert len(recs) == (4 if algo == "mdm" else 12)
         for r in recs:
             assert r["nats_per_example"] >= entropy - 3 * r["stderr_nats_per_example"], (algo, r, entropy)
-            assert r["nats_per_example"] < entropy + 3.0, (algo, r)  # and it learned (uniform: 6.44)
+            # and it learned (uniform: 6.44 = MDM's one-step bound here, the marginals being uniform); VADD's
+            # K = 1 bounds are valid but loose
+            if r["bound"] == "continuous" and r["K"] == (100 if algo == "vadd" else 1):
+                assert r["nats_per_example"] < entropy + 1.0, (algo, r)
 
 
 def test_loading_weights_of_another_model_is_a_clear_error(tmp_path):
