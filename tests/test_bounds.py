@@ -323,3 +323,27 @@ def test_bad_requests_are_clear_errors():
         bounds.evaluate(model, x0, [1], estimator="quadrature")
     with pytest.raises(ValueError, match="vocabulary"):
         bounds.evaluate(model, torch.tensor([[0, 1, 7]]), [1])
+
+
+def test_latent_gap_is_zero_when_the_decoder_ignores_z():
+    """The diagnostic compares the decoder's predictions with posterior z and prior-averaged z per masked
+    fraction: exactly equal for a decoder that ignores z, different for one that reads it."""
+    model = random_vadd(Linear(), seed=2)
+    x0 = STATES[torch.randint(0, len(STATES), (300,), generator=torch.Generator().manual_seed(0))]
+    got = bounds.latent_gap(model, x0, fractions=(1 / 3, 1.0), K=20)
+    assert [g["masked_fraction"] for g in got] == [1 / 3, 1.0] and [g["masked_tokens"] for g in got] == [300, 900]
+    assert all(math.isfinite(g["gap"]) and g["gap"] != 0.0 for g in got)
+
+    class Blind(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, xt, t, z=None):
+            return self.inner(xt, t, torch.zeros_like(z))
+
+    model.denoiser = Blind(model.denoiser)
+    for g in bounds.latent_gap(model, x0, fractions=(1 / 3, 1.0), K=20):
+        assert abs(g["gap"]) < 1e-5 and g["nll_posterior_z"] > 0, g
+    with pytest.raises(ValueError, match="VADD"):
+        bounds.latent_gap(random_mdm(Linear()), x0)

@@ -183,6 +183,56 @@ def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: st
     return {k: -v for k, v in total.items()}
 
 
+@torch.no_grad()
+def latent_gap(model, tokens, fractions=(0.25, 0.5, 0.75, 1.0), K: int = 100, seed: int = 0,
+               batch_size: int = 256) -> list[dict]:
+    """A diagnostic of the fresh-``z`` sampler (VADD): at each masked fraction ``f``, the mean over masked
+    tokens of ``-log mu^i(xt, z)[x0^i]`` with ``z`` from the recognition model (one draw: what training fits)
+    and of ``-log (1/K) sum_k mu^i(xt, z_k)[x0^i]``, ``z_k ~ N(0, I)`` (the prior-averaged prediction the
+    continuous-time limit of the sampler uses; an upper estimate for finite ``K``), and their difference.
+    ``round(f L)`` positions are masked per row (at least one), at the sampler's time for that fraction."""
+    if not model.latent_dim:
+        raise ValueError("the latent gap is defined for VADD models only")
+    x = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens, dtype=torch.long)
+    model.check_tokens(x)
+    device = next(iter(model.parameters()), torch.empty(0)).device
+    sched = sampler_schedule(model.schedule)
+    L = model.seq_len
+    out, seen = [], set()
+    was_training = model.training
+    model.eval()
+    try:
+        for f in fractions:
+            if not 0.0 < float(f) <= 1.0:
+                raise ValueError(f"masked fractions must be in (0, 1], got {f}")
+            m = max(1, int(round(float(f) * L)))
+            if m in seen:  # short rows: two fractions can mask the same number of tokens
+                continue
+            seen.add(m)
+            post_sum, prior_sum, count = 0.0, 0.0, 0
+            for b, x0 in enumerate(torch.split(x, batch_size)):
+                x0 = x0.to(device)
+                g = rng.generator(seed, "latent-gap", b, int(round(1000 * float(f))), device=device)
+                keys = torch.rand(len(x0), L, generator=g, device=device)
+                masked = keys.argsort(dim=1).argsort(dim=1) < m
+                t = sched.t_of_alpha(torch.full((len(x0),), 1.0 - m / L, device=device)).clamp(1e-5, 1.0)
+                xt = process.apply_mask(x0, masked, model.mask_id)
+                post = model.posterior(x0, masked)
+                z = post.rsample(torch.randn(post.mean.shape, generator=g, device=device, dtype=post.mean.dtype))
+                tok_post = _token_loglik(model, x0, xt, t, z)
+                prior = _nested_logmeanexp(_latent_chunks(model, x0, xt, masked, t, int(K), g, "prior"), [int(K)],
+                                           lambda tok, ratio: tok)[int(K)]
+                post_sum += float(-tok_post[masked].sum())
+                prior_sum += float(-prior[masked].sum())
+                count += int(masked.sum())
+            out.append({"masked_fraction": m / L, "masked_tokens": count, "K": int(K),
+                        "nll_posterior_z": post_sum / count, "nll_prior_marginal": prior_sum / count,
+                        "gap": (prior_sum - post_sum) / count})
+    finally:
+        model.train(was_training)
+    return out
+
+
 # ---- a data set ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BoundSpec:
