@@ -34,14 +34,20 @@ import torch
 
 from . import objectives, process, rng
 from .latent import standard_normal_log_prob
-from .sampling import reveal_steps, time_grid
+from .sampling import eval_mode, reveal_steps, time_grid
 from .schedules import sampler_schedule
 
-BOUNDS = ("continuous", "steps")
 CHUNK_TOKENS = 2**18  # rows * L per network call of the importance-weighted draws
 
 
 # ---- the latent draws shared by both bounds ------------------------------------------------------
+def _checked_tokens(model, tokens):
+    """``(tokens as a checked int64 tensor [N, L], the model's device)``."""
+    x = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens, dtype=torch.long)
+    model.check_tokens(x)
+    return x, next(iter(model.parameters()), torch.empty(0)).device
+
+
 def _token_loglik(model, x0, xt, t, z=None) -> torch.Tensor:
     """``log mu^i(xt, t[, z])[x0^i]`` for every position: ``[..., B, L]`` float64."""
     return model.log_probs(xt, t, z).gather(-1, x0.unsqueeze(-1)).squeeze(-1).double()
@@ -62,10 +68,11 @@ def _latent_chunks(model, x0, xt, masked, t, kmax: int, z_gen, proposal: str = "
     ``p / q <= 2`` keep both cases within a factor 2 in ``K`` of the better proposal."""
     if proposal not in PROPOSALS[1:]:
         raise ValueError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
-    post = model.posterior(x0, masked)
+    post = None if proposal == "prior" else model.posterior(x0, masked)  # the prior needs no encoder call
     B, L = x0.shape
     per_chunk = max(1, min(kmax, int(getattr(model, "eval_chunk_tokens", CHUNK_TOKENS)) // max(B * L, 1)))
-    shape, kw = post.mean.shape, dict(generator=z_gen, device=x0.device, dtype=post.mean.dtype)
+    shape = (B, model.latent_dim) if post is None else post.mean.shape
+    kw = dict(generator=z_gen, device=x0.device, dtype=torch.get_default_dtype() if post is None else post.mean.dtype)
     done = 0
     while done < kmax:
         k = min(per_chunk, kmax - done)
@@ -83,11 +90,13 @@ def _latent_chunks(model, x0, xt, masked, t, kmax: int, z_gen, proposal: str = "
         else:
             z = torch.where(use_post, post.rsample(eps), eps)
         log_p = standard_normal_log_prob(z).double()
-        log_r = post.log_prob(z).double()
-        log_q = {"posterior": log_r, "prior": log_p,
-                 "mixture": torch.logaddexp(log_p, log_r) - math.log(2.0)}[proposal]
+        if proposal == "prior":
+            log_ratio = torch.zeros_like(log_p)
+        else:
+            log_r = post.log_prob(z).double()
+            log_ratio = log_p - (log_r if proposal == "posterior" else torch.logaddexp(log_p, log_r) - math.log(2.0))
         tok = _token_loglik(model, x0.repeat(k, 1), xt.repeat(k, 1), t.repeat(k), z.reshape(k * B, -1))
-        yield tok.view(k, B, L), log_p - log_q
+        yield tok.view(k, B, L), log_ratio
         done += k
 
 
@@ -193,15 +202,11 @@ def latent_gap(model, tokens, fractions=(0.25, 0.5, 0.75, 1.0), K: int = 100, se
     ``round(f L)`` positions are masked per row (at least one), at the sampler's time for that fraction."""
     if not model.latent_dim:
         raise ValueError("the latent gap is defined for VADD models only")
-    x = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens, dtype=torch.long)
-    model.check_tokens(x)
-    device = next(iter(model.parameters()), torch.empty(0)).device
+    x, device = _checked_tokens(model, tokens)
     sched = sampler_schedule(model.schedule)
     L = model.seq_len
     out, seen = [], set()
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for f in fractions:
             if not 0.0 < float(f) <= 1.0:
                 raise ValueError(f"masked fractions must be in (0, 1], got {f}")
@@ -228,8 +233,6 @@ def latent_gap(model, tokens, fractions=(0.25, 0.5, 0.75, 1.0), K: int = 100, se
             out.append({"masked_fraction": m / L, "masked_tokens": count, "K": int(K),
                         "nll_posterior_z": post_sum / count, "nll_prior_marginal": prior_sum / count,
                         "gap": (prior_sum - post_sum) / count})
-    finally:
-        model.train(was_training)
     return out
 
 
@@ -282,11 +285,9 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
     if proposal not in PROPOSALS:
         raise ValueError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
     bound_specs = list(bound_specs or specs())
-    x = torch.as_tensor(np.asarray(tokens) if not torch.is_tensor(tokens) else tokens, dtype=torch.long)
-    model.check_tokens(x)
+    x, device = _checked_tokens(model, tokens)
     if len(x) == 0:
         raise ValueError("no examples to evaluate")
-    device = next(iter(model.parameters()), torch.empty(0)).device
     if getattr(model, "name", "") == "ar":
         nats = torch.cat([model.nll_bound(b.to(device)).cpu() for b in torch.split(x, batch_size)]).numpy()
         return {BoundSpec("exact"): {1: nats}}
@@ -299,9 +300,7 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(it, desc=f"bounds {model.name}", leave=False)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for b in it:
             x0 = batches[b].to(device)
             for s in bound_specs:
@@ -317,8 +316,6 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
                         acc[k] += draw[k]
                 for k in ks:
                     out[s][k].append((acc[k] / int(num_t)).cpu())
-    finally:
-        model.train(was_training)
     return {s: {k: torch.cat(v).numpy() for k, v in d.items()} for s, d in out.items()}
 
 

@@ -116,7 +116,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
                          "desc": f"{source.label} {LABELS[algo]}",
                          "seed": seed, "steps": list(steps), "out": str(out), "target": target, "threads": threads})
     jobs.sort(key=lambda j: j["algo"] != "vadd")
-    with_bounds = names != [data] or data in TOYS  # held-out points exist for the named toys only
+    with_bounds = data is None or data in TOYS  # held-out points exist for the named toys only
     total = len(jobs) + sum(len(SAMPLERS[j["algo"]]) + with_bounds for j in jobs)
     done = 0
 

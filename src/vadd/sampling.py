@@ -18,6 +18,7 @@ Categorical draws are float64 (inverse CDF), which avoids the temperature bias o
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass, field
 
@@ -243,6 +244,18 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     return x, stats
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """``model`` in eval mode for the block, its previous mode restored after (evaluation helpers leave a
+    caller's training state as they found it)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str = "mdm", cache: bool = True,
            lazy: bool = True, x_init: torch.Tensor | None = None, seed: int | None = 0, batch_size: int | None = None,
@@ -276,9 +289,7 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
     if progress:
         from tqdm.auto import tqdm
         it = tqdm(chunks, desc=f"sampling {sampler} T={steps}", leave=False)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for chunk in it:
             x, st = sample_batch(model, chunk.to(device), steps, latent, cache, lazy, grid, gen)
             out.append(x.cpu())
@@ -286,6 +297,4 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
             total.row_evals += st.row_evals
             total.per_step_revealed = [a + b for a, b in itertools.zip_longest(
                 total.per_step_revealed, st.per_step_revealed, fillvalue=0)]
-    finally:
-        model.train(was_training)
     return torch.cat(out), total

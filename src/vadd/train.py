@@ -19,10 +19,11 @@ import torch
 from . import fsdp, io, objectives
 from .build import build_model, model_spec
 from .config import schedule_steps, validate
-from .errors import RunInterrupted
 from .data import TokenData, build_data
+from .errors import RunInterrupted
 from .latent import active_units, kl_weight
 from .manifest import run_manifest
+from .sampling import eval_mode
 
 
 class EMA(torch.nn.Module):
@@ -420,9 +421,7 @@ def latent_use(model, x0: torch.Tensor, rows: int = 256, seed: int = 0, max_logi
         return 0.0
     chunk = max(1, int(max_logits) // max(1, L * int(model.vocab_size)))
     gen = torch.Generator(device=x0.device).manual_seed(int(seed))
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         masked = torch.ones_like(x0, dtype=torch.bool)
         post = model.posterior(x0, masked)
         z = post.rsample(torch.randn(post.mean.shape, generator=gen, device=x0.device, dtype=post.mean.dtype))
@@ -433,8 +432,6 @@ def latent_use(model, x0: torch.Tensor, rows: int = 256, seed: int = 0, max_logi
                 xt = torch.full_like(x, model.mask_id)
                 t = torch.ones(x.shape[0], device=x.device)
                 gain += sign * float(objectives.masked_log_likelihood(model.log_probs(xt, t, zz[i:i + chunk]), x, m).sum())
-    finally:
-        model.train(was_training)
     return gain / n
 
 
