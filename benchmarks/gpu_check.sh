@@ -30,8 +30,8 @@ timeout 90 "$PY" -m vadd.cli train experiment=demo algo=vadd trainer=gpu trainer
   trainer.progress=false trainer.print_every=100 trainer.compile=true run_dir=/tmp/vadd_gpu_check 2>&1 \
   | tail -20 > "$OUT/lightning_gpu.log"
 timeout 120 "$PY" -m vadd.cli train experiment=demo algo=vadd model=dit model.denoiser.size=null \
-  +model.denoiser.depth=4 +model.denoiser.width=256 +model.denoiser.heads=4 model.encoder.size=null \
-  +model.encoder.depth=2 +model.encoder.width=128 +model.encoder.heads=2 trainer=fsdp trainer.devices=1 \
+  model.denoiser.depth=4 model.denoiser.width=256 model.denoiser.heads=4 model.encoder.size=null \
+  model.encoder.depth=2 model.encoder.width=128 model.encoder.heads=2 trainer=fsdp trainer.devices=1 \
   trainer.max_steps=200 trainer.val_every=100 trainer.progress=false trainer.print_every=100 \
   run_dir=/tmp/vadd_gpu_fsdp 2>&1 | tail -20 > "$OUT/fsdp_gpu.log"
 echo "total $(( $(date +%s) - T0 )) s" >> "$OUT/device.txt"

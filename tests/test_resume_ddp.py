@@ -67,7 +67,7 @@ def test_a_run_dir_holding_another_models_checkpoint_is_refused_with_a_clear_err
     args = [*TINY, "trainer.max_steps=2", "trainer.batch_size=16", f"run_dir={tmp_path}"]
     train(compose(args))
     before = _weights(tmp_path)
-    with pytest.raises(ValueError, match="another model.*cannot resume this run"):
+    with pytest.raises(ValueError, match="holds another run.*model.denoiser.hidden"):
         train(compose([*args, "model.denoiser.hidden=48"]))
     after = _weights(tmp_path)  # the old checkpoint is untouched
     assert before[0] == after[0] == 2 and all(torch.equal(before[1][k], after[1][k]) for k in before[1])
@@ -96,9 +96,9 @@ def test_two_process_ddp_equals_one_process_with_the_global_batch(tmp_path, algo
     assert moved > 0
 
 
-DIT = ["model=dit", "model.denoiser.size=null", "+model.denoiser.depth=2", "+model.denoiser.width=32",
-       "+model.denoiser.heads=2", "model.denoiser.cond_dim=16", "model.encoder.size=null", "+model.encoder.depth=1",
-       "+model.encoder.width=32", "+model.encoder.heads=2", "trainer.progress=false", "trainer.log_every=1",
+DIT = ["model=dit", "model.denoiser.size=null", "model.denoiser.depth=2", "model.denoiser.width=32",
+       "model.denoiser.heads=2", "model.denoiser.cond_dim=16", "model.encoder.size=null", "model.encoder.depth=1",
+       "model.encoder.width=32", "model.encoder.heads=2", "trainer.progress=false", "trainer.log_every=1",
        "trainer.warmup_steps=2", "data.n_train=4000", "data.n_test=100", "trainer.deterministic=true", "algo=vadd",
        "algo.kl_warmup=0.5", "trainer.max_steps=6", "trainer.ckpt_every=2", "trainer.val_every=1",
        "trainer.diag_every=1", "trainer.num_threads=1", "trainer.grad_clip=0.01"]

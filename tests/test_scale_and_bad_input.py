@@ -56,9 +56,9 @@ def test_bf16_mixed_training_runs_under_autocast_and_keeps_fp32_weights(tmp_path
     """trainer.precision=bf16-mixed (what trainer=gpu / fsdp set) on CPU: the DiT VADD trains under bf16
     autocast (its weights differ from a 32-true run's on the same data and draws), its loss stays finite and
     its parameters and saved EMA weights stay fp32."""
-    common = ["model=dit", "model.denoiser.size=null", "+model.denoiser.depth=1", "+model.denoiser.width=32",
-              "+model.denoiser.heads=2", "model.encoder.size=null", "+model.encoder.depth=1",
-              "+model.encoder.width=32", "+model.encoder.heads=2", "algo=vadd", "data.n_train=2000",
+    common = ["model=dit", "model.denoiser.size=null", "model.denoiser.depth=1", "model.denoiser.width=32",
+              "model.denoiser.heads=2", "model.encoder.size=null", "model.encoder.depth=1",
+              "model.encoder.width=32", "model.encoder.heads=2", "algo=vadd", "data.n_train=2000",
               "data.n_test=64", "trainer.batch_size=32", "trainer.max_steps=3", "trainer.progress=false",
               "trainer.ckpt_every=0", "trainer.warmup_steps=1"]
     out = {}
@@ -131,7 +131,8 @@ def _bad_inputs(tmp):
     ]
 
 
-def test_bad_input_table(tmp_path, capsys, trained_run):
+def test_bad_input_table(tmp_path, capsys, trained_run, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run_dir (runs/train) must not land in the checkout
     cases = _bad_inputs(tmp_path)
     cases += [
         (["sample", str(trained_run), "--steps", "0"], "sampling steps"),

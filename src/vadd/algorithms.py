@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from . import objectives, process
+from .errors import ConfigError, DataError
 from .latent import DiagGaussian, mmd_to_standard_normal, standard_normal_log_prob
 from .schedules import Schedule
-
 
 ESTIMATORS = tuple(process.DRAWS)
 
@@ -32,7 +32,7 @@ class MaskedDiffusion(nn.Module):
                  estimator: str = "time"):
         super().__init__()
         if estimator not in ESTIMATORS:
-            raise ValueError(f"unknown ELBO estimator {estimator!r}; choose one of {ESTIMATORS}")
+            raise ConfigError(f"unknown ELBO estimator {estimator!r}; choose one of {ESTIMATORS}")
         self.estimator = estimator
         self.denoiser = denoiser
         self.schedule = schedule
@@ -44,15 +44,15 @@ class MaskedDiffusion(nn.Module):
     def check_tokens(self, x: torch.Tensor, allow_mask: bool = False) -> None:
         """Raise a clear error for wrong shapes or tokens outside ``[0, V)`` (``[0, V]`` with masks)."""
         if x.dim() != 2:
-            raise ValueError(f"expected token ids of shape [batch, length], got shape {tuple(x.shape)}")
+            raise DataError(f"expected token ids of shape [batch, length], got shape {tuple(x.shape)}")
         if x.shape[1] != self.seq_len:
-            raise ValueError(f"sequence length {x.shape[1]} does not match the model's {self.seq_len}")
+            raise DataError(f"sequence length {x.shape[1]} does not match the model's {self.seq_len}")
         if x.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
-            raise TypeError(f"token ids must be integers, got {x.dtype}")
+            raise DataError(f"token ids must be integers, got {x.dtype}")
         high = self.vocab_size + (1 if allow_mask else 0)
         if x.numel() and (int(x.min()) < 0 or int(x.max()) >= high):
             bad = x[(x < 0) | (x >= high)][0].item()
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})"
+            raise DataError(f"token id {bad} is outside the vocabulary [0, {self.vocab_size})"
                              + (f" (mask id {self.mask_id} allowed)" if allow_mask else ""))
 
     @property
@@ -89,7 +89,7 @@ class MaskedDiffusion(nn.Module):
         G, sl = B * world, slice(rank * B, (rank + 1) * B)
         name = estimator or self.estimator
         if name not in process.DRAWS:
-            raise ValueError(f"unknown ELBO estimator {name!r}; choose one of {tuple(process.DRAWS)}")
+            raise ConfigError(f"unknown ELBO estimator {name!r}; choose one of {tuple(process.DRAWS)}")
         draw = process.DRAWS[name]
         t, masked, weight = (a[sl] for a in draw(G, L, self.schedule, generator=generator, device=x0.device))
         eps = None
@@ -156,9 +156,9 @@ class VADD(MaskedDiffusion):
                  free_bits: float = 0.0, mask_gate: bool = False, mmd_weight: float = 0.0):
         super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
         if free_bits < 0:
-            raise ValueError(f"free_bits must be >= 0, got {free_bits}")
+            raise ConfigError(f"free_bits must be >= 0, got {free_bits}")
         if mmd_weight < 0:
-            raise ValueError(f"mmd_weight must be >= 0, got {mmd_weight}")
+            raise ConfigError(f"mmd_weight must be >= 0, got {mmd_weight}")
         self.free_bits = float(free_bits)  # training only: per-dimension KL floor against posterior collapse
         # training only: lambda * MMD(aggregate posterior, N(0, I)) subtracted from the bound (InfoVAE,
         # Zhao et al. 2019, with the KL kept at weight 1): still a lower bound, since MMD >= 0

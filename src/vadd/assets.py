@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ConfigError, MissingAsset
+
 # name -> (where it lands, the command that installs it)
 ASSETS = {
     "fashion-mnist": ("/usr/share/datasets/fashion-mnist", "apt-get install -y dataset-fashion-mnist"),
@@ -19,8 +21,6 @@ ASSETS = {
 }
 
 
-class MissingAsset(FileNotFoundError):
-    pass
 
 
 def asset_home() -> Path:
@@ -30,7 +30,7 @@ def asset_home() -> Path:
 def asset_path(name: str) -> Path:
     """Where an installed asset lives; raises :class:`MissingAsset` naming the install command."""
     if name not in ASSETS:
-        raise ValueError(f"unknown asset {name!r}; known: {sorted(ASSETS)}")
+        raise ConfigError(f"unknown asset {name!r}; known: {sorted(ASSETS)}")
     where, command = ASSETS[name]
     path = Path(where.format(home=asset_home()))
     if not path.exists():

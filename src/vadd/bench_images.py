@@ -22,6 +22,7 @@ from . import bounds, io
 from .config import compose
 from .data import build_data
 from .data.images import ImageGrid, save_grid_png
+from .errors import ConfigError
 from .jobs import plan_workers, report, report_progress, run_jobs, stamp
 from .metrics.fid import feature_stats, frechet_distance
 from .sampling import sample
@@ -64,7 +65,7 @@ def make_features(kind: str):
         return InceptionFeatures()
     if kind == "random":
         return RandomFeatures()
-    raise ValueError(f"unknown FID feature network {kind!r}; choose 'inception' or 'random'")
+    raise ConfigError(f"unknown FID feature network {kind!r}; choose 'inception' or 'random'")
 
 
 @torch.no_grad()

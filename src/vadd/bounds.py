@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from . import objectives, process, rng
+from .errors import ConfigError
 from .latent import standard_normal_log_prob
 from .sampling import eval_mode, reveal_steps, time_grid
 from .schedules import sampler_schedule
@@ -67,7 +68,7 @@ def _latent_chunks(model, x0, xt, masked, t, kmax: int, z_gen, proposal: str = "
     marginal, where each draw would pay the whole KL; the prior is the reverse. The mixture's weights
     ``p / q <= 2`` keep both cases within a factor 2 in ``K`` of the better proposal."""
     if proposal not in PROPOSALS[1:]:
-        raise ValueError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
+        raise ConfigError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
     post = None if proposal == "prior" else model.posterior(x0, masked)  # the prior needs no encoder call
     B, L = x0.shape
     per_chunk = max(1, min(kmax, int(getattr(model, "eval_chunk_tokens", CHUNK_TOKENS)) // max(B * L, 1)))
@@ -126,7 +127,7 @@ def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: 
     ``z`` draws come from (``auto``: the prior, which suits one token's marginal).
     """
     if estimator not in process.DRAWS:
-        raise ValueError(f"unknown bound estimator {estimator!r}; choose one of {tuple(process.DRAWS)}")
+        raise ConfigError(f"unknown bound estimator {estimator!r}; choose one of {tuple(process.DRAWS)}")
     B, L = x0.shape
     t, masked, weight = process.DRAWS[estimator](B, L, sampler_schedule(model.schedule), generator=generator,
                                                  device=x0.device)
@@ -201,7 +202,7 @@ def latent_gap(model, tokens, fractions=(0.25, 0.5, 0.75, 1.0), K: int = 100, se
     continuous-time limit of the sampler uses; an upper estimate for finite ``K``), and their difference.
     ``round(f L)`` positions are masked per row (at least one), at the sampler's time for that fraction."""
     if not model.latent_dim:
-        raise ValueError("the latent gap is defined for VADD models only")
+        raise ConfigError("the latent gap is defined for VADD models only")
     x, device = _checked_tokens(model, tokens)
     sched = sampler_schedule(model.schedule)
     L = model.seq_len
@@ -209,7 +210,7 @@ def latent_gap(model, tokens, fractions=(0.25, 0.5, 0.75, 1.0), K: int = 100, se
     with eval_mode(model):
         for f in fractions:
             if not 0.0 < float(f) <= 1.0:
-                raise ValueError(f"masked fractions must be in (0, 1], got {f}")
+                raise ConfigError(f"masked fractions must be in (0, 1], got {f}")
             m = max(1, int(round(float(f) * L)))
             if m in seen:  # short rows: two fractions can mask the same number of tokens
                 continue
@@ -256,16 +257,21 @@ def specs(steps=(), continuous: bool = True) -> list[BoundSpec]:
         time_grid(T)  # a clear error for T < 1 or a non-integer
         out.append(BoundSpec("steps", int(T)))
     if not out:
-        raise ValueError("no bound requested: give the continuous bound or at least one number of steps")
+        raise ConfigError("no bound requested: give the continuous bound or at least one number of steps")
     return out
+
+
+MAX_K = 100_000  # draws of z per example and bound; far beyond where the bound stops moving
 
 
 def check_request(ks, num_t: int) -> list[int]:
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
-        raise ValueError(f"K (importance samples) must be integers >= 1, got {ks}")
+        raise ConfigError(f"K (importance samples) must be integers >= 1, got {ks}")
+    if ks[-1] > MAX_K:
+        raise ConfigError(f"K = {ks[-1]:,} importance samples is beyond what this evaluation supports ({MAX_K:,})")
     if int(num_t) < 1:
-        raise ValueError(f"the number of Monte-Carlo draws per example must be >= 1, got {num_t}")
+        raise ConfigError(f"the number of Monte-Carlo draws per example must be >= 1, got {num_t}")
     return ks
 
 
@@ -283,11 +289,11 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
     """
     ks = check_request(ks, num_t)
     if proposal not in PROPOSALS:
-        raise ValueError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
+        raise ConfigError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
     bound_specs = list(bound_specs or specs())
     x, device = _checked_tokens(model, tokens)
     if len(x) == 0:
-        raise ValueError("no examples to evaluate")
+        raise ConfigError("no examples to evaluate")
     if getattr(model, "name", "") == "ar":
         nats = torch.cat([model.nll_bound(b.to(device)).cpu() for b in torch.split(x, batch_size)]).numpy()
         return {BoundSpec("exact"): {1: nats}}

@@ -8,9 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from .algorithms import ALGORITHMS, VADD, Autoregressive, MaskedDiffusion
+from .errors import ConfigError
 from .models import build_denoiser, build_encoder
 from .schedules import get_schedule
-
 
 IMAGE_BACKBONES = {"unet", "conv"}
 
@@ -20,14 +20,14 @@ def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int,
     """Merge the config groups into one self-contained spec (image backbones get the data's geometry)."""
     algo = algo_cfg.get("name", "mdm")
     if algo not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {algo!r}; choose one of {sorted(ALGORITHMS)}")
+        raise ConfigError(f"unknown algorithm {algo!r}; choose one of {sorted(ALGORITHMS)}")
     latent_dim = int(algo_cfg.get("latent_dim", 0)) if algo == "vadd" else 0
     if algo == "vadd" and latent_dim < 1:
-        raise ValueError(f"VADD needs latent_dim >= 1, got {latent_dim}")
+        raise ConfigError(f"VADD needs latent_dim >= 1, got {latent_dim}")
     if vocab_size < 2:
-        raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
+        raise ConfigError(f"vocab_size must be at least 2, got {vocab_size}")
     if seq_len < 1:
-        raise ValueError(f"seq_len must be at least 1, got {seq_len}")
+        raise ConfigError(f"seq_len must be at least 1, got {seq_len}")
     spec = {
         "algo": algo,
         "vocab_size": int(vocab_size),
@@ -46,7 +46,7 @@ def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int,
         if part in spec and spec[part].get("name") in IMAGE_BACKBONES:
             info = data_info or {}
             if info.get("kind") != "images" and "image_channels" not in spec[part]:
-                raise ValueError(f"the {spec[part]['name']!r} backbone needs image data (data=images), "
+                raise ConfigError(f"the {spec[part]['name']!r} backbone needs image data (data=images), "
                                  f"got data kind {info.get('kind')!r}")
             spec[part].setdefault("image_channels", int(info.get("channels", 1)))
             spec[part].setdefault("height", int(info["height"]) if "height" in info else None)
@@ -56,7 +56,7 @@ def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int,
 def build_model(spec: dict) -> MaskedDiffusion:
     """Instantiate the model a spec describes (random initialisation)."""
     if spec.get("algo") not in ALGORITHMS:
-        raise ValueError(f"unknown algorithm {spec.get('algo')!r}; choose one of {sorted(ALGORITHMS)}")
+        raise ConfigError(f"unknown algorithm {spec.get('algo')!r}; choose one of {sorted(ALGORITHMS)}")
     sched_cfg = dict(spec["schedule"])
     schedule = get_schedule(sched_cfg.pop("name"), **sched_cfg)
     V, L, d = spec["vocab_size"], spec["seq_len"], spec.get("latent_dim", 0)
@@ -64,7 +64,7 @@ def build_model(spec: dict) -> MaskedDiffusion:
     if spec["algo"] == "ar":
         from .models.dit import ARTransformer
         if den_cfg.pop("name", None) != "dit":
-            raise ValueError("the autoregressive baseline (algo=ar) is a transformer: use model=dit")
+            raise ConfigError("the autoregressive baseline (algo=ar) is a transformer: use model=dit")
         model = Autoregressive(ARTransformer(L, V, **den_cfg), V, L)
         model.spec = spec
         return model

@@ -5,19 +5,21 @@
     vadd sample runs/swiss --steps 1 5 10 --sampler vadd --num-samples 10000 --out samples/
     vadd eval runs/swiss -K 1 100 --steps 1 5 --out eval.json   # continuous and T-step bounds
 
-Errors a user can cause (bad config, bad data, wrong checkpoint) print one line and exit with 2.
+Errors a user can cause (bad config, bad data, wrong checkpoint, a run folder in use) print one line and
+exit with 2; SIGTERM / SIGINT exit with 143 / 130 (training saves a checkpoint first). Anything else is a
+bug: a traceback and exit 1. ``VADD_DEBUG=1`` shows the traceback of every error.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, KeyError, FloatingPointError)
+from .errors import ConfigError, RunInterrupted, VaddError
 
 
 def _cmd_train(args) -> int:
@@ -25,7 +27,7 @@ def _cmd_train(args) -> int:
     from .train import train
 
     cfg = compose(args.overrides)
-    _, run_dir, rec = train(cfg, resume=args.resume or cfg.get("resume"))
+    _, run_dir, rec = train(cfg, resume=args.resume or cfg.get("resume"), overwrite=args.overwrite or None)
     print(json.dumps({"run_dir": str(run_dir), "steps": rec["steps"], "wall_s": round(rec["train_wall_s"], 1),
                       **{k: round(v, 5) for k, v in rec["train_metrics"].items()}}, indent=1))
     return 0
@@ -66,7 +68,7 @@ def _cmd_eval(args) -> int:
         io.check_output(args.out)
     pipe = load(args.model)
     if args.latent_gap and not pipe.model.latent_dim:
-        raise ValueError("--latent-gap needs a VADD model")
+        raise ConfigError("--latent-gap needs a VADD model")
     if args.data:
         tokens = validate_tokens(load_array(args.data), pipe.model.vocab_size, args.data)
     elif pipe.config.get("data", {}).get("kind") in ("images", "text"):
@@ -135,14 +137,23 @@ def _job_parser(sub, name: str, help: str, out: str, overrides_help: str) -> arg
     return q
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (its default prints the whole usage first), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="vadd", description="Variational autoencoding discrete diffusion (and MDM).")
+    p = _Parser(prog="vadd", description="Variational autoencoding discrete diffusion (and MDM).")
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="command")
 
     t = sub.add_parser("train", help="train a model from Hydra overrides (key=value ...)")
     t.add_argument("overrides", nargs="*", help="e.g. algo=vadd data.name=swissroll run_dir=runs/x")
     t.add_argument("--resume", default=None, help="a Lightning checkpoint to resume from (default: RUN/checkpoints/last.ckpt)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="if run_dir holds another run, move it aside (RUN.replaced-<time>) and start afresh")
     t.set_defaults(func=_cmd_train)
 
     s = sub.add_parser("sample", help="sample from a trained model")
@@ -215,8 +226,6 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return 2
-    from .errors import RunInterrupted
-
     def on_sigterm(signum, frame):  # outside training (which saves first): stop with the scheduler's status
         raise RunInterrupted(signum, -1, None)
 
@@ -226,7 +235,9 @@ def main(argv=None) -> int:
     except RunInterrupted as e:
         print(f"vadd {args.command}: {e}", file=sys.stderr)
         return e.exit_code
-    except USER_ERRORS as e:
+    except VaddError as e:
+        if os.environ.get("VADD_DEBUG", "") not in ("", "0"):
+            raise
         print(f"vadd {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,14 +8,66 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import ConfigError  # noqa: F401  (re-exported: vadd.config.ConfigError)
+
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def compose(overrides: list[str] | tuple = (), config_name: str = "config") -> dict:
+    """Compose the root config with Hydra overrides; unknown keys, ``+``-added ones included, are errors
+    that name the nearest valid key."""
+    overrides = list(overrides)
+    for o in overrides:  # an optional group (experiment) that does not exist would be skipped silently
+        if not o.startswith(("+", "~")) and _key(o) == "experiment" and "=" in o:
+            name = o.split("=", 1)[1].strip()
+            if name not in ("null", "") and not (CONFIG_DIR / "experiment" / f"{name}.yaml").exists():
+                have = sorted(f.stem for f in (CONFIG_DIR / "experiment").glob("*.yaml"))
+                raise ConfigError(f"invalid config: no experiment {name!r} (available: {', '.join(have)})")
+    out = _compose(overrides, config_name)
+    added = [_key(o) for o in overrides if o.startswith("+")]
+    if added:
+        known = set(_flat_keys(_compose(_group_choices(overrides), config_name, strict=False)))
+        for key in added:
+            if key not in known and not (key in GROUPS and "." not in key):
+                raise ConfigError(f"invalid config: unknown key {key}{_nearest(key, known)}")
+    validate(out)
+    return out
+
+
+GROUPS = ("data", "model", "algo", "trainer", "experiment")
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").split("=", 1)[0].strip()
+
+
+def _group_choices(overrides: list[str]) -> list[str]:
+    """The overrides that pick a config group (``algo=mdm``, ``experiment=text_cpu``): they decide which
+    keys exist."""
+    return [o for o in overrides if not o.startswith(("+", "~")) and "=" in o and "." not in _key(o)
+            and _key(o) in GROUPS]
+
+
+def _flat_keys(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        name = f"{prefix}.{k}" if prefix else str(k)
+        yield name
+        if isinstance(v, dict):
+            yield from _flat_keys(v, name)
+
+
+def _nearest(key: str, known) -> str:
+    """``"; did you mean X?"``: the closest sibling of the key's last part, else the closest full key."""
+    import difflib
+    head, _, leaf = key.rpartition(".")
+    siblings = [k.rpartition(".")[2] for k in known if k.rpartition(".")[0] == head]
+    best = [f"{head}.{m}" if head else m for m in difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)]
+    if not best and head not in known:  # the prefix itself is wrong: compare whole keys
+        best = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.8)
+    return f"; did you mean {best[0]}?" if best else ""
+
+
+def _compose(overrides: list[str], config_name: str, strict: bool = True) -> dict:
     from hydra import compose as h_compose
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -27,15 +79,20 @@ def compose(overrides: list[str] | tuple = (), config_name: str = "config") -> d
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = h_compose(config_name=config_name, overrides=list(overrides))
-        out = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        return OmegaConf.to_container(cfg, resolve=strict, throw_on_missing=strict)
     except (HydraException, OmegaConfBaseException) as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         msg = " ".join(lines[:2]) if lines else type(e).__name__
+        if "Available options" in msg:  # a group option that does not exist: list the ones that do
+            msg = f"{lines[0]} (available: {', '.join(ln for ln in lines[2:] if ' ' not in ln)})"
+        if msg.startswith("Could not override '"):  # Hydra's hint ('+key=value') would add a key nothing reads
+            key = msg.split("'")[1]
+            choices = _group_choices(overrides)
+            known = set(_flat_keys(_compose(choices, config_name, strict=False))) if choices != overrides else set()
+            msg = f"unknown key {key}{_nearest(key, known)}"
         raise ConfigError(f"invalid config: {msg}") from None
     finally:
         GlobalHydra.instance().clear()
-    validate(out)
-    return out
 
 
 _TYPES = {
@@ -45,6 +102,8 @@ _TYPES = {
     ("algo", "kl_warmup"): float, ("algo", "kl_delay"): float, ("algo", "free_bits"): float, ("algo", "kl_max"): float,
     ("algo", "mmd_weight"): float, ("algo", "iw_k"): int, ("algo", "iw_from"): float,
     ("trainer", "val_every"): int, ("trainer", "val_rows"): int, ("trainer", "diag_every"): int,
+    ("trainer", "num_threads"): int, ("trainer", "ckpt_every"): int, ("trainer", "print_every"): int,
+    ("trainer", "log_every"): int,
 }
 _POSITIVE = {("trainer", "max_steps"), ("trainer", "batch_size"), ("trainer", "lr"), ("trainer", "num_nodes"),
              ("trainer", "accumulate_grad_batches")}
@@ -68,6 +127,8 @@ def validate(cfg: dict) -> None:
         except KeyError:
             continue
         name = ".".join(path)
+        if v is None and path not in _POSITIVE and path != ("seed",):  # optional settings may be null
+            continue
         ok = isinstance(v, typ) and not isinstance(v, bool)
         if typ is float and isinstance(v, int) and not isinstance(v, bool):
             ok = True
@@ -75,7 +136,7 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"invalid config: {name} must be {getattr(typ, '__name__', typ)}, got {v!r}")
         if path in _POSITIVE and v <= 0:
             raise ConfigError(f"invalid config: {name} must be > 0, got {v!r}")
-    for key in ("val_every", "val_rows", "diag_every"):
+    for key in ("val_every", "val_rows", "diag_every", "num_threads", "ckpt_every", "print_every", "log_every"):
         v = cfg.get("trainer", {}).get(key)
         if v is not None and v < 0:
             raise ConfigError(f"invalid config: trainer.{key} must be >= 0, got {v!r}")

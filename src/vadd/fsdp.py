@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .errors import ConfigError
+
 
 def strategy(world: int):
     """Lightning's ``ModelParallelStrategy`` set up as pure FSDP over all ``world`` processes, with a
@@ -27,7 +29,7 @@ def strategy(world: int):
         from lightning.pytorch.strategies import ModelParallelStrategy
         from torch.distributed.fsdp import FSDPModule, fully_shard  # noqa: F401  (torch >= 2.6)
     except ImportError:
-        raise ValueError("trainer.strategy=fsdp needs lightning >= 2.4 and torch >= 2.6 (FSDP2); "
+        raise ConfigError("trainer.strategy=fsdp needs lightning >= 2.4 and torch >= 2.6 (FSDP2); "
                          "use trainer.strategy=ddp with older versions") from None
     return ModelParallelStrategy(data_parallel_size=world, tensor_parallel_size=1,
                                  save_distributed_checkpoint=False)
@@ -54,7 +56,7 @@ def shard(model: nn.Module, mesh) -> None:
 
     own = [n for n, _ in model.named_parameters(recurse=False)]
     if own:
-        raise ValueError(f"FSDP shards the networks an algorithm calls; {type(model).__name__} holds "
+        raise ConfigError(f"FSDP shards the networks an algorithm calls; {type(model).__name__} holds "
                          f"parameters of its own ({', '.join(own)}), which would not be synchronised")
     for net in model.children():
         if not any(True for _ in net.parameters()):

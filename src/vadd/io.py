@@ -2,10 +2,14 @@
 
 Nothing here unpickles: weights are safetensors, configs are JSON. Every write goes to a temporary
 file in the same folder, is flushed and fsynced, then renamed over the target, so a kill during a
-save leaves either the old file or the new one, never a broken one.
+save leaves either the old file or the new one, never a broken one. Files get the mode the umask
+allows (0644 under the usual 022), not the 0600 of a bare temporary file. Saved weights carry a SHA-256
+of their tensors in the safetensors metadata and are checked on load, with every value finite.
 """
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -14,9 +18,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import CheckpointError, ConfigError, DataError, MissingFile, RunError
+
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 FORMAT_VERSION = 1
+# filesystem failures a user fixes (space, permissions, a path that is a file): RunError, not a traceback
+USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
+                  errno.EEXIST, errno.ENAMETOOLONG}
+
+
+def file_mode() -> int:
+    """The mode ``open()`` would give a new file under the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def check_output(path: str | os.PathLike, folder: bool = False) -> Path:
@@ -24,28 +40,58 @@ def check_output(path: str | os.PathLike, folder: bool = False) -> Path:
     output that is a file, or a parent that is a file or not writable."""
     path = Path(path)
     if path.exists() and path.is_dir() != folder:
-        raise ValueError(f"{path}: is {'a file' if folder else 'a directory'}; give a {'folder' if folder else 'file'} path")
+        raise RunError(f"{path}: is {'a file' if folder else 'a directory'}; give a {'folder' if folder else 'file'} path")
     parent = path if folder and path.exists() else path.parent
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{path}: cannot write there ({parent} is not a writable folder)")
+        raise RunError(f"{path}: cannot write there ({parent} is not a writable folder)")
+    return path
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine (a generous default where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_alloc(nbytes: float, what: str) -> None:
+    """Refuse a request whose outputs alone would take more than half of this machine's memory."""
+    if nbytes > memory_bytes() / 2:
+        raise ConfigError(f"{what} would take {nbytes / 2**30:,.1f} GiB, more than half of this machine's "
+                          f"{memory_bytes() / 2**30:,.0f} GiB; ask for less")
+
+
+def input_path(path: str | os.PathLike, what: str = "data file", folder_ok: bool = False) -> Path:
+    """An input that exists and is a regular file (or, with ``folder_ok``, a folder): a FIFO or a device
+    would hang or stream forever, a folder given for a file fails later with a stranger message."""
+    path = Path(path)
+    if not path.exists():
+        raise MissingFile(f"no such {what}: {path}")
+    if not (path.is_file() or (folder_ok and path.is_dir())):
+        raise DataError(f"{path}: not a regular file{' or folder' if folder_ok else ''}; give the {what} itself")
     return path
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), file_mode())
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in USER_OS_ERRORS:
+            raise RunError(f"{path}: cannot write ({e.strerror})") from None
         raise
 
 
@@ -93,39 +139,63 @@ def save_pretrained(model, folder, extra: dict | None = None) -> Path:
     folder = Path(folder)
     spec = getattr(model, "spec", None)
     if spec is None:
-        raise ValueError("model has no .spec; build it with vadd.build.build_model")
+        raise ConfigError("model has no .spec; build it with vadd.build.build_model")
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(folder / WEIGHTS, save(state, metadata={"format": "pt"}))
+    atomic_write_bytes(folder / WEIGHTS, save(state, metadata={"format": "pt", "vadd_sha256": tensors_digest(state)}))
     write_json(folder / CONFIG, {"vadd_format": FORMAT_VERSION, "model": spec, **(extra or {})})
     return folder
 
 
 def from_pretrained(folder, map_location: str = "cpu"):
     """Rebuild a model from a folder written by :func:`save_pretrained`; returns ``(model, config)``."""
-    from safetensors import SafetensorError
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     from .build import build_model
 
     folder = Path(folder)
     if not (folder / CONFIG).exists() or not (folder / WEIGHTS).exists():
-        raise FileNotFoundError(f"{folder} is not a saved vadd model (needs {CONFIG} and {WEIGHTS})")
+        raise MissingFile(f"{folder} is not a saved vadd model (needs {CONFIG} and {WEIGHTS})")
     try:
         config = read_json(folder / CONFIG)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{folder / CONFIG} is not valid JSON ({e})") from None
+        raise CheckpointError(f"{folder / CONFIG} is not valid JSON ({e})") from None
     if "model" not in config:
-        raise ValueError(f"{folder / CONFIG} has no 'model' spec: not a vadd model folder")
+        raise CheckpointError(f"{folder / CONFIG} has no 'model' spec: not a vadd model folder")
     try:
         model = build_model(config["model"])
     except (KeyError, TypeError) as e:
-        raise ValueError(f"{folder / CONFIG}: invalid model spec ({e})") from None
+        raise CheckpointError(f"{folder / CONFIG}: invalid model spec ({e})") from None
     try:
         state = load_file(str(folder / WEIGHTS), device=map_location)
+        with safe_open(str(folder / WEIGHTS), framework="pt") as f:
+            digest = (f.metadata() or {}).get("vadd_sha256")
     except (SafetensorError, OSError) as e:
-        raise ValueError(f"{folder / WEIGHTS} is truncated or not a safetensors file ({e})") from None
+        raise CheckpointError(f"{folder / WEIGHTS} is truncated or not a safetensors file ({e})") from None
+    if digest is not None and digest != tensors_digest(state):
+        raise CheckpointError(f"{folder / WEIGHTS}: the weights do not match their checksum (a corrupted file); "
+                              "rerun the training command to rewrite the model")
+    check_finite(state, str(folder / WEIGHTS))
     load_state_checked(model, state, str(folder))
     return model, config
+
+
+def tensors_digest(state: dict) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of a state dict's tensors, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(state):
+        t = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_finite(state: dict, where: str) -> None:
+    """Refuse weights holding NaN or infinity (a run that diverged would sample one constant token)."""
+    for k, v in state.items():
+        if torch.is_floating_point(v) and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{where}: weight {k!r} holds NaN or infinite values (the run diverged); "
+                                  "retrain with a lower trainer.lr")
 
 
 def load_state_checked(model, state: dict, where: str) -> None:
@@ -139,9 +209,9 @@ def check_state(own: dict, state: dict, where: str) -> None:
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(f"{where}: weights belong to another model ({len(missing)} missing, "
+        raise CheckpointError(f"{where}: weights belong to another model ({len(missing)} missing, "
                          f"{len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[0]!r})")
     for k, v in own.items():
         if tuple(state[k].shape) != tuple(v.shape):
-            raise ValueError(f"{where}: weights belong to another model: {k} has shape "
+            raise CheckpointError(f"{where}: weights belong to another model: {k} has shape "
                              f"{tuple(state[k].shape)}, this model expects {tuple(v.shape)}")

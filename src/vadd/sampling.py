@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .errors import ConfigError
+from .io import check_alloc
 
 SAMPLERS = {"mdm": "none", "vadd": "per_step", "vadd-cs": "fixed"}
 
@@ -39,28 +41,28 @@ class SampleStats:
 def time_grid(steps: int, kind: str = "uniform", device=None) -> torch.Tensor:
     """Times ``1 = t_0 > t_1 > ... > t_T = 0`` as a ``[T + 1]`` tensor."""
     if int(steps) != steps or steps < 1:
-        raise ValueError(f"the number of sampling steps must be an integer >= 1, got {steps!r}")
+        raise ConfigError(f"the number of sampling steps must be an integer >= 1, got {steps!r}")
     u = torch.linspace(0.0, 1.0, int(steps) + 1, device=device, dtype=torch.float64)
     if kind == "uniform":
         t = 1.0 - u
     elif kind == "cosine":  # denser steps near t = 0, where the last tokens are revealed
         t = torch.cos(0.5 * torch.pi * u)
     else:
-        raise ValueError(f"unknown time grid {kind!r}; choose 'uniform' or 'cosine'")
+        raise ConfigError(f"unknown time grid {kind!r}; choose 'uniform' or 'cosine'")
     t[0], t[-1] = 1.0, 0.0
     return t
 
 
 def resolve_latent(model, sampler: str) -> str:
     if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
+        raise ConfigError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
     if getattr(model, "name", "") == "ar":
-        raise ValueError("the autoregressive baseline is for likelihood tables; sample from an MDM or VADD model")
+        raise ConfigError("the autoregressive baseline is for likelihood tables; sample from an MDM or VADD model")
     latent = SAMPLERS[sampler]
     if latent != "none" and model.latent_dim == 0:
-        raise ValueError(f"sampler {sampler!r} needs a model with a latent (VADD); this one is {model.name!r}")
+        raise ConfigError(f"sampler {sampler!r} needs a model with a latent (VADD); this one is {model.name!r}")
     if latent == "none" and model.latent_dim > 0:
-        raise ValueError("sampler 'mdm' needs an MDM model; use 'vadd' or 'vadd-cs' with a VADD model")
+        raise ConfigError("sampler 'mdm' needs an MDM model; use 'vadd' or 'vadd-cs' with a VADD model")
     return latent
 
 
@@ -272,8 +274,9 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
         tensors = itertools.chain(model.parameters(), model.buffers())
         device = next(tensors, torch.empty(0)).device
     if x_init is None:
-        if num_samples is None or num_samples < 1:
-            raise ValueError("give num_samples >= 1 or x_init")
+        if num_samples is None or isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+            raise ConfigError(f"give num_samples >= 1 (an integer) or x_init, got {num_samples!r}")
+        check_alloc(2 * 8 * float(num_samples) * model.seq_len, f"{int(num_samples):,} samples of {model.seq_len} tokens")
         x_init = torch.full((num_samples, model.seq_len), model.mask_id, dtype=torch.long)
     else:
         x_init = torch.as_tensor(x_init, dtype=torch.long)

@@ -11,6 +11,8 @@ import math
 
 import torch
 
+from .errors import ConfigError
+
 
 class Schedule:
     """Base class: subclasses implement ``alpha`` and ``dalpha``."""
@@ -92,7 +94,7 @@ class Polynomial(Schedule):
 
     def __init__(self, k: float = 2.0):
         if k <= 0:
-            raise ValueError(f"polynomial schedule needs k > 0, got {k}")
+            raise ConfigError(f"polynomial schedule needs k > 0, got {k}")
         self.k = float(k)
 
     def alpha(self, t):
@@ -148,5 +150,5 @@ SCHEDULES = {cls.name: cls for cls in (LogLinear, Linear, Cosine, Polynomial)}
 
 def get_schedule(name: str, **kwargs) -> Schedule:
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
+        raise ConfigError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
     return SCHEDULES[name](**kwargs)

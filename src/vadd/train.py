@@ -16,11 +16,21 @@ from pathlib import Path
 
 import torch
 
-from . import fsdp, io, objectives
+from . import fsdp, io, objectives, runs
 from .build import build_model, model_spec
 from .config import schedule_steps, validate
 from .data import TokenData, build_data
-from .errors import RunInterrupted
+from .errors import (
+    CheckpointError,
+    ConfigError,
+    DataError,
+    MissingFile,
+    RunError,
+    RunInterrupted,
+    TrainingDiverged,
+    VaddError,
+    first_line,
+)
 from .latent import active_units, kl_weight
 from .manifest import run_manifest
 from .sampling import eval_mode
@@ -88,7 +98,7 @@ class StepBatches(torch.utils.data.IterableDataset):
         G = self.batch_size * world
         n = len(self.tokens) // G
         if n < 1:
-            raise ValueError(f"training data has {len(self.tokens)} sequences, fewer than one global batch ({G})")
+            raise DataError(f"training data has {len(self.tokens)} sequences, fewer than one global batch ({G})")
         epoch, pos = divmod(int(k), n)
         if self._perm_epoch != epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -214,7 +224,7 @@ def read_checkpoint(path) -> dict:
         int(ckpt["global_step"]), ckpt["state_dict"]
         return ckpt
     except Exception as e:
-        raise ValueError(f"{path}: not a readable vadd training checkpoint ({str(e).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"{path}: not a readable vadd training checkpoint ({first_line(e)})") from None
 
 
 def _lightning():
@@ -279,7 +289,7 @@ def make_lit_module(model, cfg: dict, diag_tokens: torch.Tensor | None = None,
                 batch = batch[:max(1, len(batch) // iw)]
             loss, stats = self.model.loss(batch, kl_weight=lam, generator=g, shard=shard, num_samples=iw)
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
+                raise TrainingDiverged(f"non-finite training loss ({loss.item()}) at step {self.global_step}; "
                                          "the last good checkpoint is kept. Try a lower trainer.lr")
             if self._log_now():
                 self.log("train/loss", loss, prog_bar=True)
@@ -467,7 +477,7 @@ def accumulation_steps(t: dict) -> int:
         return int(t.get("accumulate_grad_batches", 1))
     per_step = int(t["batch_size"]) * world_size(t)
     if int(gbs) % per_step:
-        raise ValueError(f"trainer.global_batch_size={gbs} is not a multiple of batch_size x devices x nodes "
+        raise ConfigError(f"trainer.global_batch_size={gbs} is not a multiple of batch_size x devices x nodes "
                          f"= {per_step}")
     return int(gbs) // per_step
 
@@ -488,19 +498,25 @@ def build_trainer(cfg: dict, run_dir: Path, extra_callbacks=()):
                                  save_last=True, save_top_k=0 if ckpt_every else 1, enable_version_counter=False),
                  *([final_checkpoint(run_dir / "checkpoints" / "last.ckpt", ckpt_every)] if ckpt_every else []),
                  *extra_callbacks]
-    return L.Trainer(
-        accelerator=t.get("accelerator", "cpu"), devices=t.get("devices", 1), num_nodes=int(t.get("num_nodes", 1)),
-        strategy=strategy, precision=t.get("precision", "32-true"),
-        max_steps=int(t["max_steps"]), max_epochs=-1,
-        accumulate_grad_batches=accumulate,
-        gradient_clip_val=t.get("grad_clip", 1.0) or None,
-        logger=CSVLogger(str(run_dir), name="logs", version=""), callbacks=callbacks,
-        plugins=[atomic_checkpoint_io()],
-        enable_progress_bar=bool(t.get("progress", True)), enable_model_summary=False,
-        log_every_n_steps=int(t.get("log_every", 50)), default_root_dir=str(run_dir),
-        deterministic=bool(t.get("deterministic", False)), num_sanity_val_steps=0,
-        limit_val_batches=0, benchmark=False,
-    )
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    try:
+        return L.Trainer(
+            accelerator=t.get("accelerator", "cpu"), devices=t.get("devices", 1), num_nodes=int(t.get("num_nodes", 1)),
+            strategy=strategy, precision=t.get("precision", "32-true"),
+            max_steps=int(t["max_steps"]), max_epochs=-1,
+            accumulate_grad_batches=accumulate,
+            gradient_clip_val=t.get("grad_clip", 1.0) or None,
+            logger=CSVLogger(str(run_dir), name="logs", version=""), callbacks=callbacks,
+            plugins=[atomic_checkpoint_io()],
+            enable_progress_bar=bool(t.get("progress", True)), enable_model_summary=False,
+            log_every_n_steps=int(t.get("log_every", 50)), default_root_dir=str(run_dir),
+            deterministic=bool(t.get("deterministic", False)), num_sanity_val_steps=0,
+            limit_val_batches=0, benchmark=False,
+        )
+    except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError) as e:  # Lightning checks trainer.*
+        if isinstance(e, VaddError):
+            raise
+        raise ConfigError(f"invalid config: trainer: {first_line(e)}") from None
 
 
 def compile_networks(model) -> None:
@@ -517,23 +533,35 @@ def compile_networks(model) -> None:
 
 
 def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike | None = None,
-          resume: str | None = None, callbacks=()):
+          resume: str | None = None, callbacks=(), overwrite: bool | None = None):
     """Train the model ``cfg`` describes; returns ``(ema_model, run_dir, record)``.
 
     Writes ``RUN/model`` (EMA weights as safetensors + ``config.json``), ``RUN/checkpoints/last.ckpt``
-    (full training state for resuming), ``RUN/logs/metrics.csv`` and ``RUN/manifest.json``.
+    (full training state for resuming), ``RUN/logs/metrics.csv`` and ``RUN/manifest.json``. The folder is
+    locked while the run lasts and never receives another run (:mod:`vadd.runs`); ``overwrite`` (default:
+    ``cfg["overwrite"]``) moves a folder holding another run aside first.
     """
     validate(cfg)  # a config edited after compose() gets the same checks
     L = _lightning()
     t0 = time.time()
     seed = int(cfg.get("seed", 0))
     run_dir = Path(run_dir or cfg.get("run_dir") or "runs/default")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    overwrite = bool(cfg.get("overwrite", False)) if overwrite is None else bool(overwrite)
     L.seed_everything(seed, workers=True, verbose=False)
     if data is None:
         data = build_data(cfg["data"], seed=seed)
-    with _torch_settings(cfg["trainer"]):
-        return _train(L, cfg, data, run_dir, resume, callbacks, t0, seed)
+    spec = model_spec(cfg["model"], cfg["algo"], data.vocab_size, data.seq_len, data.info)
+    model = build_model(spec)  # a config the model rejects fails before the run folder is touched
+    t = cfg["trainer"]
+    global_batch = int(t["batch_size"]) * world_size(t) * accumulation_steps(t)
+    with runs.owned_run(run_dir, cfg, overwrite, resume, global_batch) as run_dir, _torch_settings(t):
+        try:
+            return _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed)
+        except OSError as e:
+            if isinstance(e, VaddError) or e.errno not in io.USER_OS_ERRORS:
+                raise
+            raise RunError(f"{run_dir}: {e.strerror} while training ({getattr(e, 'filename', None) or 'a run file'}); "
+                           "free space or fix the permissions, then rerun the same command to resume") from None
 
 
 @contextlib.contextmanager
@@ -551,9 +579,8 @@ def _torch_settings(t: dict):
         torch.set_float32_matmul_precision(precision)
 
 
-def _train(L, cfg, data, run_dir, resume, callbacks, t0, seed):
-    spec = model_spec(cfg["model"], cfg["algo"], data.vocab_size, data.seq_len, data.info)
-    model = build_model(spec)
+def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
+    spec = model.spec
     if cfg["trainer"].get("compile", False):  # a switch: worth it on GPUs and long runs
         compile_networks(model)
     val_rows = int(cfg["trainer"].get("val_rows", 256) or 0)
@@ -566,20 +593,21 @@ def _train(L, cfg, data, run_dir, resume, callbacks, t0, seed):
     if ckpt is None and cfg["trainer"].get("auto_resume", True) and (run_dir / "checkpoints" / "last.ckpt").exists():
         ckpt = str(run_dir / "checkpoints" / "last.ckpt")
     if ckpt and not Path(ckpt).exists():
-        raise FileNotFoundError(f"no such checkpoint to resume from: {ckpt}")
+        raise MissingFile(f"no such checkpoint to resume from: {ckpt}")
     start_batch = 0
     if ckpt:
         saved = read_checkpoint(ckpt)
         try:
             io.check_state(lit.state_dict(), saved["state_dict"], str(ckpt))
         except ValueError as e:
-            raise ValueError(f"{e}; it cannot resume this run: use a new run_dir (demo/bench: --out), "
-                             "resume=PATH of a checkpoint of this model, or trainer.auto_resume=false") from None
+            raise CheckpointError(f"{e}; it cannot resume this run: use a new run_dir (demo/bench: --out), "
+                             "resume=PATH of a checkpoint of this model, or --overwrite (train: overwrite=true) to move the old run aside") from None
         start_batch = int(saved["global_step"]) * trainer.accumulate_grad_batches
         del saved
     loader = torch.utils.data.DataLoader(StepBatches(data.train, bs, seed, start_batch, data.train_transform), batch_size=None,
                                          num_workers=0)
     last = run_dir / "checkpoints" / "last.ckpt"
+    runs.claim(run_dir, cfg, bs * world_size(cfg["trainer"]) * trainer.accumulate_grad_batches)
     with stop_on_signals() as stop:
         trainer.callbacks.append(stop_checkpoint(last, stop))
         try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .images import ImageGrid, image_data
 from .tokens import TokenData, token_data
 from .toy2d import TOYS, Grid2D, PointSource
@@ -35,7 +36,7 @@ def build_data(cfg: dict, seed: int = 0) -> TokenData:
         return toy2d_data(seed=seed, **cfg)
     if kind == "tokens":
         if not cfg.get("train"):
-            raise ValueError("data.train must name a token file (.npy/.npz/.txt/.csv of shape (N, L))")
+            raise ConfigError("data.train must name a token file (.npy/.npz/.txt/.csv of shape (N, L))")
         return token_data(seed=seed, **cfg)
     if kind == "images":
         if cfg.get("split") is not None:
@@ -44,7 +45,7 @@ def build_data(cfg: dict, seed: int = 0) -> TokenData:
     if kind == "text":
         from .text import text_data
         return text_data(seed=seed, **cfg)
-    raise ValueError(f"unknown data kind {kind!r}; choose one of {list(DATA_KINDS)}")
+    raise ConfigError(f"unknown data kind {kind!r}; choose one of {list(DATA_KINDS)}")
 
 
 def decoder_from_info(info: dict):

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 
 from ..assets import asset_path
+from ..errors import DataError, MissingFile
+from ..io import input_path
 from .tokens import TokenData
 
 
@@ -49,7 +51,7 @@ class ImageGrid:
         """uint8 ``[N, C, H, W]`` -> int64 tokens ``[N, L]``."""
         imgs = np.asarray(images)
         if imgs.shape[1:] != (self.channels, self.height, self.width):
-            raise ValueError(f"images of shape {imgs.shape[1:]} do not match the grid "
+            raise DataError(f"images of shape {imgs.shape[1:]} do not match the grid "
                              f"{(self.channels, self.height, self.width)}")
         tok = imgs.astype(np.int64) * self.levels // 256
         return tok.reshape(len(imgs), -1)
@@ -77,15 +79,15 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     with opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path}: not an idx file (bad magic number)")
+        raise DataError(f"{path}: not an idx file (bad magic number)")
     dtypes = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
     if raw[2] not in dtypes:
-        raise ValueError(f"{path}: unknown idx data type 0x{raw[2]:02x}")
+        raise DataError(f"{path}: unknown idx data type 0x{raw[2]:02x}")
     ndim = raw[3]
     shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=dtypes[raw[2]], offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: idx header says {shape} but holds {data.size} values")
+        raise DataError(f"{path}: idx header says {shape} but holds {data.size} values")
     return data.reshape(shape)
 
 
@@ -121,13 +123,13 @@ def read_cifar_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     with open(path, "rb") as f:
         obj = _SafeUnpickler(f, encoding="bytes").load()
     if not isinstance(obj, dict):
-        raise ValueError(f"{path}: not a CIFAR batch (expected a dict)")
+        raise DataError(f"{path}: not a CIFAR batch (expected a dict)")
     obj = {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
     if "data" not in obj:
-        raise ValueError(f"{path}: not a CIFAR batch (no 'data' entry)")
+        raise DataError(f"{path}: not a CIFAR batch (no 'data' entry)")
     data = np.asarray(obj["data"], dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3072:
-        raise ValueError(f"{path}: CIFAR data must be (N, 3072), got {data.shape}")
+        raise DataError(f"{path}: CIFAR data must be (N, 3072), got {data.shape}")
     labels = np.asarray(obj.get("labels", obj.get("fine_labels", [])), dtype=np.int64)
     return data.reshape(-1, 3, 32, 32), labels
 
@@ -136,10 +138,10 @@ def load_cifar10(root: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     """``(train [50000, 3, 32, 32], test [10000, 3, 32, 32])`` from a ``cifar-10-batches-py`` folder."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"no CIFAR-10 folder at {root} (expected the extracted cifar-10-batches-py)")
+        raise MissingFile(f"no CIFAR-10 folder at {root} (expected the extracted cifar-10-batches-py)")
     names = sorted(p.name for p in root.glob("data_batch_*"))
     if not names or not (root / "test_batch").exists():
-        raise FileNotFoundError(f"{root}: expected data_batch_1..5 and test_batch (the cifar-10-batches-py format)")
+        raise MissingFile(f"{root}: expected data_batch_1..5 and test_batch (the cifar-10-batches-py format)")
     train = np.concatenate([read_cifar_batch(root / n)[0] for n in names])
     return train, read_cifar_batch(root / "test_batch")[0]
 
@@ -151,45 +153,43 @@ def to_nchw(arr: np.ndarray, where: str = "images") -> np.ndarray:
         if np.issubdtype(arr.dtype, np.integer) and arr.size and arr.min() >= 0 and arr.max() <= 255:
             arr = arr.astype(np.uint8)
         else:
-            raise ValueError(f"{where}: expected 8-bit images (uint8 values 0..255), got dtype {arr.dtype}")
+            raise DataError(f"{where}: expected 8-bit images (uint8 values 0..255), got dtype {arr.dtype}")
     if arr.ndim == 3:
         return arr[:, None]
     if arr.ndim == 4:
         if arr.shape[-1] <= 4 and arr.shape[1] > 4:
             return np.ascontiguousarray(arr.transpose(0, 3, 1, 2))
         return arr
-    raise ValueError(f"{where}: expected images of shape (N, H, W), (N, H, W, C) or (N, C, H, W), got {arr.shape}")
+    raise DataError(f"{where}: expected images of shape (N, H, W), (N, H, W, C) or (N, C, H, W), got {arr.shape}")
 
 
 def load_user_images(path: str | os.PathLike) -> np.ndarray:
     """A ``.npy``/``.npz`` uint8 array or a folder of same-size PNG/JPEG images -> ``[N, C, H, W]``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such image file or folder: {path}")
+    path = input_path(path, "image file or folder", folder_ok=True)
     if path.is_dir():
         from PIL import Image
 
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
         if not files:
-            raise ValueError(f"{path}: no .png/.jpg/.bmp images in this folder")
+            raise DataError(f"{path}: no .png/.jpg/.bmp images in this folder")
         imgs = [np.asarray(Image.open(p)) for p in files]
         shapes = {im.shape for im in imgs}
         if len(shapes) != 1:
-            raise ValueError(f"{path}: images differ in size {sorted(shapes)[:3]}; resize them to one size first")
+            raise DataError(f"{path}: images differ in size {sorted(shapes)[:3]}; resize them to one size first")
         return to_nchw(np.stack(imgs), str(path))
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             return to_nchw(z[z.files[0]], str(path))
     if path.suffix == ".npy":
         return to_nchw(np.load(path, allow_pickle=False), str(path))
-    raise ValueError(f"{path}: unsupported image source; use a .npy/.npz uint8 array or a folder of images")
+    raise DataError(f"{path}: unsupported image source; use a .npy/.npz uint8 array or a folder of images")
 
 
 # ---- datasets --------------------------------------------------------------------------------------
 def split_indices(n: int, sizes: tuple[int, ...], seed: int) -> list[np.ndarray]:
     """Disjoint index sets of the given sizes from one seeded permutation of ``range(n)``."""
     if sum(sizes) > n:
-        raise ValueError(f"split sizes {sizes} need {sum(sizes)} items, only {n} available")
+        raise DataError(f"split sizes {sizes} need {sum(sizes)} items, only {n} available")
     perm = np.random.default_rng([int(seed), 31337]).permutation(n)
     out, start = [], 0
     for s in sizes:
@@ -202,7 +202,7 @@ def pad_to(images: np.ndarray, size: int) -> np.ndarray:
     """Zero-pad ``[N, C, H, W]`` symmetrically to ``size x size``."""
     _, _, h, w = images.shape
     if h > size or w > size:
-        raise ValueError(f"cannot pad {h}x{w} images to {size}x{size}")
+        raise DataError(f"cannot pad {h}x{w} images to {size}x{size}")
     top, left = (size - h) // 2, (size - w) // 2
     return np.pad(images, ((0, 0), (0, 0), (top, size - h - top), (left, size - w - left)))
 
@@ -215,7 +215,7 @@ def binarize(images: np.ndarray, mode: str = "static", rng: np.random.Generator 
     if mode == "dynamic":
         rng = rng or np.random.default_rng(0)
         return (rng.random(p.shape) < p).astype(np.uint8)
-    raise ValueError(f"unknown binarization {mode!r}; choose 'static' or 'dynamic'")
+    raise DataError(f"unknown binarization {mode!r}; choose 'static' or 'dynamic'")
 
 
 def _downsample(images: np.ndarray, size: int | None) -> np.ndarray:
@@ -224,9 +224,9 @@ def _downsample(images: np.ndarray, size: int | None) -> np.ndarray:
         return images
     h = images.shape[-1]
     if images.shape[-2] != h:
-        raise ValueError(f"data.size needs square images, got {images.shape[-2]}x{h}; use data.size=null")
+        raise DataError(f"data.size needs square images, got {images.shape[-2]}x{h}; use data.size=null")
     if h % size:
-        raise ValueError(f"image size {h} is not a multiple of {size}")
+        raise DataError(f"image size {h} is not a multiple of {size}")
     f = h // size
     x = images.reshape(*images.shape[:2], size, f, size, f).astype(np.float64).mean(axis=(3, 5))
     return np.rint(x).astype(np.uint8)
@@ -255,20 +255,20 @@ def image_data(name: str = "fashion-mnist", path: str | None = None, levels: int
             test = read_idx(root / "t10k-images-idx3-ubyte.gz")[:, None]
         elif name == "cifar10":
             if not path:
-                raise ValueError("data.path must point to the cifar-10-batches-py folder for CIFAR-10")
+                raise DataError("data.path must point to the cifar-10-batches-py folder for CIFAR-10")
             train, test = load_cifar10(path)
         elif name == "images":
             if not path:
-                raise ValueError("data.path must name a .npy/.npz uint8 array or a folder of images")
+                raise DataError("data.path must name a .npy/.npz uint8 array or a folder of images")
             allimgs = load_user_images(path)
             n_te = max(1, int(round(test_fraction * len(allimgs))))
             perm = np.random.default_rng([int(seed), 99]).permutation(len(allimgs))
             test, train = allimgs[perm[:n_te]], allimgs[perm[n_te:]]
         else:
-            raise ValueError(f"unknown image dataset {name!r}; choose binarized-mnist, fashion-mnist, cifar10 or images")
+            raise DataError(f"unknown image dataset {name!r}; choose binarized-mnist, fashion-mnist, cifar10 or images")
         train, test = _downsample(train, size), _downsample(test, size)
         if not 2 <= int(levels) <= 256:
-            raise ValueError(f"levels must be in [2, 256], got {levels}")
+            raise DataError(f"levels must be in [2, 256], got {levels}")
     if n_train:
         train = train[:int(n_train)]
     if n_test:

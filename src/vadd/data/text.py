@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from ..assets import asset_path
+from ..errors import DataError, MissingDependency, MissingFile
+from ..io import input_path
 from .tokens import TokenData
 
 CORPORA = ("brown", "bbc", "kjv")
@@ -58,7 +60,7 @@ def read_brown(root: str | os.PathLike | None = None) -> list[str]:
     root = Path(root) if root else asset_path("brown")
     files = sorted(p for p in root.iterdir() if re.fullmatch(r"c[a-r]\d\d", p.name))
     if not files:
-        raise FileNotFoundError(f"{root}: no Brown corpus files (ca01 ... cr09)")
+        raise MissingFile(f"{root}: no Brown corpus files (ca01 ... cr09)")
     docs = []
     for p in files:
         paras = [_detok_brown(par) for par in re.split(r"\n\s*\n", _read_text(p))]
@@ -70,7 +72,7 @@ def read_bbc(root: str | os.PathLike | None = None) -> list[str]:
     root = Path(root) if root else asset_path("bbc")
     files = sorted(root.glob("*/*.txt"))
     if not files:
-        raise FileNotFoundError(f"{root}: no BBC News articles (<topic>/NNN.txt)")
+        raise MissingFile(f"{root}: no BBC News articles (<topic>/NNN.txt)")
     return [_read_text(p).strip() for p in files]
 
 
@@ -103,16 +105,14 @@ def read_kjv(path: str | os.PathLike | None = None) -> list[str]:
 
 
 def read_user_corpus(path: str | os.PathLike, field: str = "text") -> list[str]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such corpus file or folder: {path}")
+    path = input_path(path, "corpus file or folder", folder_ok=True)
     if path.is_dir():
         arrows = sorted(path.glob("**/*.arrow"))
         if arrows:
             return _read_arrow(arrows, field)
         files = sorted(path.glob("*.txt"))
         if not files:
-            raise ValueError(f"{path}: a corpus folder needs .txt files or a datasets folder with .arrow files")
+            raise DataError(f"{path}: a corpus folder needs .txt files or a datasets folder with .arrow files")
         return [_read_text(p).strip() for p in files]
     suffix = path.suffix.lower()
     if suffix == ".txt":
@@ -121,16 +121,19 @@ def read_user_corpus(path: str | os.PathLike, field: str = "text") -> list[str]:
         docs = []
         for i, ln in enumerate(_read_text(path).splitlines()):
             if ln.strip():
-                obj = json.loads(ln)
+                try:
+                    obj = json.loads(ln)
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}: line {i + 1} is not JSON ({e.msg})") from None
                 if field not in obj:
-                    raise ValueError(f"{path}: line {i + 1} has no {field!r} field")
+                    raise DataError(f"{path}: line {i + 1} has no {field!r} field")
                 docs.append(str(obj[field]))
         return docs
     if suffix == ".parquet":
         pq = _pyarrow("parquet")
         table = pq.read_table(path, columns=[field])
         return [str(x) for x in table.column(field).to_pylist()]
-    raise ValueError(f"{path}: unsupported corpus format; use .txt, .jsonl, .parquet or a folder")
+    raise DataError(f"{path}: unsupported corpus format; use .txt, .jsonl, .parquet or a folder")
 
 
 def _pyarrow(module: str):
@@ -138,7 +141,7 @@ def _pyarrow(module: str):
         import importlib
         return importlib.import_module(f"pyarrow.{module}")
     except ImportError:
-        raise ImportError("reading parquet / datasets folders needs pyarrow: pip install pyarrow") from None
+        raise MissingDependency("reading parquet / datasets folders needs pyarrow: pip install pyarrow") from None
 
 
 def _read_arrow(files, field: str) -> list[str]:
@@ -152,7 +155,7 @@ def _read_arrow(files, field: str) -> list[str]:
                 fh.seek(0)
                 table = ipc.open_file(fh).read_all()
         if field not in table.column_names:
-            raise ValueError(f"{f}: no {field!r} column (columns: {table.column_names})")
+            raise DataError(f"{f}: no {field!r} column (columns: {table.column_names})")
         docs.extend(str(x) for x in table.column(field).to_pylist())
     return docs
 
@@ -161,6 +164,9 @@ def read_corpus(name: str, path: str | None = None, field: str = "text") -> list
     """Documents of a corpus; ``"bbc+brown"`` joins installed corpora."""
     if "+" in name:
         return [d for part in name.split("+") for d in read_corpus(part, None, field)]
+    if name in ("brown", "bbc", "kjv") and path and not Path(path).is_dir():
+        raise DataError(f"{path}: data.path of the {name} corpus is its folder; for a corpus file of your own "
+                        "use data.corpus=user")
     if name == "brown":
         return read_brown(path)
     if name == "bbc":
@@ -169,9 +175,9 @@ def read_corpus(name: str, path: str | None = None, field: str = "text") -> list
         return read_kjv(path)
     if name == "user" or path:
         if not path:
-            raise ValueError("data.path must name the corpus file or folder")
+            raise DataError("data.path must name the corpus file or folder")
         return read_user_corpus(path, field)
-    raise ValueError(f"unknown corpus {name!r}; choose one of {list(CORPORA)} or give data.path")
+    raise DataError(f"unknown corpus {name!r}; choose one of {list(CORPORA)} or give data.path")
 
 
 def pack(docs: list[list[int]], seq_len: int, bos: int | None, eos: int | None) -> np.ndarray:
@@ -195,7 +201,7 @@ def pad(docs: list[list[int]], seq_len: int, bos: int | None, eos: int | None, p
     tail = [eos] if eos is not None else []
     room = seq_len - len(head) - len(tail)
     if room < 1:
-        raise ValueError(f"seq_len {seq_len} leaves no room between BOS and EOS")
+        raise DataError(f"seq_len {seq_len} leaves no room between BOS and EOS")
     for i, ids in enumerate(docs):
         seq = head + list(ids[:room]) + tail
         rows[i, :len(seq)] = seq
@@ -228,7 +234,7 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
     if max_docs:
         docs = docs[:int(max_docs)]
     if len(docs) < 2:
-        raise ValueError(f"corpus {corpus!r} has {len(docs)} documents; need at least 2 for a train/test split")
+        raise DataError(f"corpus {corpus!r} has {len(docs)} documents; need at least 2 for a train/test split")
     tr_i, _, te_i = split_docs(len(docs), valid_fraction, test_fraction, 0)  # fixed split, independent of the run
     ids = [tok.encode(d) for d in docs]
     coverage = None
@@ -236,7 +242,7 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
         tok = (LimitedVocab(tok, vocab) if vocab is not None
                else LimitedVocab.most_frequent(tok, [ids[i] for i in tr_i], int(vocab_limit)))
         if vocab is not None and vocab_limit and tok.vocab_size != int(vocab_limit):
-            raise ValueError(f"the given vocab keeps {len(vocab)} ids (+ <unk>: {tok.vocab_size}) but vocab_limit is "
+            raise DataError(f"the given vocab keeps {len(vocab)} ids (+ <unk>: {tok.vocab_size}) but vocab_limit is "
                              f"{vocab_limit}; give one of them, or a vocab of vocab_limit - 1 ids")
         n_all = sum(len(ids[i]) for i in tr_i)
         ids = [tok.map(x) for x in ids]
@@ -249,13 +255,13 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
         if convention == "pad":
             pad_id = tok.pad_id if tok.pad_id is not None else tok.eos_id
             if pad_id is None:
-                raise ValueError(f"tokenizer {tokenizer!r} has no pad or EOS token for the 'pad' convention")
+                raise DataError(f"tokenizer {tokenizer!r} has no pad or EOS token for the 'pad' convention")
             return pad(sel, seq_len, tok.bos_id, tok.eos_id, pad_id)
-        raise ValueError(f"unknown convention {convention!r}; choose 'pack' or 'pad'")
+        raise DataError(f"unknown convention {convention!r}; choose 'pack' or 'pad'")
 
     train, test = build(tr_i), build(te_i)
     if len(train) < 2 or len(test) < 1:
-        raise ValueError(f"corpus {corpus!r} gives {len(train)} train / {len(test)} test rows of length {seq_len}")
+        raise DataError(f"corpus {corpus!r} gives {len(train)} train / {len(test)} test rows of length {seq_len}")
     info = {"kind": "text", "corpus": corpus, "path": path, "field": field, "tokenizer": tokenizer,
             "seq_len": seq_len, "convention": convention, "vocab_size": tok.vocab_size,
             "test_fraction": test_fraction, "max_docs": max_docs,

@@ -12,6 +12,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..errors import DataError, first_line
+from ..io import input_path
+
 
 @dataclass
 class TokenData:
@@ -31,30 +34,29 @@ class TokenData:
 
 def validate_tokens(arr: np.ndarray, vocab_size: int | None, where: str) -> np.ndarray:
     if arr.ndim != 2:
-        raise ValueError(f"{where}: expected an integer array of shape (N, L), got shape {arr.shape}")
+        raise DataError(f"{where}: expected an integer array of shape (N, L), got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
         if np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and (arr == np.round(arr)).all():
             arr = arr.astype(np.int64)
         else:
-            raise ValueError(f"{where}: token ids must be integers, got dtype {arr.dtype}")
+            raise DataError(f"{where}: token ids must be integers, got dtype {arr.dtype}")
     if arr.shape[0] < 2 or arr.shape[1] < 1:
-        raise ValueError(f"{where}: too little data ({arr.shape[0]} sequences of length {arr.shape[1]})")
+        raise DataError(f"{where}: too little data ({arr.shape[0]} sequences of length {arr.shape[1]})")
     if arr.min() < 0:
-        raise ValueError(f"{where}: negative token id {int(arr.min())}")
+        raise DataError(f"{where}: negative token id {int(arr.min())}")
     if vocab_size is not None and arr.max() >= vocab_size:
-        raise ValueError(f"{where}: token id {int(arr.max())} is outside the vocabulary [0, {vocab_size})")
+        raise DataError(f"{where}: token id {int(arr.max())} is outside the vocabulary [0, {vocab_size})")
     return arr.astype(np.int64)
 
 
 def load_array(path: str) -> np.ndarray:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such data file: {path}")
+    input_path(path, "data file")
     try:
         return _load_array(path)
     except (ValueError, OSError, EOFError) as e:  # numpy's own messages do not name the file
         if str(e).startswith(path):
             raise
-        raise ValueError(f"{path}: not a readable integer array ({str(e).splitlines()[0][:120]})") from None
+        raise DataError(f"{path}: not a readable integer array ({first_line(e)})") from None
 
 
 def _load_array(path: str) -> np.ndarray:
@@ -65,7 +67,10 @@ def _load_array(path: str) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     if path.endswith((".txt", ".csv", ".tsv")):
         return np.loadtxt(path, dtype=np.int64, delimiter="," if path.endswith(".csv") else None, ndmin=2)
-    raise ValueError(f"{path}: unsupported token file type; use .npy, .npz, .txt or .csv")
+    raise DataError(f"{path}: unsupported token file type; use .npy, .npz, .txt or .csv")
+
+
+MAX_INFERRED_VOCAB = 1 << 20  # without data.vocab_size: beyond this a file is more likely wrong than huge
 
 
 def token_data(train: str, test: str | None = None, vocab_size: int | None = None, test_fraction: float = 0.1,
@@ -73,10 +78,13 @@ def token_data(train: str, test: str | None = None, vocab_size: int | None = Non
     """User token files. Without ``test`` a seeded ``test_fraction`` of ``train`` is held out."""
     arr = validate_tokens(load_array(train), vocab_size, train)
     V = int(vocab_size) if vocab_size is not None else int(arr.max()) + 1
+    if vocab_size is None and V > MAX_INFERRED_VOCAB:  # one stray id would size the embeddings after it
+        raise DataError(f"{train}: the largest token id, {V - 1}, implies a vocabulary of {V:,} (over "
+                        f"{MAX_INFERRED_VOCAB:,}); set data.vocab_size if that is intended, or fix the file")
     if test is not None:
         te = validate_tokens(load_array(test), V, test)
         if te.shape[1] != arr.shape[1]:
-            raise ValueError(f"{test}: sequence length {te.shape[1]} differs from train's {arr.shape[1]}")
+            raise DataError(f"{test}: sequence length {te.shape[1]} differs from train's {arr.shape[1]}")
         tr = arr
     else:
         perm = np.random.default_rng(seed).permutation(len(arr))

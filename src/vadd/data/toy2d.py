@@ -16,6 +16,9 @@ import os
 
 import numpy as np
 
+from ..errors import DataError, first_line
+from ..io import input_path
+
 TOYS = ("checkerboard", "swissroll", "circles")
 
 
@@ -34,23 +37,22 @@ def toy_points(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
         from sklearn.datasets import make_circles
         x, _ = make_circles(n_samples=n, factor=0.5, noise=0.08, random_state=seed)
         return x * 3.0
-    raise ValueError(f"unknown 2D dataset {name!r}: use one of {list(TOYS)} or a path to a .npy file of "
+    raise DataError(f"unknown 2D dataset {name!r}: use one of {list(TOYS)} or a path to a .npy file of "
                      "shape (N, 2)")
 
 
 def load_point_file(path: str) -> np.ndarray:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such data file: {path}")
+    input_path(path, "data file")
     try:
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npy array of points ({str(e).splitlines()[0][:120]})") from None
+        raise DataError(f"{path}: not a readable .npy array of points ({first_line(e)})") from None
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise ValueError(f"{path}: expected an array of 2D points with shape (N, 2), got {arr.shape}")
+        raise DataError(f"{path}: expected an array of 2D points with shape (N, 2), got {arr.shape}")
     if not np.issubdtype(arr.dtype, np.number) or not np.isfinite(arr).all():
-        raise ValueError(f"{path}: points must be finite numbers")
+        raise DataError(f"{path}: points must be finite numbers")
     if len(arr) < 10:
-        raise ValueError(f"{path}: too few points ({len(arr)}); need at least 10")
+        raise DataError(f"{path}: too few points ({len(arr)}); need at least 10")
     return arr.astype(np.float64)
 
 
@@ -85,13 +87,13 @@ class Grid2D:
 
     def __init__(self, bins: int = 64, lo: float = -4.0, hi: float = 4.0, tokens: str = "bins"):
         if bins < 2:
-            raise ValueError(f"need at least 2 bins, got {bins}")
+            raise DataError(f"need at least 2 bins, got {bins}")
         if not hi > lo:
-            raise ValueError(f"range must have hi > lo, got [{lo}, {hi}]")
+            raise DataError(f"range must have hi > lo, got [{lo}, {hi}]")
         if tokens not in ("bins", "binary"):
-            raise ValueError(f"unknown tokenisation {tokens!r}; choose 'bins' or 'binary'")
+            raise DataError(f"unknown tokenisation {tokens!r}; choose 'bins' or 'binary'")
         if tokens == "binary" and bins & (bins - 1):
-            raise ValueError(f"binary tokens need a power-of-two number of bins, got {bins}")
+            raise DataError(f"binary tokens need a power-of-two number of bins, got {bins}")
         self.bins, self.lo, self.hi, self.tokens = int(bins), float(lo), float(hi), tokens
         self.bits = int(round(math.log2(bins))) if tokens == "binary" else 0
 
@@ -186,6 +188,6 @@ def heldout_tokens(info: dict, n: int, seed: int = 0) -> np.ndarray:
     """``n`` fresh points of the named toy in ``info`` (a model's saved data info), as tokens: from their
     own random stream, independent of the training points, for likelihood evaluation."""
     if info.get("kind") != "toy2d" or not is_toy_name(str(info.get("name"))):
-        raise ValueError("give --data PATH: this model's test data cannot be drawn from its config")
+        raise DataError("give --data PATH: this model's test data cannot be drawn from its config")
     rng = np.random.default_rng([int(seed), 31337])
     return Grid2D.from_info(info).encode(PointSource(info["name"]).sample(int(n), rng))

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..assets import asset_path
+from ..errors import DataError
 
 
 class InceptionFeatures:
@@ -29,7 +30,7 @@ class InceptionFeatures:
     def __call__(self, images: np.ndarray) -> np.ndarray:
         imgs = np.asarray(images)
         if imgs.dtype != np.uint8 or imgs.ndim != 4:
-            raise ValueError(f"expected uint8 images [N, C, H, W], got {imgs.dtype} {imgs.shape}")
+            raise DataError(f"expected uint8 images [N, C, H, W], got {imgs.dtype} {imgs.shape}")
         out = []
         it = range(0, len(imgs), self.batch_size)
         if self.progress:
@@ -47,7 +48,7 @@ class InceptionFeatures:
 def feature_stats(feats: np.ndarray) -> dict:
     feats = np.asarray(feats, dtype=np.float64)
     if len(feats) < 2:
-        raise ValueError("FID needs at least 2 images per set")
+        raise DataError("FID needs at least 2 images per set")
     return {"mu": feats.mean(0), "sigma": np.cov(feats, rowvar=False), "n": len(feats)}
 
 

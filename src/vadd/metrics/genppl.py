@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..assets import asset_path
+from ..errors import DataError, MissingDependency
 
 
 def _transformers():
@@ -25,7 +26,7 @@ def _transformers():
         import transformers
         return transformers
     except ImportError:
-        raise ImportError('the judge LM needs transformers, gguf and accelerate: pip install -e ".[text]"') from None
+        raise MissingDependency('the judge LM needs transformers, gguf and accelerate: pip install -e ".[text]"') from None
 
 
 class Judge:
@@ -67,7 +68,7 @@ class Judge:
                 total_tok += ids.shape[1] - 1
                 per_text.append(nll / (ids.shape[1] - 1))
         if total_tok == 0:
-            raise ValueError("no text with at least two judge tokens to score")
+            raise DataError("no text with at least two judge tokens to score")
         scored = np.array([v for v in per_text if not math.isnan(v)])
         # the spread over samples: the s.e. of the mean per-text NLL (nats per judge token)
         se = float(scored.std(ddof=1) / math.sqrt(len(scored))) if len(scored) > 1 else 0.0

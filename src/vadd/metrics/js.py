@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
+
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     """``JS(p, q) = KL(p || m) / 2 + KL(q || m) / 2``, ``m = (p + q) / 2``, in nats (at most ln 2)."""
     p = np.asarray(p, dtype=np.float64).ravel()
     q = np.asarray(q, dtype=np.float64).ravel()
     if p.shape != q.shape:
-        raise ValueError(f"histograms differ in size: {p.shape} vs {q.shape}")
+        raise DataError(f"histograms differ in size: {p.shape} vs {q.shape}")
     if (p < 0).any() or (q < 0).any():
-        raise ValueError("histograms must be non-negative")
+        raise DataError("histograms must be non-negative")
     p, q = p / p.sum(), q / q.sum()
     m = 0.5 * (p + q)
 

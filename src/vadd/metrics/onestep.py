@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .js import js_divergence
 
 
@@ -22,7 +23,7 @@ def one_step_cell_probs(model, grid, num_z: int = 200_000, seed: int = 0, batch:
     latent model, ``num_z`` prior draws (seeded) average the per-``z`` product distributions.
     """
     if grid.seq_len != model.seq_len or grid.vocab_size != model.vocab_size:
-        raise ValueError(f"grid ({grid.seq_len} tokens, V = {grid.vocab_size}) does not match the model "
+        raise ConfigError(f"grid ({grid.seq_len} tokens, V = {grid.vocab_size}) does not match the model "
                          f"({model.seq_len} tokens, V = {model.vocab_size})")
     device = next(model.parameters()).device
     width = (grid.hi - grid.lo) / grid.bins

@@ -11,6 +11,8 @@ import math
 import torch
 from torch import nn
 
+from ..errors import ConfigError
+
 
 def sinusoidal(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:
     """Sinusoidal features of ``t in [0, 1]`` (scaled by 1000 as in DiT/MDLM): ``[B] -> [B, dim]``."""
@@ -53,10 +55,10 @@ class Conditioning(nn.Module):
             c = self.const.unsqueeze(0)
         if self.latent is not None:
             if z is None:
-                raise ValueError("this denoiser is conditioned on a latent z (latent_dim > 0) but got none")
+                raise ConfigError("this denoiser is conditioned on a latent z (latent_dim > 0) but got none")
             c = c + self.latent(z)
         elif z is not None:
-            raise ValueError("this denoiser has no latent (latent_dim = 0) but was given z")
+            raise ConfigError("this denoiser has no latent (latent_dim = 0) but was given z")
         return c
 
 

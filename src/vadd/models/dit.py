@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .conditioning import AdaLNZero, Conditioning, modulate
 from .mlp import MaskModulation, check_pool
 
@@ -25,10 +26,10 @@ SIZES = {"tiny": (4, 256, 4), "small": (12, 768, 12), "medium": (24, 1024, 16)}
 def _size(size, depth, width, heads):
     d, w, h = SIZES[size] if size else (None, None, None)
     if size and size not in SIZES:
-        raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
+        raise ConfigError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
     depth, width, heads = depth or d or 4, width or w or 256, heads or h or 4
     if width % heads or (width // heads) % 2:
-        raise ValueError(f"width {width} must split into {heads} heads of even size")
+        raise ConfigError(f"width {width} must split into {heads} heads of even size")
     return depth, width, heads
 
 
@@ -173,7 +174,7 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         depth, width, heads = _size(size, depth, width, heads)
         if int(patch) < 1:
-            raise ValueError(f"encoder patch must be >= 1, got {patch}")
+            raise ConfigError(f"encoder patch must be >= 1, got {patch}")
         self.patch, self.pool = int(patch), check_pool(pool)
         self.embed = nn.Embedding(vocab_size, width)
         self.masked = MaskModulation(width)

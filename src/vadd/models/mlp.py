@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .conditioning import AdaLNZero, Conditioning
 
 
@@ -56,7 +57,7 @@ class MLPDenoiser(nn.Module):
                  time_conditioning: bool = True, latent_input: bool = False, latent_adaln: bool | str = True):
         super().__init__()
         if not (isinstance(latent_adaln, bool) or latent_adaln in ("linear", "input")):
-            raise ValueError(f"latent_adaln must be true, 'linear', 'input' or false; got {latent_adaln!r}")
+            raise ConfigError(f"latent_adaln must be true, 'linear', 'input' or false; got {latent_adaln!r}")
         self.seq_len, self.vocab_size = seq_len, vocab_size
         self.time_conditioned = bool(time_conditioning)
         self.linear_z = latent_dim > 0 and latent_adaln == "linear"
@@ -107,7 +108,7 @@ class MLPDenoiser(nn.Module):
     def forward(self, xt, t, z=None):
         z_outside_c = self.additive_z or self.linear_z or self.input_z
         if z_outside_c and z is None:
-            raise ValueError("this denoiser is conditioned on a latent z (latent_dim > 0) but got none")
+            raise ConfigError("this denoiser is conditioned on a latent z (latent_dim > 0) but got none")
         mod = self.modulation(self.cond(t, None if z_outside_c else z), z)
         feats = (self.embed(xt) + self.pos).flatten(1)
         if self.input_z:
@@ -147,7 +148,7 @@ def check_pool(pool: str) -> str:
     """Validate a recognition model's pooling: ``mean`` over positions or ``flatten`` (one head weight per
     position and channel, for fixed-size inputs)."""
     if pool not in POOLS:
-        raise ValueError(f"unknown encoder pooling {pool!r}; choose one of {POOLS}")
+        raise ConfigError(f"unknown encoder pooling {pool!r}; choose one of {POOLS}")
     return pool
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import ConfigError
 from .conditioning import AdaLNZero, Conditioning, modulate
 from .mlp import MaskModulation, check_pool
 
@@ -45,7 +46,7 @@ def _halved(h: int, w: int, times: int) -> tuple[int, int]:
 def _check_patch(patch: int, h: int, w: int) -> int:
     patch = int(patch)
     if patch < 1 or h % patch or w % patch:
-        raise ValueError(f"patch {patch} must be >= 1 and divide the image size {h}x{w}")
+        raise ConfigError(f"patch {patch} must be >= 1 and divide the image size {h}x{w}")
     return patch
 
 
@@ -65,11 +66,11 @@ def _unpatchify(logits: torch.Tensor, C: int, V: int, p: int) -> torch.Tensor:
 
 def _image_shape(seq_len: int, image_channels: int, height: int | None):
     if seq_len % image_channels:
-        raise ValueError(f"seq_len {seq_len} is not a multiple of image_channels {image_channels}")
+        raise ConfigError(f"seq_len {seq_len} is not a multiple of image_channels {image_channels}")
     hw = seq_len // image_channels
     h = int(height) if height else int(round(math.sqrt(hw)))
     if h < 1 or hw % h:
-        raise ValueError(f"cannot lay out {seq_len} tokens as {image_channels} x H x W with H = {h}; set height")
+        raise ConfigError(f"cannot lay out {seq_len} tokens as {image_channels} x H x W with H = {h}; set height")
     return image_channels, h, hw // h
 
 

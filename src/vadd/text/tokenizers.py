@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..assets import asset_path
+from ..errors import DataError
 
 # GPT-2's pre-tokenisation pattern (contractions, letters, numbers, other, whitespace)
 _GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
@@ -95,7 +96,7 @@ class GPT2Tokenizer:
         for i in ids:
             tok = self.decoder.get(int(i))
             if tok is None:
-                raise ValueError(f"token id {int(i)} is outside the GPT-2 vocabulary [0, {self.vocab_size})")
+                raise DataError(f"token id {int(i)} is outside the GPT-2 vocabulary [0, {self.vocab_size})")
             data.extend(self.u2b[c] for c in tok)
         return data.decode("utf-8", errors="replace")
 
@@ -173,7 +174,7 @@ class BertTokenizer:
         for i in ids:
             i = int(i)
             if not 0 <= i < self.vocab_size:
-                raise ValueError(f"token id {i} is outside the BERT vocabulary [0, {self.vocab_size})")
+                raise DataError(f"token id {i} is outside the BERT vocabulary [0, {self.vocab_size})")
             if i == self.pad_id:
                 continue
             tok = self.inv[i]
@@ -212,7 +213,7 @@ class CharTokenizer:
         for c in text:
             i = self.index.get(c)
             if i is None:
-                raise ValueError(f"character {c!r} is not in the text8 alphabet (a-z and space)")
+                raise DataError(f"character {c!r} is not in the text8 alphabet (a-z and space)")
             out.append(i)
         return out
 
@@ -220,7 +221,7 @@ class CharTokenizer:
         try:
             return "".join(self.ALPHABET[int(i)] for i in ids)
         except IndexError:
-            raise ValueError(f"token id outside the character vocabulary [0, {self.vocab_size})") from None
+            raise DataError(f"token id outside the character vocabulary [0, {self.vocab_size})") from None
 
 
 TOKENIZERS = {"gpt2": GPT2Tokenizer, "bert-base-uncased": BertTokenizer, "char": CharTokenizer}
@@ -228,7 +229,7 @@ TOKENIZERS = {"gpt2": GPT2Tokenizer, "bert-base-uncased": BertTokenizer, "char":
 
 def get_tokenizer(name: str, **kwargs):
     if name not in TOKENIZERS:
-        raise ValueError(f"unknown tokenizer {name!r}; choose one of {sorted(TOKENIZERS)}")
+        raise DataError(f"unknown tokenizer {name!r}; choose one of {sorted(TOKENIZERS)}")
     return TOKENIZERS[name](**kwargs)
 
 
@@ -249,9 +250,9 @@ class LimitedVocab:
     def __init__(self, base, keep):
         keep = [int(i) for i in keep]
         if len(set(keep)) != len(keep) or not keep:
-            raise ValueError("a limited vocabulary needs distinct token ids")
+            raise DataError("a limited vocabulary needs distinct token ids")
         if min(keep) < 0 or max(keep) >= base.vocab_size:
-            raise ValueError(f"a limited vocabulary's ids must lie in the base vocabulary [0, {base.vocab_size})")
+            raise DataError(f"a limited vocabulary's ids must lie in the base vocabulary [0, {base.vocab_size})")
         self.base, self.keep = base, keep
         self.unk_id = len(keep)
         self.vocab_size = len(keep) + 1
@@ -261,7 +262,7 @@ class LimitedVocab:
         for name in SPECIAL_IDS:
             old = getattr(base, name, None)
             if old is not None and self._lut[old] == self.unk_id:
-                raise ValueError(f"the limited vocabulary must keep the base tokenizer's {name} ({old})")
+                raise DataError(f"the limited vocabulary must keep the base tokenizer's {name} ({old})")
             setattr(self, name, None if old is None else self._lut[old])
 
     @classmethod
@@ -270,7 +271,7 @@ class LimitedVocab:
         tokenizer's special ids always included, plus ``<unk>``."""
         from collections import Counter
         if size < 2:
-            raise ValueError(f"data.vocab_limit must be >= 2, got {size}")
+            raise DataError(f"data.vocab_limit must be >= 2, got {size}")
         counts = Counter(i for ids in docs_ids for i in ids)
         special = sorted({i for i in (getattr(base, n, None) for n in SPECIAL_IDS) if i is not None})
         rest = [i for i, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if i not in special]
@@ -290,7 +291,7 @@ class LimitedVocab:
         for i in ids:
             i = int(i)
             if not 0 <= i < self.vocab_size:
-                raise ValueError(f"token id {i} is outside the limited vocabulary [0, {self.vocab_size})")
+                raise DataError(f"token id {i} is outside the limited vocabulary [0, {self.vocab_size})")
             if i == self.unk_id:
                 out += self.base.decode(run)
                 out += ("" if not out or out[-1].isspace() else " ") + self.UNK_TEXT + after

@@ -1,0 +1,275 @@
+"""The fault table: bad inputs and faults through the CLI, each one line on stderr and exit status 2, with
+nothing written outside the run's own folder and no earlier run altered. Then the promises the table cannot
+show: a second writer is locked out, a folder holding another run is moved aside only on --overwrite, and a
+programming error is a traceback (exit 1), never a one-line "user error"."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from vadd import cli, runs
+from vadd.config import compose
+from vadd.train import train
+
+TINY = ["model.denoiser.hidden=32", "model.denoiser.depth=1", "model.denoiser.embed_dim=8",
+        "model.denoiser.cond_dim=16", "model.encoder.hidden=32", "model.encoder.depth=1",
+        "model.encoder.embed_dim=8", "trainer.progress=false", "trainer.log_every=5", "trainer.warmup_steps=2",
+        "data.n_train=2000", "data.n_test=100", "trainer.batch_size=64", "trainer.ckpt_every=0"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Two finished runs (VADD, MDM) and a folder of bad inputs, built once."""
+    w = tmp_path_factory.mktemp("faults")
+    train(compose([*TINY, "algo=vadd", "trainer.max_steps=3", f"run_dir={w / 'vadd'}"]))
+    train(compose([*TINY, "algo=mdm", "trainer.max_steps=2", f"run_dir={w / 'mdm'}"]))
+    d = w / "in"
+    d.mkdir()
+    np.save(d / "oov.npy", np.array([[0, 1, 2], [3, 99, 1]]))
+    np.save(d / "huge_id.npy", np.array([[0, 1, 2], [3, 10**9, 1]] * 8))
+    np.save(d / "float.npy", np.array([[0.5, 1.5], [1.0, 2.0]]))
+    np.save(d / "one.npy", np.array([[1, 2, 3]]))
+    np.save(d / "len3.npy", np.array([[1, 2, 3], [3, 2, 1]]))
+    np.save(d / "neg.npy", np.array([[1, -2], [3, 2]] * 8))
+    np.save(d / "ok4.npy", np.random.default_rng(0).integers(0, 5, size=(64, 4)))
+    np.save(d / "ok5.npy", np.random.default_rng(0).integers(0, 5, size=(64, 5)))
+    np.save(d / "pts3d.npy", np.zeros((100, 3)))
+    np.save(d / "nanpts.npy", np.full((100, 2), np.nan))
+    np.save(d / "fewpts.npy", np.zeros((5, 2)))
+    (d / "junk.npy").write_bytes(b"not a numpy file")
+    (d / "junk.ckpt").write_bytes(b"not a checkpoint")
+    (d / "empty.ckpt").write_bytes(b"")
+    (d / "bad.jsonl").write_text('{"text": "fine"}\n{not json\n')
+    (d / "afile").write_text("x")
+    os.mkfifo(d / "fifo.npy")
+    os.mkdir(d / "folder.npy")
+    # model folders that must not load: truncated, bit-flipped, NaN weights, another model's weights, bad JSON
+    for name in ("trunc", "flip", "nan", "other", "badjson"):
+        (w / name / "model").mkdir(parents=True)
+        for f in ("config.json", "model.safetensors"):
+            (w / name / "model" / f).write_bytes((w / "vadd" / "model" / f).read_bytes())
+    raw = (w / "vadd" / "model" / "model.safetensors").read_bytes()
+    (w / "trunc" / "model" / "model.safetensors").write_bytes(raw[: len(raw) // 3])
+    flipped = bytearray(raw)
+    flipped[-5] ^= 0x10  # a bit in the last tensor's data: safetensors still parses it
+    (w / "flip" / "model" / "model.safetensors").write_bytes(bytes(flipped))
+    state = load_file(w / "vadd" / "model" / "model.safetensors")
+    state = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v) for k, v in state.items()}
+    save_file(state, w / "nan" / "model" / "model.safetensors", metadata={"format": "pt"})
+    (w / "other" / "model" / "model.safetensors").write_bytes((w / "mdm" / "model" / "model.safetensors").read_bytes())
+    (w / "badjson" / "model" / "config.json").write_text("{not json")
+    # a run folder holding a half-written (zero-byte) checkpoint
+    (w / "zero" / "checkpoints").mkdir(parents=True)
+    (w / "zero" / "checkpoints" / "last.ckpt").write_bytes(b"")
+    return w
+
+
+def cases(w: Path):
+    """(id, argv, text the one line must hold). ``R`` is the case's own run folder (``{R}`` in argv)."""
+    d, V, M = w / "in", str(w / "vadd"), str(w / "mdm")
+    tr = ["train", *TINY, "run_dir={R}"]
+    tok = ["train", "data=tokens", "trainer.max_steps=2", "trainer.batch_size=8", "trainer.progress=false",
+           "run_dir={R}"]
+    return [
+        # configuration
+        ("unknown-key", [*tr, "trainer.nope=1"], "unknown key trainer.nope"),
+        ("plus-misspelt-key", [*tr, "+trainer.lrr=1"], "did you mean trainer.lr"),
+        ("plus-unknown-group-key", [*tr, "+foo.bar=1"], "unknown key foo.bar"),
+        ("type", [*tr, "trainer.max_steps=abc"], "max_steps"),
+        ("zero-batch", [*tr, "trainer.batch_size=0"], "batch_size must be > 0"),
+        ("negative-batch", [*tr, "trainer.batch_size=-4"], "batch_size must be > 0"),
+        ("negative-lr", [*tr, "trainer.lr=-1"], "lr must be > 0"),
+        ("zero-steps", [*tr, "trainer.max_steps=0"], "max_steps must be > 0"),
+        ("ema", [*tr, "trainer.ema_decay=1.5"], "ema_decay"),
+        ("grad-clip", [*tr, "trainer.grad_clip=-1"], "grad_clip"),
+        ("weight-decay", [*tr, "trainer.weight_decay=-0.1"], "weight_decay"),
+        ("lr-schedule", [*tr, "trainer.lr_schedule=linear"], "lr_schedule"),
+        ("min-lr", [*tr, "trainer.min_lr_ratio=2"], "min_lr_ratio"),
+        ("matmul", [*tr, "trainer.float32_matmul_precision=ultra"], "float32_matmul_precision"),
+        ("threads", [*tr, "trainer.num_threads=-1"], "num_threads"),
+        ("devices", [*tr, "trainer.devices=0"], "devices"),
+        ("precision", [*tr, "trainer.precision=fp8"], "fp8"),
+        ("strategy", [*tr, "trainer.strategy=nope"], "nope"),
+        ("global-batch", [*tr, "trainer.global_batch_size=100"], "not a multiple"),
+        ("vocab-float", [*tr, "data.vocab_size=12.5"], "vocab_size"),
+        ("seed-type", [*tr, "seed=abc"], "seed"),
+        ("algo", [*tr, "algo=vae"], "available: ar, mdm, vadd"),
+        ("experiment", [*tr, "experiment=nope"], "no experiment 'nope'"),
+        ("latent-dim", [*tr, "algo.latent_dim=0"], "latent_dim"),
+        ("kl-warmup", [*tr, "algo.kl_warmup=-1"], "kl_warmup"),
+        ("iw-k", [*tr, "algo.iw_k=0"], "iw_k"),
+        ("schedule", [*tr, "model.schedule.name=sqrt"], "unknown schedule"),
+        ("estimator", [*tr, "model.estimator=exact"], "unknown ELBO estimator"),
+        ("backbone", [*tr, "model.denoiser.name=resnet9000"], "unknown denoiser"),
+        ("backbone-key", [*tok, "model=dit", "model.denoiser.size=null", "model.encoder.size=null", "data=tokens",
+                          f"data.train={d / 'ok4.npy'}", "model.denoiser.width=30", "model.denoiser.heads=4"],
+         "width 30 must split"),
+        ("negative-size", [*tr, "model.denoiser.hidden=-3"], "hidden must be an integer >= 1"),
+        ("unet-on-toys", [*tr, "model.denoiser.name=unet"], "needs image data"),
+        ("bins", [*tr, "data.bins=1"], "at least 2 bins"),
+        ("tokenisation", [*tr, "data.tokens=onehot"], "tokenisation"),
+        # data
+        ("toy-name", [*tr, "data.name=moons"], "moons"),
+        ("toy-3d", [*tr, f"data.name={d / 'pts3d.npy'}"], "shape (N, 2)"),
+        ("toy-nan", [*tr, f"data.name={d / 'nanpts.npy'}"], "finite"),
+        ("toy-few", [*tr, f"data.name={d / 'fewpts.npy'}"], "too few points"),
+        ("tokens-none", [*tr, "data=tokens"], "data.train"),
+        ("tokens-missing", [*tok, f"data.train={d / 'missing.npy'}"], "no such data file"),
+        ("tokens-fifo", [*tok, f"data.train={d / 'fifo.npy'}"], "not a regular file"),
+        ("tokens-folder", [*tok, f"data.train={d / 'folder.npy'}"], "not a regular file"),
+        ("tokens-oov", [*tok, f"data.train={d / 'oov.npy'}", "data.vocab_size=10"], "outside the vocabulary"),
+        ("tokens-huge-id", [*tok, f"data.train={d / 'huge_id.npy'}"], "implies a vocabulary"),
+        ("tokens-negative", [*tok, f"data.train={d / 'neg.npy'}"], "negative token id"),
+        ("tokens-float", [*tok, f"data.train={d / 'float.npy'}"], "must be integers"),
+        ("tokens-one-row", [*tok, f"data.train={d / 'one.npy'}"], "too little data"),
+        ("tokens-junk", [*tok, f"data.train={d / 'junk.npy'}"], "junk.npy"),
+        ("tokens-test-length", [*tok, f"data.train={d / 'ok4.npy'}", f"data.test={d / 'ok5.npy'}"],
+         "differs from train"),
+        ("text-jsonl", ["train", "data=text", "model=dit", "run_dir={R}", "data.corpus=user", f"data.path={d / 'bad.jsonl'}"], "is not JSON"),
+        ("text-corpus-file", ["train", "data=text", "model=dit", "run_dir={R}", f"data.path={d / 'bad.jsonl'}"],
+         "use data.corpus=user"),
+        ("images-no-path", ["train", "run_dir={R}", "data=images", "data.name=cifar10", "model=unet"], "data.path"),
+        # checkpoints and run folders
+        ("resume-missing", [*tr, f"resume={d / 'none.ckpt'}"], "no such checkpoint"),
+        ("resume-junk", [*tr, f"resume={d / 'junk.ckpt'}"], "not a readable vadd training checkpoint"),
+        ("zero-byte-last-ckpt", ["train", *TINY, f"run_dir={w / 'zero'}"], "not a readable vadd training checkpoint"),
+        ("run-dir-is-file", ["train", *TINY, f"run_dir={d / 'afile'}"], "run_dir is a file"),
+        ("another-seed", ["train", *TINY, "algo=vadd", "trainer.max_steps=3", "seed=7", f"run_dir={V}"],
+         "holds another run"),
+        ("another-algo", ["train", *TINY, "algo=mdm", "trainer.max_steps=3", f"run_dir={V}"], "holds another run"),
+        ("auto-resume-off", ["train", *TINY, "algo=vadd", "trainer.max_steps=3", "trainer.auto_resume=false",
+                             f"run_dir={V}"], "holds another run"),
+        ("nan-loss", [*tr, "trainer.max_steps=30", "trainer.lr=1e30", "trainer.warmup_steps=0"],
+         "non-finite training loss"),
+        # sample / eval
+        ("sample-steps", ["sample", V, "--steps", "0", "--out", "{R}"], "sampling steps"),
+        ("sample-count", ["sample", V, "--num-samples", "0", "--out", "{R}"], "num_samples >= 1"),
+        ("sample-memory", ["sample", V, "--num-samples", str(10**13), "--out", "{R}"], "more than half"),
+        ("sample-sampler", ["sample", M, "--sampler", "vadd", "--out", "{R}"], "needs a model with a latent"),
+        ("sample-grid", ["sample", V, "--grid", "spiral"], "invalid choice"),
+        ("sample-nowhere", ["sample", str(w / "nowhere")], "not a saved vadd model"),
+        ("sample-out-file", ["sample", V, "--out", str(d / "afile")], "is a file"),
+        ("load-truncated", ["sample", str(w / "trunc"), "--out", "{R}"], "truncated"),
+        ("load-bitflip", ["sample", str(w / "flip"), "--out", "{R}"], "checksum"),
+        ("load-nan", ["sample", str(w / "nan"), "--out", "{R}"], "NaN"),
+        ("load-other", ["sample", str(w / "other"), "--out", "{R}"], "another model"),
+        ("load-badjson", ["sample", str(w / "badjson"), "--out", "{R}"], "not valid JSON"),
+        ("eval-k0", ["eval", V, "-K", "0"], "K (importance samples)"),
+        ("eval-k-huge", ["eval", V, "-K", str(10**9)], "beyond what this evaluation supports"),
+        ("eval-k-type", ["eval", V, "-K", "abc"], "invalid int value"),
+        ("eval-num-t0", ["eval", V, "--num-t", "0"], "Monte-Carlo draws"),
+        ("eval-num-t-neg", ["eval", V, "--num-t", "-2"], "Monte-Carlo draws"),
+        ("eval-steps0", ["eval", V, "--steps", "0"], "sampling steps"),
+        ("eval-oov", ["eval", V, "--data", str(d / "oov.npy")], "outside the vocabulary"),
+        ("eval-length", ["eval", V, "--data", str(d / "len3.npy")], "sequence length"),
+        ("eval-missing", ["eval", V, "--data", str(d / "missing.npy")], "no such data file"),
+        ("eval-fifo", ["eval", V, "--data", str(d / "fifo.npy")], "not a regular file"),
+        ("eval-out-dir", ["eval", V, "--out", str(d)], "is a directory"),
+        ("eval-out-under-file", ["eval", V, "--out", str(d / "afile" / "x.json")], "cannot write there"),
+        ("eval-latent-gap-mdm", ["eval", M, "--latent-gap"], "needs a VADD model"),
+        ("demo-data", ["demo", "--data", "spirals", "--out", "{R}"], "spirals"),
+        ("bench-images-experiment", ["bench-images", "--experiment", "nope", "--out", "{R}"], "no experiment"),
+        ("bench-text-experiment", ["bench-text", "--experiment", "nope", "--out", "{R}"], "no experiment"),
+        ("unknown-flag", ["train", "--bogus"], "unrecognized arguments"),
+    ]
+
+
+def _tree(root: Path) -> dict:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for f in filenames:
+            p = Path(dirpath) / f
+            if p.is_fifo() or p.name == runs.LOCK:  # the lock file holds the pid of its last holder, no run data
+                continue
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        for dn in dirnames:
+            out[str(Path(dirpath) / dn) + "/"] = ""
+    return out
+
+
+def test_fault_table(world, tmp_path, monkeypatch, capsys):
+    """Every case: exit 2, one line naming the problem, and the world unchanged outside the case's run folder."""
+    monkeypatch.chdir(tmp_path)  # default outputs (runs/train, samples/) would land here, and be caught
+    table = cases(world)
+    assert len(table) >= 60 and len({c[0] for c in table}) == len(table)
+    failures = []
+    for name, argv, needle in table:
+        own = world / "cases" / name
+        argv = [a.replace("{R}", str(own)) for a in argv]
+        before_w, before_cwd = _tree(world), _tree(tmp_path)
+        try:
+            code = cli.main(argv)
+        except SystemExit as e:  # argparse
+            code = e.code
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        after_w = _tree(world)
+        changed = {p for p in set(before_w) | set(after_w)  # (cases/ itself: the parent of every case's folder)
+                   if not p.startswith(str(own)) and p != f"{world / 'cases'}/" and before_w.get(p) != after_w.get(p)}
+        changed |= set(_tree(tmp_path)) ^ set(before_cwd)
+        if code != 2 or len(lines) != 1 or "Traceback" in err or needle not in (lines or [""])[0] or changed:
+            failures.append((name, code, lines[-3:], sorted(changed)[:3]))
+    assert not failures, "\n".join(map(str, failures))
+
+
+def test_a_second_writer_is_locked_out(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    with runs.lock(run):  # another process holds the run (flock is per open file, so this process counts)
+        code = cli.main(["train", *TINY, "trainer.max_steps=2", f"run_dir={run}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"is in use by another vadd process (pid {os.getpid()})" in err[0]
+    assert not (run / "run.json").exists() and not (run / "checkpoints").exists()
+
+
+def test_overwrite_moves_the_old_run_aside_and_never_deletes_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", *TINY, "algo=mdm", "trainer.max_steps=2", f"run_dir={run}"]) == 0
+    old = (run / "model" / "model.safetensors").read_bytes()
+    assert cli.main(["train", *TINY, "algo=vadd", "trainer.max_steps=2", f"run_dir={run}"]) == 2
+    assert (run / "model" / "model.safetensors").read_bytes() == old
+    capsys.readouterr()
+    assert cli.main(["train", *TINY, "algo=vadd", "trainer.max_steps=2", f"run_dir={run}", "--overwrite"]) == 0
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("run.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "model" / "model.safetensors").read_bytes() == old
+    assert json.loads((run / "run.json").read_text())["identity"]["algo"]["name"] == "vadd"
+    assert "moved the earlier run to" in capsys.readouterr().err
+
+
+def test_resuming_with_a_changed_setting_warns_per_key(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", *TINY, "algo=mdm", "trainer.max_steps=2", f"run_dir={run}"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", *TINY, "algo=mdm", "trainer.max_steps=3", "trainer.lr=0.003", f"run_dir={run}"]) == 0
+    err = capsys.readouterr().err
+    assert "changed trainer.max_steps: 2 -> 3" in err and "changed trainer.lr: 0.002 -> 0.003" in err
+
+
+def test_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        assert cli.main(["train", *TINY, "algo=mdm", "trainer.max_steps=2", "trainer.ckpt_every=1",
+                         f"run_dir={tmp_path / 'run'}"]) == 0
+    finally:
+        os.umask(old)
+    for f in ("model/model.safetensors", "model/config.json", "manifest.json", "run.json", "checkpoints/last.ckpt"):
+        assert (tmp_path / "run" / f).stat().st_mode & 0o777 == 0o644, f
+
+
+def test_a_programming_error_is_a_traceback_with_status_1(tmp_path):
+    """A bug inside training (here a ZeroDivisionError in the loss) is not dressed up as a user error."""
+    code = ("import sys\nimport vadd.algorithms as a\n"
+            "def boom(self, *args, **kw):\n    return 1 / 0\n"
+            "a.MaskedDiffusion.loss = boom\nfrom vadd import cli\n"
+            f"sys.exit(cli.main(['train', *{TINY!r}, 'algo=mdm', 'trainer.max_steps=2', 'run_dir={tmp_path / 'r'}']))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, PYTHONWARNINGS="ignore"))
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert "Traceback" in p.stderr and "ZeroDivisionError" in p.stderr
