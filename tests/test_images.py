@@ -16,13 +16,23 @@ from vadd.assets import MissingAsset
 from vadd.bench_images import RandomFeatures, run_bench
 from vadd.build import build_model, model_spec
 from vadd.data import build_data
-from vadd.data.images import (ImageGrid, binarize, dynamic_binarize, image_data, load_cifar10, load_mnist_digits,
-                              load_user_images, pad_to, read_idx, split_indices)
-from vadd.models.unet import _patchify, _unpatchify
-from vadd.metrics.fid import feature_stats, fid, frechet_distance
-from vadd.objectives import LogMeanExp, masked_log_likelihood
+from vadd.data.batches import StepBatches
+from vadd.data.images import (
+    ImageGrid,
+    binarize,
+    dynamic_binarize,
+    image_data,
+    load_cifar10,
+    load_mnist_digits,
+    load_user_images,
+    pad_to,
+    read_idx,
+    split_indices,
+)
 from vadd.latent import standard_normal_log_prob
-from vadd.train import StepBatches
+from vadd.metrics.fid import feature_stats, fid, frechet_distance
+from vadd.models.unet import _patchify, _unpatchify
+from vadd.objectives import LogMeanExp, masked_log_likelihood
 
 UNET = {"schedule": {"name": "linear"}, "estimator": "count",
         "denoiser": {"name": "unet", "ch": 8, "mults": [1, 2], "num_res": 1, "embed_dim": 4, "cond_dim": 16},

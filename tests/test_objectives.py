@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import ExactDenoiser, random_table
+
 from vadd import objectives
 from vadd.algorithms import VADD, MaskedDiffusion
 from vadd.models import MLPDenoiser, MLPEncoder

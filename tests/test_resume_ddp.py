@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from vadd.config import compose
-from vadd.train import StepBatches, train
+from vadd.data.batches import StepBatches
+from vadd.train import train
 
 VADD_BIN = str(Path(sys.executable).parent / "vadd")
 TINY = ["model.denoiser.hidden=32", "model.denoiser.depth=1", "model.denoiser.embed_dim=8",

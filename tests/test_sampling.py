@@ -2,8 +2,8 @@
 cached / uncached / lazy / eager runs agree token for token, exactness at T = 1."""
 import pytest
 import torch
-
 from conftest import ExactDenoiser, random_table
+
 from vadd.algorithms import VADD, MaskedDiffusion
 from vadd.models import MLPDenoiser, MLPEncoder
 from vadd.sampling import SAMPLERS, sample, sample_batch, time_grid

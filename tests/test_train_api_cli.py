@@ -69,7 +69,7 @@ def test_train_restores_process_wide_torch_settings(tmp_path):
 
 
 def test_latent_use_reads_nothing_without_a_z_path_and_leaves_rng_and_mode_alone(tmp_path):
-    from vadd.train import latent_use
+    from vadd.metrics.latent import latent_use
 
     model, _, rec = train(tiny_cfg(tmp_path, "algo=vadd", "model.denoiser.latent_adaln=true"))  # the paper's adaLN
     assert "diag/z_use_t1" in rec["train_metrics"]
@@ -100,7 +100,7 @@ def test_collapse_diagnostics_and_validation_do_not_change_training(tmp_path):
 @pytest.mark.parametrize("algo", ["mdm", "vadd"])
 def test_validation_curve_scores_the_saved_ema_model(tmp_path, algo):
     """The last logged val/nll is the saved (EMA) model's bound on the first val_rows test rows, recomputed."""
-    from vadd.train import heldout_bound
+    from vadd.bounds import heldout_bound
     cfg = tiny_cfg(tmp_path, f"algo={algo}", "trainer.val_every=3", "trainer.val_rows=100")  # log_every=5
     model, run_dir, rec = train(cfg)
     rows = [r for r in csv_rows(run_dir / "logs" / "metrics.csv") if r.get("val/nll")]
@@ -393,7 +393,7 @@ def test_demo_on_a_user_point_file(tmp_path):
 def test_ema_tracks_in_place_updates_and_a_new_source_model():
     """The EMA caches its tensor lists: in-place optimiser updates must still be seen, and another source
     model gets its own lists."""
-    from vadd.train import EMA
+    from vadd.lit import EMA
     net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     ema = EMA(net, decay=0.5)
     for n in range(3):
@@ -419,7 +419,7 @@ def test_ema_tracks_in_place_updates_and_a_new_source_model():
 
 def test_ema_sees_a_moved_model():
     """``.to()`` swaps parameter data but keeps the Parameter objects: the cached lists must follow."""
-    from vadd.train import EMA
+    from vadd.lit import EMA
     net = torch.nn.Linear(3, 4)
     ema = EMA(net, decay=0.5)
     ema.update(net)

@@ -26,6 +26,7 @@ class MaskedDiffusion(nn.Module):
     """The MDM baseline (MDLM / MD4): masked diffusion with the SUBS parameterisation."""
 
     name = "mdm"
+    samplers = ("mdm",)  # the samplers this model runs (vadd.sampling.SAMPLERS), its own first
     latent_dim = 0
 
     def __init__(self, denoiser: nn.Module, schedule: Schedule, vocab_size: int, seq_len: int,
@@ -150,6 +151,7 @@ class VADD(MaskedDiffusion):
     """Variational autoencoding discrete diffusion: MDM conditioned on a global latent ``z``."""
 
     name = "vadd"
+    samplers = ("vadd", "vadd-cs")
 
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
                  seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
@@ -224,6 +226,7 @@ class Autoregressive(nn.Module):
     """The autoregressive baseline for likelihood tables: exact NLL, trained by the same loop."""
 
     name = "ar"
+    samplers = ()  # a likelihood baseline: the samplers here are for masked diffusion
     latent_dim = 0
     time_conditioned = False
     check_tokens = MaskedDiffusion.check_tokens

@@ -28,9 +28,7 @@ class Pipeline:
 
     @property
     def samplers(self) -> list[str]:
-        if self.model.name == "ar":
-            return []
-        return ["mdm"] if self.model.latent_dim == 0 else ["vadd", "vadd-cs"]
+        return list(self.model.samplers)
 
     def sample(self, num_samples: int | None = None, steps: int = 10, sampler: str | None = None,
                seed: int = 0, x_init=None, cache: bool = True, return_stats: bool = False, **kw):

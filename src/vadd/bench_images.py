@@ -19,18 +19,17 @@ import numpy as np
 import torch
 
 from . import bounds, io
+from .algorithms import ALGORITHMS
 from .config import compose
 from .data import build_data
 from .data.images import ImageGrid, save_grid_png
 from .errors import ConfigError
 from .jobs import plan_workers, report, report_progress, run_jobs, stamp
 from .metrics.fid import feature_stats, frechet_distance
-from .sampling import sample
+from .sampling import LABELS, sample
 from .train import step_reporter, train
 
 EXPERIMENTS = ("images_mnist", "images_fmnist")
-SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs")}
-LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS"}
 QUICK = ["data.n_train=256", "data.n_test=32", "model.denoiser.ch=8", "model.encoder.ch=8",
          "model.denoiser.cond_dim=16", "algo.latent_dim=4", "trainer.max_steps=6", "trainer.batch_size=16",
          "trainer.warmup_steps=2", "trainer.progress=false", "trainer.ckpt_every=0", "trainer.diag_every=3",
@@ -124,7 +123,7 @@ def _job(p: dict) -> dict:
     res["bpd_wall_s"] = time.time() - t0
     feats = make_features(p["features"]) if int(bench["fid_samples"]) else None
     n = max(int(bench["fid_samples"]), int(bench["grid_samples"]))
-    for sampler in SAMPLERS[algo]:
+    for sampler in ALGORITHMS[algo].samplers:
         for T in bench["steps"]:
             t0 = time.time()
             x, st = sample(model, n, int(T), sampler, seed=seed, batch_size=256)
@@ -195,7 +194,7 @@ def _fids(out: Path, label: str, e: dict) -> dict:
     ref = feature_stats(np.load(out / "features" / label / "reference.npy").astype(np.float64))
     fids = {}
     for algo in ("mdm", "vadd"):
-        for sampler in SAMPLERS[algo]:
+        for sampler in ALGORITHMS[algo].samplers:
             fids[sampler] = {}
             for T in e["bench"]["steps"]:
                 f = np.load(out / "features" / label / f"{sampler}_T{T}.npy").astype(np.float64)
@@ -263,7 +262,7 @@ def draw_figures(out: Path, results: dict) -> None:
 
     for label, e in results["experiments"].items():
         steps = e["bench"]["steps"]
-        samplers = [s for a in ("mdm", "vadd") if a in e["models"] for s in SAMPLERS[a]]
+        samplers = [s for a in ("mdm", "vadd") if a in e["models"] for s in ALGORITHMS[a].samplers]
         if not samplers:
             continue
         fig, axes = plt.subplots(len(samplers), len(steps), figsize=(2.2 * len(steps), 2.3 * len(samplers)),

@@ -23,15 +23,14 @@ import numpy as np
 import torch
 
 from . import bounds, io
+from .algorithms import ALGORITHMS
 from .config import compose
 from .data.text import text_data
 from .jobs import plan_workers, report, report_progress, run_jobs, stamp
 from .metrics.genppl import unigram_entropy
-from .sampling import sample
+from .sampling import LABELS, sample
 from .train import metric_curve, step_reporter, train
 
-LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS", "ar": "AR"}
-SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs"), "ar": ()}
 QUICK = ["data.max_docs=60", "data.seq_len=32", "model.denoiser.depth=1", "model.denoiser.width=32",
          "model.denoiser.heads=2", "model.encoder.depth=1", "model.encoder.width=32", "model.encoder.heads=2",
          "model.denoiser.cond_dim=16", "algo.latent_dim=4",
@@ -123,7 +122,7 @@ def _job(p: dict) -> dict:
             got = bound_nats(model, test[:m], bench.get("bound_steps_k", [1]), seed, estimator=est, steps=int(T))
             res["ppl_steps"][str(T)] = {str(k): perplexity_summary(v, L) for k, v in got.items()}
     res["ppl_wall_s"] = time.time() - t0
-    for sampler in SAMPLERS[algo]:
+    for sampler in ALGORITHMS[algo].samplers:
         res["samples"][sampler] = {}
         for T in bench["steps"]:
             t0 = time.time()

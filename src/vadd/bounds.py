@@ -352,3 +352,15 @@ def records(results: dict, seq_len: int, reference: np.ndarray | None = None) ->
                 rec["minus_data_nll_stderr"] = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
             out.append(rec)
     return out
+
+
+@torch.no_grad()
+def heldout_bound(model, x0: torch.Tensor, seed: int = 0, batch: int = 64) -> float:
+    """Mean ``continuous`` bound on ``-log p(x0)`` in nats per row (``K = 1``, one masked-count draw per
+    row; AR: exact NLL) of the given held-out rows, for the validation curve (``trainer.val_every``).
+
+    ``vadd.bounds.evaluate`` draws from generators seeded by ``seed`` alone, so every call scores the
+    same draws (a curve that moves only because the model does) and training's random stream is untouched.
+    """
+    res = evaluate(model, x0, [1], [BoundSpec("continuous")], seed=seed, batch_size=batch)
+    return float(next(iter(res.values()))[1].mean())

@@ -15,18 +15,17 @@ import numpy as np
 import torch
 
 from . import bounds, io
+from .algorithms import ALGORITHMS
 from .api import load
 from .config import compose
 from .data import toy2d_data
 from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, reference_cell_probs
 from .jobs import plan_workers, report_progress, run_jobs, stamp
 from .metrics import histogram_js
-from .sampling import sample
+from .sampling import LABELS, sample
 from .train import step_reporter, train
 
 STEPS = (1, 2, 5, 10, 20, 50)
-SAMPLERS = {"mdm": ("mdm",), "vadd": ("vadd", "vadd-cs")}
-LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS"}
 
 
 def demo_target(source: PointSource, grid: Grid2D, n: int, seed: int, factor: int = 100):
@@ -117,7 +116,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
                          "seed": seed, "steps": list(steps), "out": str(out), "target": target, "threads": threads})
     jobs.sort(key=lambda j: j["algo"] != "vadd")
     with_bounds = data is None or data in TOYS  # held-out points exist for the named toys only
-    total = len(jobs) + sum(len(SAMPLERS[j["algo"]]) + with_bounds for j in jobs)
+    total = len(jobs) + sum(len(ALGORITHMS[j["algo"]].samplers) + with_bounds for j in jobs)
     done = 0
 
     def collect(job, res):
@@ -132,7 +131,7 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
                 f"in {res['train']['wall_s']:.0f}s  {elapsed}")
             io.write_json(out / "results.json", _finish(results, base, grid, t_start))
             follow = [dict(job, kind="sample", sampler=s, run_dir=res["train"]["run_dir"], desc=f"{job['label']} {LABELS[s]}")
-                      for s in SAMPLERS[job["algo"]]]
+                      for s in ALGORITHMS[job["algo"]].samplers]
             return follow + ([dict(job, kind="bounds", run_dir=res["train"]["run_dir"])] if with_bounds else [])
         if job["kind"] == "bounds":
             entry["bounds"][res["algo"]] = res["bounds"]

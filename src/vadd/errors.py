@@ -61,6 +61,9 @@ class RunInterrupted(VaddError):
         where = f" at step {self.step}; checkpoint {checkpoint}" if self.step >= 0 else ""
         super().__init__(f"interrupted by {signal.Signals(self.signum).name}{where}; rerun the same command to resume")
 
+    def __reduce__(self):  # crosses process boundaries (benchmark workers) with its fields, not its message
+        return type(self), (self.signum, self.step, self.checkpoint)
+
     @property
     def exit_code(self) -> int:
         return 128 + self.signum  # the scheduler convention: 143 for SIGTERM, 130 for SIGINT

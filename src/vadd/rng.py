@@ -17,6 +17,14 @@ def stream_key(seed: int, purpose: str, *index: int) -> int:
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little") & (2**63 - 1)
 
 
+def step_key(seed: int, index: int = 0, salt: int = 0) -> int:
+    """The key of one of training's step-indexed streams: the data order of an epoch (``salt`` = epoch),
+    a batch's transform (``salt`` 777) and a micro-batch's noise (``salt`` 12345), indexed by batch. A linear
+    formula rather than :func:`stream_key`, kept because every training run the documentation reports
+    drew its batches and noise with it."""
+    return (int(seed) * 1_000_003 + int(index) * 7919 + int(salt)) % (2**63 - 1)
+
+
 def generator(seed: int, purpose: str, *index: int, device=None) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded by :func:`stream_key`."""
     g = torch.Generator(device=device)

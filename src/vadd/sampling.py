@@ -28,6 +28,7 @@ from .errors import ConfigError
 from .io import check_alloc
 
 SAMPLERS = {"mdm": "none", "vadd": "per_step", "vadd-cs": "fixed"}
+LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS", "ar": "AR"}  # samplers and algorithms, for tables
 
 
 @dataclass

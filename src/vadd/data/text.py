@@ -236,7 +236,7 @@ def text_data(corpus: str = "brown", tokenizer: str = "gpt2", seq_len: int = 128
     if len(docs) < 2:
         raise DataError(f"corpus {corpus!r} has {len(docs)} documents; need at least 2 for a train/test split")
     tr_i, _, te_i = split_docs(len(docs), valid_fraction, test_fraction, 0)  # fixed split, independent of the run
-    ids = [tok.encode(d) for d in docs]
+    ids = tok.encode_batch(docs)
     coverage = None
     if vocab is not None or vocab_limit:
         tok = (LimitedVocab(tok, vocab) if vocab is not None

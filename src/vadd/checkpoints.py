@@ -1,0 +1,98 @@
+"""Training checkpoints: atomic writes, safe loads (no unpickling), the final checkpoint, and the checkpoint
+a SIGTERM / SIGINT leaves behind. Lightning's callbacks and CheckpointIO are the seams."""
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from pathlib import Path
+
+import torch
+
+from . import io
+from .errors import CheckpointError, RunInterrupted, first_line
+
+
+def atomic_checkpoint_io():
+    """A Lightning CheckpointIO that writes to a temporary file, fsyncs, then renames over the target
+    (a kill during a save leaves the previous checkpoint intact) and loads with ``weights_only=True``."""
+    from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+
+    class AtomicCheckpointIO(TorchCheckpointIO):
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            import io as _io
+            buf = _io.BytesIO()
+            torch.save(checkpoint, buf)
+            io.atomic_write_bytes(path, buf.getvalue())
+
+        def load_checkpoint(self, path, map_location=None, weights_only=None):
+            return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+    return AtomicCheckpointIO()
+
+
+def final_checkpoint(path: Path, every: int):
+    """A callback that writes ``last.ckpt`` when training ends on a step the periodic checkpoint skipped
+    (``max_steps`` not a multiple of ``ckpt_every``): without it the last steps of a finished run were only in
+    ``RUN/model``, and raising ``max_steps`` to continue the run retrained them. Called on every rank
+    (saving is collective under FSDP), before the strategy is torn down."""
+    import lightning.pytorch as pl
+
+    class FinalCheckpoint(pl.Callback):
+        def on_train_end(self, trainer, pl_module):
+            if trainer.global_step % every:
+                trainer.save_checkpoint(str(path))
+
+    return FinalCheckpoint()
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While training: SIGTERM (what SLURM and Kubernetes send at preemption) and SIGINT set a flag that the
+    :func:`stop_checkpoint` callback turns into a checkpoint and :class:`RunInterrupted` at the next step
+    boundary, instead of killing the run or letting it end with status 0. A second SIGINT stops at once."""
+    state = {"signum": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+
+    def handler(signum, frame):
+        if state["signum"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        state["signum"] = signum
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield state
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def stop_checkpoint(path: Path, state: dict):
+    """The callback of :func:`stop_on_signals`: at the first optimiser-step boundary after a signal, save
+    ``last.ckpt`` at that step and raise :class:`RunInterrupted`. Lightning's own SIGTERM check (distributed
+    runs) raises before a step; the checkpoint is then written from ``on_exception``, also between steps."""
+    import lightning.pytorch as pl
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    class StopOnSignal(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if state["signum"] is not None and (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+                raise RunInterrupted(state["signum"], trainer.global_step, path)
+
+        def on_exception(self, trainer, pl_module, exception):
+            if isinstance(exception, (RunInterrupted, SIGTERMException)):
+                trainer.save_checkpoint(str(path))
+
+    return StopOnSignal()
+
+
+def read_checkpoint(path) -> dict:
+    """A Lightning checkpoint, loaded without unpickling arbitrary objects."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        int(ckpt["global_step"]), ckpt["state_dict"]
+        return ckpt
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable vadd training checkpoint ({first_line(e)})") from None
