@@ -65,6 +65,11 @@ def world(tmp_path_factory):
     save_file(state, w / "nan" / "model" / "model.safetensors", metadata={"format": "pt"})
     (w / "other" / "model" / "model.safetensors").write_bytes((w / "mdm" / "model" / "model.safetensors").read_bytes())
     (w / "badjson" / "model" / "config.json").write_text("{not json")
+    # a checkpoint with a flipped bit (its checksum sidecar intact)
+    train(compose([*TINY, "algo=mdm", "trainer.max_steps=2", "trainer.ckpt_every=2", f"run_dir={w / 'flipck'}"]))
+    ck = bytearray((w / "flipck" / "checkpoints" / "last.ckpt").read_bytes())
+    ck[len(ck) // 2] ^= 0x01
+    (w / "flipck" / "checkpoints" / "last.ckpt").write_bytes(bytes(ck))
     # a run folder holding a half-written (zero-byte) checkpoint
     (w / "zero" / "checkpoints").mkdir(parents=True)
     (w / "zero" / "checkpoints" / "last.ckpt").write_bytes(b"")
@@ -140,6 +145,8 @@ def cases(w: Path):
         ("resume-missing", [*tr, f"resume={d / 'none.ckpt'}"], "no such checkpoint"),
         ("resume-junk", [*tr, f"resume={d / 'junk.ckpt'}"], "not a readable vadd training checkpoint"),
         ("zero-byte-last-ckpt", ["train", *TINY, f"run_dir={w / 'zero'}"], "not a readable vadd training checkpoint"),
+        ("ckpt-bitflip", ["train", *TINY, "algo=mdm", "trainer.max_steps=2", "trainer.ckpt_every=2",
+                          f"run_dir={w / 'flipck'}"], "does not match its checksum"),
         ("run-dir-is-file", ["train", *TINY, f"run_dir={d / 'afile'}"], "run_dir is a file"),
         ("another-seed", ["train", *TINY, "algo=vadd", "trainer.max_steps=3", "seed=7", f"run_dir={V}"],
          "holds another run"),

@@ -3,6 +3,8 @@ a SIGTERM / SIGINT leaves behind. Lightning's callbacks and CheckpointIO are the
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import signal
 import threading
 from pathlib import Path
@@ -13,9 +15,49 @@ from . import io
 from .errors import CheckpointError, RunInterrupted, first_line
 
 
+def _sidecar(path) -> Path:
+    return Path(f"{path}.sha256")
+
+
+def _listed(path) -> list[str]:
+    try:
+        return list(json.loads(_sidecar(path).read_text())["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def _file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checkpoint(path, data: bytes) -> None:
+    """Write checkpoint bytes atomically with a SHA-256 sidecar (``PATH.sha256``). The sidecar lists the new
+    digest and the one it replaces while the write is under way, so a kill at any moment leaves a checkpoint
+    whose digest is listed; a later flipped bit or truncation is not."""
+    current = _listed(path)[:1] or ([_file_digest(path)] if Path(path).is_file() else [])
+    new = hashlib.sha256(data).hexdigest()
+    io.atomic_write_bytes(_sidecar(path), json.dumps({"sha256": [new, *current]}).encode())
+    io.atomic_write_bytes(path, data)
+    io.atomic_write_bytes(_sidecar(path), json.dumps({"sha256": [new]}).encode())
+
+
+def verify_checkpoint(path) -> None:
+    """Raise :class:`CheckpointError` if a checkpoint file does not match its sidecar's digest (a checkpoint
+    without a sidecar, from an older vadd or a sharded directory, is not checked)."""
+    listed = _listed(path)
+    if listed and Path(path).is_file() and _file_digest(path) not in listed:
+        raise CheckpointError(f"{path}: the checkpoint does not match its checksum ({_sidecar(path).name}): a "
+                              "corrupted file; resume from another checkpoint (resume=PATH) or --overwrite")
+
+
 def atomic_checkpoint_io():
     """A Lightning CheckpointIO that writes to a temporary file, fsyncs, then renames over the target
-    (a kill during a save leaves the previous checkpoint intact) and loads with ``weights_only=True``."""
+    (a kill during a save leaves the previous checkpoint intact) with a checksum, and loads with
+    ``weights_only=True`` after checking it."""
     from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
     class AtomicCheckpointIO(TorchCheckpointIO):
@@ -23,10 +65,15 @@ def atomic_checkpoint_io():
             import io as _io
             buf = _io.BytesIO()
             torch.save(checkpoint, buf)
-            io.atomic_write_bytes(path, buf.getvalue())
+            write_checkpoint(path, buf.getvalue())
 
         def load_checkpoint(self, path, map_location=None, weights_only=None):
+            verify_checkpoint(path)
             return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+        def remove_checkpoint(self, path) -> None:
+            super().remove_checkpoint(path)
+            _sidecar(path).unlink(missing_ok=True)
 
     return AtomicCheckpointIO()
 
@@ -89,7 +136,8 @@ def stop_checkpoint(path: Path, state: dict):
 
 
 def read_checkpoint(path) -> dict:
-    """A Lightning checkpoint, loaded without unpickling arbitrary objects."""
+    """A Lightning checkpoint, its checksum checked, loaded without unpickling arbitrary objects."""
+    verify_checkpoint(path)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         int(ckpt["global_step"]), ckpt["state_dict"]
