@@ -13,7 +13,7 @@ import torch
 
 import vadd
 from vadd import io
-from vadd.config import ConfigError, compose
+from vadd.config import ConfigError, compose, validate
 from vadd.data import TokenData, build_data
 from vadd.train import train
 
@@ -197,8 +197,12 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path):
 def test_config_errors_are_one_line():
     with pytest.raises(ConfigError, match="trainer.nope"):
         compose(["trainer.nope=1"])
-    with pytest.raises(ConfigError, match="max_steps must be int"):
+    with pytest.raises(ConfigError, match="max_steps=abc: Value 'abc' of type 'str' could not be converted to Integer"):
         compose(["trainer.max_steps=abc"])
+    cfg = compose([])
+    cfg["trainer"]["max_steps"] = "abc"  # a dict edited in Python gets the same schema
+    with pytest.raises(ConfigError, match="trainer.max_steps must be int, got 'abc'"):
+        validate(cfg)
     with pytest.raises(ConfigError, match="must be > 0"):
         compose(["trainer.lr=-1"])
     with pytest.raises(ConfigError, match="neither a toy"):
@@ -215,11 +219,11 @@ def test_config_errors_are_one_line():
         compose(["algo=vadd", "algo.mmd_weight=-1"])
     with pytest.raises(ConfigError, match="trainer.val_every must be >= 0"):
         compose(["trainer.val_every=-1"])
-    with pytest.raises(ConfigError, match="algo.kl_warmup must be float"):
+    with pytest.raises(ConfigError, match="algo.kl_warmup=soon: .*could not be converted to Float"):
         compose(["algo=vadd", "algo.kl_warmup=soon"])
-    for bad, needle in ((["trainer.grad_clip=-1"], "trainer.grad_clip must be a number >= 0"),
-                        (["trainer.lr_schedule=linear"], "lr_schedule must be cosine or constant"),
-                        (["trainer.min_lr_ratio=2"], "min_lr_ratio must be in"),
+    for bad, needle in ((["trainer.grad_clip=-1"], "trainer.grad_clip must be >= 0"),
+                        (["trainer.lr_schedule=linear"], "lr_schedule must be one of cosine, constant"),
+                        (["trainer.min_lr_ratio=2"], "min_lr_ratio must be <= 1"),
                         (["data=tokens", "data.train=x.npy", "data.vocab_size=12.5"], "vocab_size must be an integer")):
         with pytest.raises(ConfigError, match=needle):
             compose(bad)

@@ -8,7 +8,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import ConfigError  # noqa: F401  (re-exported: vadd.config.ConfigError)
+from .errors import ConfigError, first_line  # ConfigError re-exported: vadd.config.ConfigError
+from .schema import problems
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -75,6 +76,9 @@ def _compose(overrides: list[str], config_name: str, strict: bool = True) -> dic
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from .schema import register
+
+    register()
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
@@ -83,8 +87,10 @@ def _compose(overrides: list[str], config_name: str, strict: bool = True) -> dic
     except (HydraException, OmegaConfBaseException) as e:
         lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
         msg = " ".join(lines[:2]) if lines else type(e).__name__
+        if e.__cause__ is not None and msg.startswith("Error merging override"):  # the schema's reason
+            msg = f"{msg}: {first_line(e.__cause__)}"
         if "Available options" in msg:  # a group option that does not exist: list the ones that do
-            msg = f"{lines[0]} (available: {', '.join(ln for ln in lines[2:] if ' ' not in ln)})"
+            msg = f"{lines[0]} (available: {', '.join(ln for ln in lines[2:] if ' ' not in ln and not ln.startswith('_'))})"
         if msg.startswith("Could not override '"):  # Hydra's hint ('+key=value') would add a key nothing reads
             key = msg.split("'")[1]
             choices = _group_choices(overrides)
@@ -95,76 +101,30 @@ def _compose(overrides: list[str], config_name: str, strict: bool = True) -> dic
         GlobalHydra.instance().clear()
 
 
-_TYPES = {
-    ("trainer", "max_steps"): int, ("trainer", "batch_size"): int, ("trainer", "lr"): float,
-    ("trainer", "devices"): (int, str, list), ("trainer", "num_nodes"): int, ("trainer", "warmup_steps"): int,
-    ("trainer", "ema_decay"): float, ("trainer", "accumulate_grad_batches"): int, ("seed",): int,
-    ("algo", "kl_warmup"): float, ("algo", "kl_delay"): float, ("algo", "free_bits"): float, ("algo", "kl_max"): float,
-    ("algo", "mmd_weight"): float, ("algo", "iw_k"): int, ("algo", "iw_from"): float,
-    ("trainer", "val_every"): int, ("trainer", "val_rows"): int, ("trainer", "diag_every"): int,
-    ("trainer", "num_threads"): int, ("trainer", "ckpt_every"): int, ("trainer", "print_every"): int,
-    ("trainer", "log_every"): int,
-}
-_POSITIVE = {("trainer", "max_steps"), ("trainer", "batch_size"), ("trainer", "lr"), ("trainer", "num_nodes"),
-             ("trainer", "accumulate_grad_batches")}
-
-
-def _get(cfg, path):
-    for k in path:
-        cfg = cfg[k]
-    return cfg
-
-
 def schedule_steps(value: float, max_steps: int) -> int:
     """A schedule length given as a fraction of ``max_steps`` (<= 1) or as a number of steps (> 1)."""
     return int(round(value * max_steps)) if value <= 1.0 else int(value)
 
 
 def validate(cfg: dict) -> None:
-    for path, typ in _TYPES.items():
-        try:
-            v = _get(cfg, path)
-        except KeyError:
+    """Check a composed config (or a dict edited in Python): the ``trainer`` and VADD ``algo`` keys against
+    :mod:`vadd.schema`, then the keys outside it and the rules that join several keys."""
+    from .schema import SCHEMAS
+
+    seed = cfg.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"invalid config: seed must be int, got {seed!r}")
+    for group, _, schema in SCHEMAS:
+        values = cfg.get(group) or {}
+        if group == "algo" and values.get("name") != "vadd":
             continue
-        name = ".".join(path)
-        if v is None and path not in _POSITIVE and path != ("seed",):  # optional settings may be null
-            continue
-        ok = isinstance(v, typ) and not isinstance(v, bool)
-        if typ is float and isinstance(v, int) and not isinstance(v, bool):
-            ok = True
-        if not ok:
-            raise ConfigError(f"invalid config: {name} must be {getattr(typ, '__name__', typ)}, got {v!r}")
-        if path in _POSITIVE and v <= 0:
-            raise ConfigError(f"invalid config: {name} must be > 0, got {v!r}")
-    for key in ("val_every", "val_rows", "diag_every", "num_threads", "ckpt_every", "print_every", "log_every"):
-        v = cfg.get("trainer", {}).get(key)
-        if v is not None and v < 0:
-            raise ConfigError(f"invalid config: trainer.{key} must be >= 0, got {v!r}")
-    t = cfg.get("trainer", {})
-    for key in ("grad_clip", "weight_decay", "warmup_steps", "min_lr_ratio"):
-        v = t.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise ConfigError(f"invalid config: trainer.{key} must be a number >= 0 (or null), got {v!r}")
-    if t.get("min_lr_ratio") is not None and t["min_lr_ratio"] > 1:
-        raise ConfigError(f"invalid config: trainer.min_lr_ratio must be in [0, 1], got {t['min_lr_ratio']!r}")
-    if t.get("lr_schedule") is not None and t["lr_schedule"] not in ("cosine", "constant"):
-        raise ConfigError(f"invalid config: trainer.lr_schedule must be cosine or constant, got {t['lr_schedule']!r}")
+        bad = problems(group, values, schema)
+        if bad:
+            raise ConfigError(f"invalid config: {bad[0]}")
     vs = cfg.get("data", {}).get("vocab_size")
     if vs is not None and (isinstance(vs, bool) or not isinstance(vs, int) or vs < 1):
         raise ConfigError(f"invalid config: data.vocab_size must be an integer >= 1 (or null), got {vs!r}")
-    d = cfg.get("trainer", {}).get("ema_decay")
-    if d is not None and not 0.0 <= d < 1.0:
-        raise ConfigError(f"invalid config: trainer.ema_decay must be in [0, 1), got {d}")
-    mp = cfg.get("trainer", {}).get("float32_matmul_precision")
-    if mp is not None and mp not in ("highest", "high", "medium"):
-        raise ConfigError("invalid config: trainer.float32_matmul_precision must be null, highest, high or medium, "
-                          f"got {mp!r}")
     algo = cfg.get("algo", {})
-    for key in ("kl_warmup", "kl_delay", "free_bits", "kl_max", "mmd_weight", "iw_from"):
-        if algo.get(key) is not None and algo[key] < 0:
-            raise ConfigError(f"invalid config: algo.{key} must be >= 0, got {algo[key]!r}")
-    if algo.get("iw_k") is not None and algo["iw_k"] < 1:
-        raise ConfigError(f"invalid config: algo.iw_k must be >= 1 (1: DELBO training only), got {algo['iw_k']!r}")
     if algo.get("name") == "vadd" and int(algo.get("iw_k") or 1) > 1:
         # the importance-weighted phase trains the bound itself (the KL weight does not enter it): it starts
         # once the warm-up has reached its final weight, which may be below 1 (a beta-VAE phase that grows the
@@ -178,8 +138,6 @@ def validate(cfg: dict) -> None:
             raise ConfigError(f"invalid config: algo.iw_k={algo['iw_k']}: the importance-weighted phase trains the "
                               f"bound itself, so it must start after the KL warm-up (algo.iw_from at step {start}, "
                               f"the warm-up ends at step {warm_end}) and needs algo.kl_max <= 1 (got {kl_max})")
-    if algo.get("name") == "vadd" and int(algo.get("latent_dim", 0)) < 1:
-        raise ConfigError(f"invalid config: algo.latent_dim must be >= 1 for VADD, got {algo.get('latent_dim')}")
     data = cfg.get("data", {})
     if data.get("kind") == "toy2d":
         from .data.toy2d import TOYS
