@@ -272,3 +272,25 @@ def test_iw_training_loss_is_the_importance_weighted_bound_on_the_same_draws():
     # the DELBO path draws what it drew before the K draws existed: eps [B, d] from the same generator
     t2, _, masked2, _, eps2 = model._draw(x0, g())
     assert torch.equal(masked2, masked) and torch.equal(t2, t) and eps2.shape == (16, 2)
+
+
+def test_prior_z_rows_take_z_from_the_prior_without_kl_and_only_in_training():
+    """algo.prior_z: the first round(p B) rows use z = eps ~ N(0, I) and pay no KL (the ELBO with r = p(z)
+    for them); the other rows, and evaluation, are the plain DELBO term on the same draws."""
+    model = _vadd(d=2)
+    x0 = torch.randint(0, 4, (8, 3))
+    masked = torch.rand(8, 3) < 0.6
+    masked[:, 0] = True
+    xt = torch.where(masked, torch.full_like(x0, 4), x0)
+    t = torch.rand(8)
+    eps = torch.randn(8, 2)
+    plain, _ = model.bound_term(x0, xt, masked, t, eps=eps)
+    model.prior_z = 0.5
+    assert torch.equal(model.bound_term(x0, xt, masked, t, eps=eps)[0], plain)  # eval mode: unchanged
+    model.train()
+    mixed, stats = model.bound_term(x0, xt, masked, t, eps=eps)
+    prior_rows = objectives.masked_log_likelihood(model.log_probs(xt, t, eps), x0, masked)
+    torch.testing.assert_close(mixed[:4], prior_rows[:4])
+    torch.testing.assert_close(mixed[4:], plain[4:])
+    with pytest.raises(ValueError, match="prior_z must be in"):
+        VADD(model.denoiser, model.encoder, Linear(), 4, 3, 2, prior_z=1.5)

@@ -155,7 +155,7 @@ class VADD(MaskedDiffusion):
 
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
                  seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
-                 free_bits: float = 0.0, mask_gate: bool = False, mmd_weight: float = 0.0):
+                 free_bits: float = 0.0, mask_gate: bool = False, mmd_weight: float = 0.0, prior_z: float = 0.0):
         super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
         if free_bits < 0:
             raise ConfigError(f"free_bits must be >= 0, got {free_bits}")
@@ -165,6 +165,12 @@ class VADD(MaskedDiffusion):
         # training only: lambda * MMD(aggregate posterior, N(0, I)) subtracted from the bound (InfoVAE,
         # Zhao et al. 2019, with the KL kept at weight 1): still a lower bound, since MMD >= 0
         self.mmd_weight = float(mmd_weight)
+        if not 0.0 <= prior_z <= 1.0:
+            raise ConfigError(f"prior_z must be in [0, 1], got {prior_z}")
+        # training only: this fraction of each batch's rows (the first ones; batches are shuffled) takes its z
+        # from the prior instead of the recognition model, with no KL: the ELBO with r = p(z) for those rows,
+        # still a lower bound. It shows the decoder the uninformative z that the fresh-z sampler feeds it.
+        self.prior_z = float(prior_z)
         self.encoder = encoder
         self.latent_dim = int(latent_dim)
         self.eval_chunk_tokens = int(eval_chunk_tokens)  # rows * L per network call of the IW bound
@@ -196,9 +202,14 @@ class VADD(MaskedDiffusion):
         post = self.posterior(x0, masked)
         if num_samples <= 0:  # training: one reparameterised draw, analytic KL
             z = post.rsample(eps)
-            recon = objectives.masked_log_likelihood(self.log_probs(xt, t, z), x0, masked)
             kl = post.kl_standard()
             kl_train = post.kl_standard(self.free_bits) if (self.free_bits and self.training) else kl
+            n_prior = int(round(self.prior_z * x0.shape[0])) if (self.training and eps is not None) else 0
+            if n_prior:
+                prior = torch.arange(x0.shape[0], device=x0.device) < n_prior
+                z = torch.where(prior[:, None], eps, z)  # eps ~ N(0, I): a draw from the prior
+                kl, kl_train = kl.masked_fill(prior, 0.0), kl_train.masked_fill(prior, 0.0)
+            recon = objectives.masked_log_likelihood(self.log_probs(xt, t, z), x0, masked)
             stats = {"kl": kl.mean(), "recon": recon.mean()}
             if self.mmd_weight and self.training:
                 mmd = mmd_to_standard_normal(z)

@@ -66,6 +66,7 @@ class VaddSchema:
     iw_from: float = _key(0)
     iw_split: bool = _key()
     mask_gate: bool = _key()
+    prior_z: float = _key(0, 1)
 
 
 # (group, the name the group's YAML files extend, dataclass); which config a group's values are checked by
