@@ -89,11 +89,13 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
     CPU cores (default: one single-threaded worker per core, at most 2 on small machines)."""
     t_start = time.time()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     exp = "experiment=demo_quick" if quick else "experiment=demo"
     base = compose([exp, f"seed={seed}", *overrides])
     n = int(num_samples or base["demo"]["num_samples"])
     names = [data] if data else list(TOYS)
+    for name in names:  # a bad toy name or points file fails before anything is written
+        PointSource(name)
+    out.mkdir(parents=True, exist_ok=True)
     workers, threads = plan_workers(workers)
     results = {"datasets": {}, "steps": list(steps), "num_samples": n, "seed": seed, "workers": workers}
     jobs, grid = [], None
