@@ -131,12 +131,13 @@ def owned_run(run_dir: str | os.PathLike, cfg: dict, overwrite: bool = False, re
         return
     with lock(run_dir):
         new = identity(cfg, global_batch)
-        saved = None
+        record = {}
         if (run_dir / IDENTITY).exists():
             try:
-                saved = io.read_json(run_dir / IDENTITY).get("identity")
-            except (OSError, ValueError, AttributeError):
-                saved = None
+                record = dict(io.read_json(run_dir / IDENTITY))
+            except (OSError, ValueError, TypeError):
+                record = {}
+        saved = record.get("identity")
         diff = differences(saved, new) if saved is not None else []
         fresh_start = not cfg.get("trainer", {}).get("auto_resume", True) and resume is None
         conflict = (diff and f"differs in {'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}") or \
@@ -151,7 +152,7 @@ def owned_run(run_dir: str | os.PathLike, cfg: dict, overwrite: bool = False, re
                 yield d
             return
         if saved is not None:
-            old_cfg = io.read_json(run_dir / IDENTITY).get("config", {})
+            old_cfg = record.get("config", {})
             skip = {"run_dir", "resume", "overwrite"}
             for line in differences({k: v for k, v in old_cfg.items() if k not in skip},
                                     {k: v for k, v in cfg.items() if k not in skip}):
