@@ -203,6 +203,13 @@ def test_config_errors_are_one_line():
     cfg["trainer"]["max_steps"] = "abc"  # a dict edited in Python gets the same schema
     with pytest.raises(ConfigError, match="trainer.max_steps must be int, got 'abc'"):
         validate(cfg)
+    img = compose(["data=images"])
+    img["data"]["levels"] = 1  # the data group's schema is chosen by its kind
+    with pytest.raises(ConfigError, match="data.levels must be >= 2, got 1"):
+        validate(img)
+    img["data"] = {**img["data"], "levels": 256, "kind": "text"}  # a kind's schema, not the file it came from
+    with pytest.raises(ConfigError, match="data.tokenizer"):
+        validate({**img, "data": {"kind": "text", "tokenizer": "llama"}})
     with pytest.raises(ConfigError, match="must be > 0"):
         compose(["trainer.lr=-1"])
     with pytest.raises(ConfigError, match="neither a toy"):
@@ -224,7 +231,8 @@ def test_config_errors_are_one_line():
     for bad, needle in ((["trainer.grad_clip=-1"], "trainer.grad_clip must be >= 0"),
                         (["trainer.lr_schedule=linear"], "lr_schedule must be one of cosine, constant"),
                         (["trainer.min_lr_ratio=2"], "min_lr_ratio must be <= 1"),
-                        (["data=tokens", "data.train=x.npy", "data.vocab_size=12.5"], "vocab_size must be an integer")):
+                        (["data=tokens", "data.train=x.npy", "data.vocab_size=12.5"], "data.vocab_size=12.5: .*could not be converted to Integer"),
+                        (["data=tokens", "data.train=x.npy", "data.vocab_size=0"], "data.vocab_size must be >= 1")):
         with pytest.raises(ConfigError, match=needle):
             compose(bad)
     assert compose(["trainer=gpu"])["trainer"]["float32_matmul_precision"] == "high"

@@ -109,21 +109,20 @@ def schedule_steps(value: float, max_steps: int) -> int:
 def validate(cfg: dict) -> None:
     """Check a composed config (or a dict edited in Python): the ``trainer`` and VADD ``algo`` keys against
     :mod:`vadd.schema`, then the keys outside it and the rules that join several keys."""
-    from .schema import SCHEMAS
+    from .schema import DATA_KINDS, schema_for
 
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"invalid config: seed must be int, got {seed!r}")
-    for group, _, schema in SCHEMAS:
+    kind = (cfg.get("data") or {}).get("kind")
+    if "data" in cfg and kind not in DATA_KINDS:
+        raise ConfigError(f"invalid config: data.kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")
+    for group in ("trainer", "algo", "data"):
         values = cfg.get(group) or {}
-        if group == "algo" and values.get("name") != "vadd":
-            continue
-        bad = problems(group, values, schema)
+        schema = schema_for(group, values)
+        bad = problems(group, values, schema) if schema is not None else []
         if bad:
             raise ConfigError(f"invalid config: {bad[0]}")
-    vs = cfg.get("data", {}).get("vocab_size")
-    if vs is not None and (isinstance(vs, bool) or not isinstance(vs, int) or vs < 1):
-        raise ConfigError(f"invalid config: data.vocab_size must be an integer >= 1 (or null), got {vs!r}")
     algo = cfg.get("algo", {})
     if algo.get("name") == "vadd" and int(algo.get("iw_k") or 1) > 1:
         # the importance-weighted phase trains the bound itself (the KL weight does not enter it): it starts

@@ -1,8 +1,9 @@
-"""The schema of the ``trainer`` and ``algo`` (VADD) config groups: each key's type, range and choices, in one
-place. Hydra reads it (the group YAML files extend these dataclasses, so a wrong type fails at composition)
-and :func:`vadd.config.validate` checks ranges and choices from it, also for config dicts edited in Python.
-The values themselves live in the YAML files (``configs/trainer/cpu.yaml``, ``configs/algo/vadd.yaml``);
-a field here is ``MISSING`` so that a key without a value there fails loudly.
+"""The schema of the ``trainer``, ``algo`` (VADD) and ``data`` config groups: each key's type, range and
+choices, in one place. Hydra reads it (the group YAML files extend these dataclasses, so a wrong type fails at
+composition) and :func:`vadd.config.validate` checks ranges and choices from it, also for config dicts edited
+in Python. The values themselves live in the YAML files (``configs/trainer/cpu.yaml``, ``configs/algo/vadd.yaml``,
+``configs/data/*.yaml``); a field here is ``MISSING`` so that a key without a value there fails loudly.
+The model group is checked where its backbones are built (``vadd.models``), whose keys depend on the backbone.
 """
 from __future__ import annotations
 
@@ -69,8 +70,63 @@ class VaddSchema:
     prior_z: float = _key(0, 1)
 
 
-# (group, the name the group's YAML files extend, dataclass); which config a group's values are checked by
-SCHEMAS = (("trainer", "_schema", TrainerSchema), ("algo", "_vadd_schema", VaddSchema))
+@dataclass
+class Toy2dSchema:
+    kind: str = _key(choices=("toy2d",))
+    name: str = _key()  # a toy's name or a .npy file of points (checked by validate)
+    bins: int = _key(2)
+    range: List[float] = _key()
+    tokens: str = _key(choices=("bins", "binary"))
+    n_train: int = _key(gt=0)
+    n_test: int = _key(gt=0)
+
+
+@dataclass
+class TokensSchema:
+    kind: str = _key(choices=("tokens",))
+    train: str = _key()
+    test: Optional[str] = _key()
+    vocab_size: Optional[int] = _key(1)
+    test_fraction: float = _key(gt=0, below=1)
+
+
+@dataclass
+class ImagesSchema:
+    kind: str = _key(choices=("images",))
+    name: str = _key(choices=("binarized-mnist", "fashion-mnist", "cifar10", "images"))
+    path: Optional[str] = _key()
+    levels: int = _key(2, 256)
+    size: Optional[int] = _key(1)
+    binarization: str = _key(choices=("static", "dynamic"))
+    split: List[int] = _key()
+    n_train: Optional[int] = _key(gt=0)
+    n_test: Optional[int] = _key(gt=0)
+    test_fraction: float = _key(gt=0, below=1)
+
+
+@dataclass
+class TextSchema:
+    kind: str = _key(choices=("text",))
+    corpus: str = _key()  # an installed corpus or "user" (with path)
+    path: Optional[str] = _key()
+    field: str = _key()
+    tokenizer: str = _key(choices=("gpt2", "bert-base-uncased", "char"))
+    vocab_limit: Optional[int] = _key(2)
+    seq_len: int = _key(2)
+    convention: str = _key(choices=("pack", "pad"))
+    test_fraction: float = _key(gt=0, below=1)
+    max_docs: Optional[int] = _key(2)
+
+
+# (group, the name the group's YAML file extends, dataclass, (key, value) that selects it or None: always);
+# which schema a group's values are checked by
+SCHEMAS = (("trainer", "_schema", TrainerSchema, None),
+           ("algo", "_vadd_schema", VaddSchema, ("name", "vadd")),
+           ("data", "_toy2d_schema", Toy2dSchema, ("kind", "toy2d")),
+           ("data", "_tokens_schema", TokensSchema, ("kind", "tokens")),
+           ("data", "_images_schema", ImagesSchema, ("kind", "images")),
+           ("data", "_text_schema", TextSchema, ("kind", "text")))
+DATA_KINDS = tuple(sel[1] for group, _, _, sel in SCHEMAS if group == "data")
 
 
 def register() -> None:
@@ -78,8 +134,16 @@ def register() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    for group, name, node in SCHEMAS:
+    for group, name, node, _ in SCHEMAS:
         cs.store(group=group, name=name, node=node)
+
+
+def schema_for(group: str, values: dict):
+    """The dataclass ``values`` of ``group`` are checked by, or None (MDM / AR algo: no keys of their own)."""
+    for g, _, node, sel in SCHEMAS:
+        if g == group and (sel is None or values.get(sel[0]) == sel[1]):
+            return node
+    return None
 
 
 def _type_ok(value, typ) -> bool:
