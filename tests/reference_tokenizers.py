@@ -8,7 +8,6 @@ import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
-
 # GPT-2's pre-tokenisation pattern (contractions, letters, numbers, other, whitespace)
 _GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 

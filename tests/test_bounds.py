@@ -14,9 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from vadd import bounds, objectives, process
+from vadd import bounds, process
 from vadd.algorithms import VADD, MaskedDiffusion
-from vadd.latent import standard_normal_log_prob
 from vadd.models import MLPDenoiser, MLPEncoder
 from vadd.sampling import reveal_steps, sample, time_grid
 from vadd.schedules import Cosine, Linear, LogLinear, sampler_schedule
