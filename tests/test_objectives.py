@@ -292,5 +292,22 @@ def test_prior_z_rows_take_z_from_the_prior_without_kl_and_only_in_training():
     prior_rows = objectives.masked_log_likelihood(model.log_probs(xt, t, eps), x0, masked)
     torch.testing.assert_close(mixed[:4], prior_rows[:4])
     torch.testing.assert_close(mixed[4:], plain[4:])
+    # prior_z_masked: the share counts only rows at least that fraction masked (here the fully masked ones)
+    masked[[1, 2, 5, 6]] = True
+    xt = torch.where(masked, torch.full_like(x0, 4), x0)
+    model.eval()
+    plain, _ = model.bound_term(x0, xt, masked, t, eps=eps)
+    model.train()
+    model.prior_z, model.prior_z_masked = 0.5, 1.0
+    full = masked.all(1)
+    n_full = int(full.sum())
+    picked = full & (full.cumsum(0) <= round(0.5 * n_full))
+    assert n_full >= 4 and int(picked.sum()) == round(0.5 * n_full)
+    mixed, _ = model.bound_term(x0, xt, masked, t, eps=eps)
+    prior_rows = objectives.masked_log_likelihood(model.log_probs(xt, t, eps), x0, masked)
+    torch.testing.assert_close(mixed[picked], prior_rows[picked])
+    torch.testing.assert_close(mixed[~picked], plain[~picked])
     with pytest.raises(ValueError, match="prior_z must be in"):
         VADD(model.denoiser, model.encoder, Linear(), 4, 3, 2, prior_z=1.5)
+    with pytest.raises(ValueError, match="prior_z_masked must be in"):
+        VADD(model.denoiser, model.encoder, Linear(), 4, 3, 2, prior_z_masked=-0.1)

@@ -155,7 +155,8 @@ class VADD(MaskedDiffusion):
 
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
                  seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
-                 free_bits: float = 0.0, mask_gate: bool = False, mmd_weight: float = 0.0, prior_z: float = 0.0):
+                 free_bits: float = 0.0, mask_gate: bool = False, mmd_weight: float = 0.0, prior_z: float = 0.0,
+                 prior_z_masked: float = 0.0):
         super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
         if free_bits < 0:
             raise ConfigError(f"free_bits must be >= 0, got {free_bits}")
@@ -171,6 +172,10 @@ class VADD(MaskedDiffusion):
         # from the prior instead of the recognition model, with no KL: the ELBO with r = p(z) for those rows,
         # still a lower bound. It shows the decoder the uninformative z that the fresh-z sampler feeds it.
         self.prior_z = float(prior_z)
+        if not 0.0 <= prior_z_masked <= 1.0:
+            raise ConfigError(f"prior_z_masked must be in [0, 1], got {prior_z_masked}")
+        # ... counted among the rows at least this fraction masked only (where prior-z predictions are poor)
+        self.prior_z_masked = float(prior_z_masked)
         self.encoder = encoder
         self.latent_dim = int(latent_dim)
         self.eval_chunk_tokens = int(eval_chunk_tokens)  # rows * L per network call of the IW bound
@@ -204,9 +209,10 @@ class VADD(MaskedDiffusion):
             z = post.rsample(eps)
             kl = post.kl_standard()
             kl_train = post.kl_standard(self.free_bits) if (self.free_bits and self.training) else kl
-            n_prior = int(round(self.prior_z * x0.shape[0])) if (self.training and eps is not None) else 0
-            if n_prior:
-                prior = torch.arange(x0.shape[0], device=x0.device) < n_prior
+            if self.prior_z and self.training and eps is not None:
+                eligible = masked.flatten(1).float().mean(1) >= self.prior_z_masked
+                n_prior = int(round(self.prior_z * int(eligible.sum())))
+                prior = eligible & (eligible.cumsum(0) <= n_prior)
                 z = torch.where(prior[:, None], eps, z)  # eps ~ N(0, I): a draw from the prior
                 kl, kl_train = kl.masked_fill(prior, 0.0), kl_train.masked_fill(prior, 0.0)
             recon = objectives.masked_log_likelihood(self.log_probs(xt, t, z), x0, masked)

@@ -68,6 +68,7 @@ class VaddSchema:
     iw_split: bool = _key()
     mask_gate: bool = _key()
     prior_z: float = _key(0, 1)
+    prior_z_masked: float = _key(0, 1)
 
 
 @dataclass
