@@ -120,6 +120,8 @@ def _job(p: dict) -> dict:
     if algo != "ar" and m:
         for T in bench.get("bound_steps") or []:
             got = bound_nats(model, test[:m], bench.get("bound_steps_k", [1]), seed, estimator=est, steps=int(T))
+            for k, nats in got.items():  # the "test-T<T>" split of the paired differences
+                np.save(folder / f"{algo}_test-T{T}_K{k}.npy", nats)
             res["ppl_steps"][str(T)] = {str(k): perplexity_summary(v, L) for k, v in got.items()}
     res["ppl_wall_s"] = time.time() - t0
     for sampler in ALGORITHMS[algo].samplers:
@@ -195,6 +197,15 @@ def paired_difference(vadd_nats: np.ndarray, mdm_nats: np.ndarray, L: int) -> di
             "n": int(len(d))}
 
 
+def _split_order(split: str):
+    """The held-out split first, then its T-step bounds by T, then the zero-shot corpora."""
+    if split == "test":
+        return (0, 0, "")
+    if split.startswith("test-T"):
+        return (1, int(split[len("test-T"):]), "")
+    return (2, 0, split)
+
+
 def score_samples(out: Path, results: dict, judge: str, log=print) -> None:
     """Generative perplexity of every saved sample set under the judge (loaded once)."""
     from .metrics.genppl import Judge
@@ -227,9 +238,10 @@ def format_tables(results) -> str:
     if paired:
         ks_all = sorted({k for per_k in paired.values() for k in per_k}, key=int)
         lines += ["", f"VADD minus MDM, row by row on the same draws ({b.get('ppl_draws', 1)} per row, "
-                      f"{b.get('ppl_estimator', 'count')} estimator), nats/token ± s.e.; negative: VADD lower\n",
+                      f"{b.get('ppl_estimator', 'count')} estimator; test-T<T>: the T-step sampler's bound, one "
+                      "draw per row), nats/token ± s.e.; negative: VADD lower\n",
                   "| data | " + " | ".join(f"K={k}" for k in ks_all) + " |", "|---|" + "---|" * len(ks_all)]
-        for split in sorted(paired, key=lambda x: (x != "test", x)):  # the held-out split first
+        for split in sorted(paired, key=_split_order):
             per_k = paired[split]
             lines.append(f"| {split} | " + " | ".join(
                 f"{per_k[k]['mean']:+.4f} ± {per_k[k]['stderr']:.4f}" if k in per_k else "-" for k in ks_all) + " |")
