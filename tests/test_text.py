@@ -328,6 +328,13 @@ def test_bench_text_quick_end_to_end(tmp_path):
     d = (np.load(tmp_path / "out" / "bounds" / "vadd_test_K3.npy") - np.load(tmp_path / "out" / "bounds" / "mdm_test_K1.npy")) / L
     assert set(res["paired"]["test"]) == {"1", "3"} and res["paired"]["test"]["3"]["mean"] == pytest.approx(d.mean())
     assert m["vadd"]["ppl"]["3"]["nats_per_token"] == pytest.approx(np.load(tmp_path / "out" / "bounds" / "vadd_test_K3.npy").mean() / L)
+    # the T-step bounds are paired like the continuous ones (split "test-T<T>"), and listed after "test"
+    b = tmp_path / "out" / "bounds"
+    d2 = (np.load(b / "vadd_test-T2_K1.npy") - np.load(b / "mdm_test-T2_K1.npy")) / L
+    assert res["paired"]["test-T2"]["1"]["mean"] == pytest.approx(d2.mean())
+    assert m["vadd"]["ppl_steps"]["2"]["1"]["nats_per_token"] == pytest.approx(np.load(b / "vadd_test-T2_K1.npy").mean() / L)
+    table = (tmp_path / "out" / "tables.md").read_text()
+    assert table.index("| test |") < table.index("| test-T2 |")
     for a in m.values():  # the held-out curve of every model, as logged (val_every=2 of 4 steps)
         curve = a["train"]["val_curve"]
         assert [s for s, _ in curve] == [2, 4] and curve[-1][1] == pytest.approx(a["train"]["metrics"]["val/nats_per_token"])
