@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import types
 
 import torch
@@ -20,10 +21,18 @@ from vadd.io import write_json
 from vadd.latent import DiagGaussian
 
 
+SUPERSEDED = ("superseded: the valid continuous bound (vadd.bounds) draws z from the prior by default, so patching "
+              "the posterior changes nothing (this probe reported the withdrawn joint integral); use "
+              "`vadd eval RUN -K 10 --latent-gap` for what z's information buys at each masking level")
+
+
 def main(argv=None) -> int:
+    if "--force" not in (argv if argv is not None else sys.argv):
+        raise SystemExit(SUPERSEDED)
     ap = argparse.ArgumentParser()
     ap.add_argument("run", help="a VADD text run folder (or its model/ folder)")
     add_bound_arguments(ap)
+    ap.add_argument("--force", action="store_true", help="run anyway (it measures nothing under the valid bounds)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     pipe = vadd.load(args.run)
