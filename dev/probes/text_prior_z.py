@@ -20,7 +20,6 @@ from vadd.bench_text import add_bound_arguments, bound_nats, perplexity_summary
 from vadd.io import write_json
 from vadd.latent import DiagGaussian
 
-
 SUPERSEDED = ("superseded: the valid continuous bound (vadd.bounds) draws z from the prior by default, so patching "
               "the posterior changes nothing (this probe reported the withdrawn joint integral); use "
               "`vadd eval RUN -K 10 --latent-gap` for what z's information buys at each masking level")
