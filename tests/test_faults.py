@@ -80,6 +80,7 @@ def cases(w: Path):
     """(id, argv, text the one line must hold). ``R`` is the case's own run folder (``{R}`` in argv)."""
     d, V, M = w / "in", str(w / "vadd"), str(w / "mdm")
     tr = ["train", *TINY, "run_dir={R}"]
+    txt = ["train", "data=text", "model=dit", "trainer.max_steps=2", "trainer.progress=false", "run_dir={R}"]
     tok = ["train", "data=tokens", "trainer.max_steps=2", "trainer.batch_size=8", "trainer.progress=false",
            "run_dir={R}"]
     return [
@@ -124,8 +125,8 @@ def cases(w: Path):
         ("data-kind", [*tr, "data.kind=graph"], "data.kind must be one of"),
         ("image-levels", [*tr, "data=images", "data.levels=300"], "data.levels must be <= 256"),
         ("image-name", [*tr, "data=images", "data.name=svhn"], "data.name must be one of"),
-        ("text-tokenizer", [*tr, "data=text", "data.tokenizer=llama"], "data.tokenizer must be one of"),
-        ("text-convention", [*tr, "data=text", "data.convention=stack"], "data.convention must be one of pack, pad"),
+        ("text-tokenizer", [*txt, "data.tokenizer=llama"], "data.tokenizer must be one of"),
+        ("text-convention", [*txt, "data.convention=stack"], "data.convention must be one of pack, pad"),
         ("tokens-fraction", [*tok, f"data.train={d / 'ok4.npy'}", "data.test_fraction=1"], "data.test_fraction must be < 1"),
         # data
         ("toy-name", [*tr, "data.name=moons"], "moons"),
