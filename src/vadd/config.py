@@ -107,8 +107,8 @@ def schedule_steps(value: float, max_steps: int) -> int:
 
 
 def validate(cfg: dict) -> None:
-    """Check a composed config (or a dict edited in Python): the ``trainer`` and VADD ``algo`` keys against
-    :mod:`vadd.schema`, then the keys outside it and the rules that join several keys."""
+    """Check a composed config (or a dict edited in Python): the ``trainer``, VADD ``algo`` and ``data`` keys
+    against :mod:`vadd.schema` (the data schema chosen by ``data.kind``), then the rules that join several keys."""
     from .schema import DATA_KINDS, schema_for
 
     seed = cfg.get("seed", 0)
