@@ -17,7 +17,7 @@ import torch
 
 from vadd import io
 from vadd.api import load
-from vadd.bench_text import _data, bound_nats, format_tables, paired_differences
+from vadd.bench_text import _data, format_tables, paired_differences, steps_bounds
 
 
 def main() -> None:
@@ -30,18 +30,15 @@ def main() -> None:
     results = io.read_json(out / "results.json")
     bench, seed = results["bench"], int(results["seed"])
     td = _data(results["config"])
-    L, m = td.seq_len, int(bench["bound_steps_rows"])
-    est = str(bench.get("ppl_estimator", "count"))
+    L = td.seq_len
     for algo in ("mdm", "vadd"):
         model = load(out / "runs" / algo).model
-        for T in bench["bound_steps"]:
-            got = bound_nats(model, td.test[:m], bench.get("bound_steps_k", [1]), seed, estimator=est, steps=int(T))
+        for T, got in steps_bounds(model, td.test, bench, seed, out / "bounds", algo).items():
             for k, nats in got.items():
-                want = results["models"][algo]["ppl_steps"][str(T)][str(k)]["nats_per_token"]
+                want = results["models"][algo]["ppl_steps"][T][str(k)]["nats_per_token"]
                 have = float(np.mean(nats / L))
                 if not math.isclose(have, want, rel_tol=1e-6):
                     raise SystemExit(f"{algo} T={T} K={k}: {have:.6f} nats/token, results.json says {want:.6f}")
-                np.save(out / "bounds" / f"{algo}_test-T{T}_K{k}.npy", nats)
                 print(f"{algo} T={T} K={k}: {have:.4f} nats/token (reproduces results.json)")
     results["paired"] = paired_differences(out / "bounds", L)
     io.write_json(out / "results.json", results)

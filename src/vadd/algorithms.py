@@ -166,16 +166,14 @@ class VADD(MaskedDiffusion):
         # training only: lambda * MMD(aggregate posterior, N(0, I)) subtracted from the bound (InfoVAE,
         # Zhao et al. 2019, with the KL kept at weight 1): still a lower bound, since MMD >= 0
         self.mmd_weight = float(mmd_weight)
-        if not 0.0 <= prior_z <= 1.0:
-            raise ConfigError(f"prior_z must be in [0, 1], got {prior_z}")
-        # training only: this fraction of each batch's rows (the first ones; batches are shuffled) takes its z
-        # from the prior instead of the recognition model, with no KL: the ELBO with r = p(z) for those rows,
-        # still a lower bound. It shows the decoder the uninformative z that the fresh-z sampler feeds it.
-        self.prior_z = float(prior_z)
-        if not 0.0 <= prior_z_masked <= 1.0:
-            raise ConfigError(f"prior_z_masked must be in [0, 1], got {prior_z_masked}")
-        # ... counted among the rows at least this fraction masked only (where prior-z predictions are poor)
-        self.prior_z_masked = float(prior_z_masked)
+        for name, v in (("prior_z", prior_z), ("prior_z_masked", prior_z_masked)):
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name} must be in [0, 1], got {v}")
+        # training only: this fraction of the batch's rows at least ``prior_z_masked`` masked (the first such
+        # rows; batches are shuffled) takes its z from the prior instead of the recognition model, with no KL:
+        # the ELBO with r = p(z) for those rows, still a lower bound. It shows the decoder the uninformative z
+        # that the fresh-z sampler feeds it.
+        self.prior_z, self.prior_z_masked = float(prior_z), float(prior_z_masked)
         self.encoder = encoder
         self.latent_dim = int(latent_dim)
         self.eval_chunk_tokens = int(eval_chunk_tokens)  # rows * L per network call of the IW bound

@@ -67,6 +67,20 @@ def bound_nats(model, tokens: torch.Tensor, ks, seed: int, batch: int = 32, draw
     return next(iter(res.values()))
 
 
+def steps_bounds(model, test: torch.Tensor, bench: dict, seed: int, folder: Path, algo: str) -> dict:
+    """The bound of the T-step sampler (the few-step likelihood) on the first ``bench.bound_steps_rows`` rows
+    for each ``T`` in ``bench.bound_steps``: ``{str(T): {K: per-row nats}}``, each array also saved as
+    ``folder/{algo}_test-T{T}_K{K}.npy`` (the "test-T<T>" split of the paired differences)."""
+    m = int(bench.get("bound_steps_rows", 0))
+    out = {}
+    for T in (bench.get("bound_steps") or []) if m else []:
+        out[str(T)] = bound_nats(model, test[:m], bench.get("bound_steps_k", [1]), seed,
+                                 estimator=str(bench.get("ppl_estimator", "count")), steps=int(T))
+        for k, nats in out[str(T)].items():
+            np.save(folder / f"{algo}_test-T{T}_K{k}.npy", nats)
+    return out
+
+
 def add_bound_arguments(ap) -> None:
     """The options of the scripts that score text runs' bounds as the benchmark does (``benchmarks/
     text_prior_z.py``, ``text_pair_bounds.py``): held-out rows, draws per row, seed, threads, output file."""
@@ -115,14 +129,9 @@ def _job(p: dict) -> dict:
         for k, nats in bound_nats(model, other, kz, seed, draws=draws, estimator=est).items():
             np.save(folder / f"{algo}_{corpus}_K{k}.npy", nats)
             res["zero_shot"][corpus] = {str(k): perplexity_summary(nats, L)}
-    m = int(bench.get("bound_steps_rows", 0))  # the bound of the T-step sampler (the few-step likelihood)
-    res["ppl_steps"] = {}
-    if algo != "ar" and m:
-        for T in bench.get("bound_steps") or []:
-            got = bound_nats(model, test[:m], bench.get("bound_steps_k", [1]), seed, estimator=est, steps=int(T))
-            for k, nats in got.items():  # the "test-T<T>" split of the paired differences
-                np.save(folder / f"{algo}_test-T{T}_K{k}.npy", nats)
-            res["ppl_steps"][str(T)] = {str(k): perplexity_summary(v, L) for k, v in got.items()}
+    res["ppl_steps"] = {} if algo == "ar" else {
+        T: {str(k): perplexity_summary(v, L) for k, v in got.items()}
+        for T, got in steps_bounds(model, test, bench, seed, folder, algo).items()}
     res["ppl_wall_s"] = time.time() - t0
     for sampler in ALGORITHMS[algo].samplers:
         res["samples"][sampler] = {}

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError, first_line  # ConfigError re-exported: vadd.config.ConfigError
-from .schema import problems
+from .schema import DATA_KINDS, problems, schema_for
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -109,8 +109,6 @@ def schedule_steps(value: float, max_steps: int) -> int:
 def validate(cfg: dict) -> None:
     """Check a composed config (or a dict edited in Python): the ``trainer``, VADD ``algo`` and ``data`` keys
     against :mod:`vadd.schema` (the data schema chosen by ``data.kind``), then the rules that join several keys."""
-    from .schema import DATA_KINDS, schema_for
-
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"invalid config: seed must be int, got {seed!r}")

@@ -5,11 +5,10 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..schema import DATA_KINDS
 from .images import ImageGrid, image_data
 from .tokens import TokenData, token_data
 from .toy2d import TOYS, Grid2D, PointSource
-
-DATA_KINDS = ("toy2d", "tokens", "images", "text")
 
 
 def toy2d_data(name: str = "checkerboard", bins: int = 64, range=(-4.0, 4.0), tokens: str = "bins",
