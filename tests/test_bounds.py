@@ -5,7 +5,9 @@ enough to enumerate (L = 3, V = 3, d = 1: the prior over z integrated by Gauss-H
   ``-log p_T`` (summed over its reveal paths), equal to it at T = 1; the sampler's empirical law is p_T;
 - the ``continuous`` bound is at or above the exact any-order likelihood of every state;
 - MDM's one-step bound is its product-of-marginals cross-entropy; steps -> continuous as T grows;
-- a perfect VADD of ``x1 = x2`` reports ``>= ln 2`` everywhere, where the old joint integral said ``ln 2 / 2``.
+- a perfect VADD of ``x1 = x2`` reports ``>= ln 2`` everywhere, where the old joint integral said ``ln 2 / 2``;
+- the sampler with one ``z`` per sample (VADD-CS) draws from its own exact ``p_T``, which its ``steps`` bound
+  never undercuts at any ``K``, and its ``continuous`` bound is the ELBO over ``z`` of its any-order limit.
 """
 import itertools
 import math
@@ -60,6 +62,31 @@ def log_joint(model, x0, masked, revealed, t):
     lp = model.log_probs(xt.expand(n, L), torch.full((n,), float(t)), GH_Z.unsqueeze(1)).double()
     ll = lp.gather(-1, x0.expand(n, L).unsqueeze(-1)).squeeze(-1)[:, revealed].sum(-1)
     return float(torch.logsumexp(ll + GH_LOGW, 0))
+
+
+@torch.no_grad()
+def log_joint_given_z(model, x0, masked, revealed, t, z):
+    """``log prod_{i in R} mu^i(xt, z)[x0^i]`` at each of the ``n`` latents ``z`` [n, 1]: ``[n]`` float64."""
+    xt = torch.where(masked, torch.full_like(x0, V), x0)
+    n = len(z)
+    lp = model.log_probs(xt.expand(n, L), torch.full((n,), float(t)), z).double()
+    return lp.gather(-1, x0.expand(n, L).unsqueeze(-1)).squeeze(-1)[:, revealed].sum(-1)
+
+
+def fixed_z_path_terms(model, x0, T):
+    """The fixed-z (VADD-CS) T-step sampler, exactly: ``(log p_T(x0), E_path -log p(x0 | path))``, the
+    second being the K -> inf limit of its ``steps`` bound (one path shared by the z draws)."""
+    times, a = step_probs(model, T)
+    z = GH_Z.unsqueeze(1)
+    path_logp, cond = [], []
+    for path in itertools.product(range(T), repeat=L):
+        s = torch.tensor(path)
+        lpath = sum(math.log(max(a[k + 1] - a[k], 1e-300)) for k in path)
+        per_z = sum(log_joint_given_z(model, x0, s >= k, s == k, float(times[k]), z) for k in sorted(set(path)))
+        log_px_path = float(torch.logsumexp(per_z + GH_LOGW, 0))  # log p(x0 | path) = log E_p(z) prod ...
+        path_logp.append(lpath + log_px_path)
+        cond.append((math.exp(lpath), -log_px_path))
+    return float(torch.logsumexp(torch.tensor(path_logp, dtype=torch.float64), 0)), sum(p * c for p, c in cond)
 
 
 def step_probs(model, T):
@@ -123,10 +150,11 @@ def any_order_terms(model, x0):
     return float(torch.logsumexp(logs, 0) - math.log(len(logs))), float(-logs.mean())
 
 
-def mc(model, x0, reps, ks, spec, seed=0, estimator="count"):
+def mc(model, x0, reps, ks, spec, seed=0, estimator="count", proposal="auto"):
     """Monte-Carlo bound of one state repeated ``reps`` times: ``{K: (mean, stderr)}``."""
     x = x0.expand(reps, L).clone()
-    res = bounds.evaluate(model, x, ks, [spec], seed=seed, batch_size=reps, estimator=estimator)[spec]
+    res = bounds.evaluate(model, x, ks, [spec], seed=seed, batch_size=reps, estimator=estimator,
+                          proposal=proposal)[spec]
     return {k: (float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))) for k, v in res.items()}
 
 
@@ -198,6 +226,79 @@ def test_continuous_bound_is_at_or_above_the_exact_any_order_likelihood():
     _, cont = any_order_terms(model, STATES[4])
     m, se = mc(model, STATES[4], 4000, (1000,), spec, seed=0)[1000]
     assert cont - 4 * se <= m <= cont + 4 * se + 0.01, (m, se, cont)
+
+
+# ---- the sampler with one z per sample (VADD-CS) ---------------------------------------------------
+def test_fixed_z_sampler_draws_from_the_exact_pT_that_its_steps_bound_bounds():
+    model = random_vadd(LogLinear(0.2), seed=3)
+    T, n = 2, 200_000
+    p = torch.tensor([math.exp(fixed_z_path_terms(model, s, T)[0]) for s in STATES], dtype=torch.float64)
+    assert abs(float(p.sum()) - 1.0) < 1e-6
+    p_fresh = torch.tensor([math.exp(exact_log_pT(model, s, T)) for s in STATES], dtype=torch.float64)
+    assert (p - p_fresh).abs().max() > 1e-3  # a different model from the fresh-z sampler's
+    x, _ = sample(model, n, T, "vadd-cs", seed=0)
+    freq = torch.bincount((x * torch.tensor([V * V, V, 1])).sum(1), minlength=V**L).double() / n
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / n).sqrt() + 1e-4).all(), (freq - p).abs().max()
+
+
+@pytest.mark.parametrize("T", [1, 3])
+def test_fixed_z_steps_bound_never_below_exact_pT_and_tight_in_K(T):
+    model = random_vadd(LogLinear(0.1), seed=1)
+    spec = bounds.BoundSpec("steps", T, fixed_z=True)
+    for idx in (0, 13, 22):
+        x0 = STATES[idx]
+        log_p, limit = fixed_z_path_terms(model, x0, T)
+        assert limit >= -log_p - 1e-9                      # Jensen over paths; equal at T = 1 (one path)
+        if T == 1:
+            assert limit == pytest.approx(-log_p, abs=1e-9)
+        for prop in ("auto", "mixture"):  # r(z | x0, all), and its mixture with the prior
+            est = mc(model, x0, 400, (1, 10, 1000), spec, seed=idx, proposal=prop)
+            for k, (m, se) in est.items():
+                assert m >= limit - 4 * se - 1e-6, (prop, k, m, limit, se)
+            assert est[1][0] > est[10][0] > est[1000][0]
+            (m1, _), (m, se) = est[1], est[1000]
+            assert m - limit <= 0.05 * (m1 - limit) + 4 * se, (prop, m, m1, limit, se)  # closes the K = 1 gap
+
+
+def test_fixed_z_continuous_bound_is_the_elbo_over_z_and_above_the_exact_likelihood():
+    """For a t-independent model the fixed-z sampler's continuous-time limit reveals one token at a time in
+    a uniformly random order given one ``z ~ p``: ``p(x) = E_p(z) mean_sigma prod_j mu^{sigma_j}(z)``. Its
+    bound is ``E_r [log r - log p + mean_sigma sum_j -log mu^{sigma_j}(z)]`` with ``r = r(z | x0, all)``,
+    computed here by quadrature on ``r``; the Monte-Carlo bound matches it and is reported at K = 1 only."""
+    model = random_vadd(Linear(), seed=2, time_conditioning=False)
+    spec = bounds.BoundSpec("continuous", fixed_z=True)
+    for idx in (4, 17):
+        x0 = STATES[idx]
+        orders = list(itertools.permutations(range(L)))
+
+        def order_sums(z):  # [n, orders] sum_j log mu^{sigma_j}(z)
+            cols = []
+            for order in orders:
+                masked, lp = torch.ones(L, dtype=torch.bool), 0.0
+                for i in order:
+                    only = torch.zeros(L, dtype=torch.bool)
+                    only[i] = True
+                    lp = lp + log_joint_given_z(model, x0, masked.clone(), only, 0.5, z)
+                    masked[i] = False
+                cols.append(lp)
+            return torch.stack(cols, 1)
+
+        prior = order_sums(GH_Z.unsqueeze(1))
+        log_p = float(torch.logsumexp(torch.logsumexp(prior, 1) - math.log(len(orders)) + GH_LOGW, 0))
+        with torch.no_grad():
+            post = model.posterior(x0[None], torch.ones(1, L, dtype=torch.bool))
+        mu, sd = float(post.mean), float(post.std)
+        zr = (mu + sd * GH_Z).unsqueeze(1)
+        log_ratio = (-0.5 * ((zr[:, 0] - mu) / sd) ** 2 - math.log(sd)) + 0.5 * zr[:, 0] ** 2  # log r - log p
+        elbo = float((GH_LOGW.exp() * (log_ratio.double() - order_sums(zr).mean(1))).sum())
+        assert elbo >= -log_p - 1e-9, (elbo, -log_p)
+        for est in ("count", "time"):
+            res = mc(model, x0, 4000, (1, 30), spec, seed=idx, estimator=est)
+            assert list(res) == [1]
+            m, se = res[1]
+            assert abs(m - elbo) <= 4 * se, (est, m, se, elbo)
+    with pytest.raises(ValueError, match="VADD model"):
+        bounds.evaluate(random_mdm(Linear()), STATES[:2], [1], [spec])
 
 
 def test_every_proposal_gives_a_valid_bound_and_the_prior_suits_one_tokens_marginal():

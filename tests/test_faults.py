@@ -189,6 +189,8 @@ def cases(w: Path):
         ("eval-out-dir", ["eval", V, "--out", str(d)], "is a directory"),
         ("eval-out-under-file", ["eval", V, "--out", str(d / "afile" / "x.json")], "cannot write there"),
         ("eval-latent-gap-mdm", ["eval", M, "--latent-gap"], "needs a VADD model"),
+        ("eval-cs-mdm", ["eval", M, "--sampler", "vadd-cs"], "needs a VADD model"),
+        ("eval-sampler-name", ["eval", V, "--sampler", "mdm"], "invalid choice"),
         ("demo-data", ["demo", "--data", "spirals", "--out", "{R}"], "spirals"),
         ("bench-images-experiment", ["bench-images", "--experiment", "nope", "--out", "{R}"], "no experiment"),
         ("bench-text-experiment", ["bench-text", "--experiment", "nope", "--out", "{R}"], "no experiment"),

@@ -348,6 +348,16 @@ def test_bench_images_quick_end_to_end(tmp_path):
     vb = e["models"]["vadd"]["bpd"]["all"]
     assert set(vb) == {"1", "4"} and all(0 < v["bpd"] < 20 for v in vb.values())
     assert e["models"]["mdm"]["bpd"]["all"]["1"]["n"] == 8
+    # VADD-CS's bounds too (its continuous one an ELBO over z: K = 1), and every VADD bound paired with MDM's
+    assert set(e["models"]["vadd"]["bpd"]["cs"]) == {"1"} and "cs" not in e["models"]["mdm"]["bpd"]
+    assert set(e["models"]["vadd"]["bpd_steps_cs"]["2"]) == {"1", "10"} and "bpd_steps_cs" not in e["models"]["mdm"]
+    assert set(e["paired"]) == {"continuous", "continuous-cs", "T2", "T2-cs"}
+    mdm_b = e["models"]["mdm"]["bpd"]["all"]["1"]["bpd"]
+    for key, got in (("continuous", vb), ("continuous-cs", e["models"]["vadd"]["bpd"]["cs"])):
+        for k, v in got.items():  # same images: the mean of the differences is the difference of the means
+            assert e["paired"][key][k]["bpd"] == pytest.approx(v["bpd"] - mdm_b, abs=1e-9)
+            assert e["paired"][key][k]["n"] == 8
+    assert "VADD-CS (ELBO over z)" in (tmp_path / "out" / "tables.md").read_text()
     for s in ("mdm", "vadd", "vadd-cs"):
         imgs = np.load(tmp_path / "out" / "samples" / "fmnist" / f"{s}_T5.npy")
         assert imgs.shape == (16, 1, 8, 8) and imgs.dtype == np.uint8

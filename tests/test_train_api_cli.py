@@ -329,12 +329,16 @@ def test_cli_train_sample_eval_and_errors(tmp_path):
     for name in ("vadd_T1.npy", "vadd-cs_T3.npy", "vadd_T3_decoded.npy", "sample.json"):
         assert (tmp_path / "s" / name).exists()
     r = _cli("eval", str(run), "-K", "1", "4", "--steps", "1", "3", "--num-t", "2", "--max-examples", "50",
-             "--out", str(tmp_path / "e.json"))
+             "--sampler", "both", "--out", str(tmp_path / "e.json"))
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "e.json").read_text())
     assert res["num_examples"] == 50
-    got = {(b["bound"], b["steps"], b["K"]) for b in res["bounds"]}
-    assert got == {(b, T, k) for b, T in (("continuous", None), ("steps", 1), ("steps", 3)) for k in (1, 4)}
+    got = {(b["bound"], b["steps"], b["fixed_z"], b["K"]) for b in res["bounds"]}
+    want = {(b, T, fz, k) for b, T in (("continuous", None), ("steps", 1), ("steps", 3)) for fz in (False, True)
+            for k in (1, 4)}
+    assert got == want - {("continuous", None, True, 4)}  # VADD-CS's continuous bound is an ELBO: K = 1
+    one = {(b["steps"], b["fixed_z"], b["K"]): b["nats_per_example"] for b in res["bounds"] if b["steps"] == 1}
+    assert one[(1, True, 4)] == pytest.approx(one[(1, False, 4)], rel=0.05)  # T = 1: the same model (own draws)
     for b in res["bounds"]:
         assert b["nats_per_example"] > 0 and b["stderr_nats_per_example"] > 0 and b["num_examples"] == 50
         assert b["bits_per_dim"] == pytest.approx(b["nats_per_token"] / np.log(2))

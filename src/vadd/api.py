@@ -91,7 +91,7 @@ class Pipeline:
 
     def nll_bound(self, tokens, num_samples: int = 1, steps: int | None = None, num_t: int = 1,
                   batch_size: int = 256, seed: int = 0, estimator: str = "count", grid: str = "uniform",
-                  proposal: str = "auto", progress: bool = False) -> np.ndarray:
+                  proposal: str = "auto", fixed_z: bool = False, progress: bool = False) -> np.ndarray:
         """Upper bound on ``-log p(x)`` in nats per example (``vadd.bounds``): ``steps=None`` the
         ``continuous`` bound (fresh ``z`` per step, ``T -> inf``), ``steps=T`` the bound of the ``T``-step
         sampler on ``grid``; importance-weighted with ``K = num_samples`` (VADD), averaged over ``num_t``
@@ -100,21 +100,26 @@ class Pipeline:
         weight at most ``L``: the lower variance) or ``time``; both estimate the same bound. ``proposal``:
         the importance proposal of ``z`` (``auto``: the prior for the continuous bound, the mixture of prior
         and recognition model for the steps bound; or ``mixture``, ``posterior``, ``prior``): every choice
-        is a valid bound. The AR baseline returns its exact NLL."""
+        is a valid bound. ``fixed_z``: the bounds of VADD's sampler with one ``z`` per sample (VADD-CS)
+        instead; its continuous bound is an ELBO over ``z`` (``K = 1`` whatever ``num_samples`` is). The AR
+        baseline returns its exact NLL."""
         from . import bounds
 
         K = max(1, int(num_samples)) if self.model.latent_dim else 1
-        spec = bounds.specs([steps], continuous=False)[0] if steps is not None else bounds.BoundSpec("continuous")
+        spec = bounds.BoundSpec("continuous", fixed_z=fixed_z) if steps is None else \
+            bounds.specs([steps], continuous=False, fixed_z=[fixed_z])[0]
         res = bounds.evaluate(self.model, tokens, [K], [spec], num_t=num_t, seed=seed, batch_size=batch_size,
                               estimator=estimator, grid=grid, proposal=proposal, progress=progress)
-        return next(iter(res.values()))[K]
+        by_k = next(iter(res.values()))
+        return by_k[K] if K in by_k else by_k[1]
 
-    def bounds(self, tokens, ks=(1,), steps=(), continuous: bool = True, **kw) -> list[dict]:
-        """Every requested bound over ``tokens`` as records (``bound``, ``steps``, ``K``, nats per example
-        with its standard error, per token, bits per dim, perplexity): what ``vadd eval`` writes."""
+    def bounds(self, tokens, ks=(1,), steps=(), continuous: bool = True, fixed_z=(False,), **kw) -> list[dict]:
+        """Every requested bound over ``tokens`` as records (``bound``, ``steps``, ``fixed_z``, ``K``, nats per
+        example with its standard error, per token, bits per dim, perplexity): what ``vadd eval`` writes.
+        ``fixed_z``: which samplers of a VADD model (``False``: fresh ``z`` per step; ``True``: VADD-CS)."""
         from . import bounds
 
-        res = bounds.evaluate(self.model, tokens, ks, bounds.specs(steps, continuous), **kw)
+        res = bounds.evaluate(self.model, tokens, ks, bounds.specs(steps, continuous, fixed_z), **kw)
         return bounds.records(res, self.model.seq_len)
 
 

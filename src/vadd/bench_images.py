@@ -68,10 +68,12 @@ def make_features(kind: str):
 
 
 @torch.no_grad()
-def bound_bpd(model, tokens: torch.Tensor, ks, seed: int, steps: int | None = None) -> dict:
+def bound_bpd(model, tokens: torch.Tensor, ks, seed: int, steps: int | None = None, fixed_z: bool = False) -> dict:
     """Per-image bounds in bits per dimension, ``{K: array}``: the ``continuous`` bound, or the bound of the
-    ``steps``-step sampler (``vadd.bounds.evaluate``: every model and K on the same draws, paired)."""
-    spec = bounds.BoundSpec("continuous") if steps is None else bounds.BoundSpec("steps", int(steps))
+    ``steps``-step sampler (``vadd.bounds.evaluate``: every model and K on the same draws, paired); ``fixed_z``:
+    of VADD-CS (its continuous bound is an ELBO over ``z``: K = 1 only)."""
+    spec = bounds.BoundSpec("continuous", fixed_z=fixed_z) if steps is None else \
+        bounds.BoundSpec("steps", int(steps), fixed_z)
     res = bounds.evaluate(model, tokens, ks, [spec], seed=seed, batch_size=50)[spec]
     return {k: (v / model.seq_len / math.log(2)).astype(np.float64) for k, v in res.items()}
 
@@ -109,17 +111,31 @@ def _job(p: dict) -> dict:
                                                     "metrics": rec["train_metrics"], "run_dir": str(run_dir)},
            "bpd": {}, "sample_wall_s": {}, "nfe": {}}
     # likelihood: valid bounds only (MDM has no latent: K = 1); the continuous bound at every K in bpd_k,
-    # K = bpd_k_max on the first images, and the bound of the T-step sampler at the sampling T's
+    # K = bpd_k_max on the first images, and the bound of the T-step sampler at the sampling T's; VADD's for
+    # both of its samplers. The per-image values are saved for the paired differences to MDM (_paired).
     t0 = time.time()
     test = td.test[:int(bench["bpd_images"])]
-    summ = lambda d: {str(k): _summ(v) for k, v in d.items()}  # noqa: E731
-    res["bpd"]["all"] = summ(bound_bpd(model, test, bench["bpd_k"], seed))
+
+    def scored(key, arrays):
+        for k, v in arrays.items():
+            io.write_npy(out / "bounds" / label / f"{algo}_{key}_K{k}.npy", v)
+        return {str(k): _summ(v) for k, v in arrays.items()}
+
+    cs = (False, True) if model.latent_dim else (False,)
+    for fz in cs:
+        res["bpd"]["cs" if fz else "all"] = scored("continuous" + "-cs" * fz,
+                                                  bound_bpd(model, test, [1] if fz else bench["bpd_k"], seed,
+                                                            fixed_z=fz))
     m = int(bench.get("bpd_k_max_images", 0))
     if m:
-        res["bpd"]["subset"] = summ(bound_bpd(model, test[:m], [bench["bpd_k_max"]], seed))
+        res["bpd"]["subset"] = {str(k): _summ(v) for k, v in
+                                bound_bpd(model, test[:m], [bench["bpd_k_max"]], seed).items()}
     m = int(bench.get("bound_steps_images", 0))
-    res["bpd_steps"] = {str(T): summ(bound_bpd(model, test[:m], bench.get("bound_steps_k", [1]), seed, int(T)))
-                        for T in (bench.get("bound_steps") or []) if m}
+    for fz in cs:
+        res["bpd_steps_cs" if fz else "bpd_steps"] = {
+            str(T): scored(f"T{T}" + "-cs" * fz, bound_bpd(model, test[:m], bench.get("bound_steps_k", [1]), seed,
+                                                             int(T), fixed_z=fz))
+            for T in (bench.get("bound_steps") or []) if m}
     res["bpd_wall_s"] = time.time() - t0
     feats = make_features(p["features"]) if int(bench["fid_samples"]) else None
     n = max(int(bench["fid_samples"]), int(bench["grid_samples"]))
@@ -187,7 +203,22 @@ def run_bench(out: str | Path = "runs/images", seed: int = 0, quick: bool = Fals
     run_jobs(jobs, _job, workers, collect, log=log)
     for label, e in results["experiments"].items():
         e["fid"] = _fids(out, label, e) if int(e["bench"]["fid_samples"]) else {}
+        e["paired"] = _paired(out, label)
     return report(out, results, t_start, draw_figures, format_tables, log)
+
+
+def _paired(out: Path, label: str) -> dict:
+    """VADD's and VADD-CS's bounds minus MDM's, image by image on the same draws (bits per dimension):
+    ``{bound: {K: {bpd, stderr, n}}}`` with ``bound`` ``continuous``, ``T<T>`` and their ``-cs`` twins."""
+    folder = out / "bounds" / label
+    mdm = {p.stem.removeprefix("mdm_").rsplit("_K", 1)[0]: np.load(p) for p in folder.glob("mdm_*_K1.npy")}
+    res = {}
+    for p in sorted(folder.glob("vadd_*.npy")):
+        key, k = p.stem.removeprefix("vadd_").rsplit("_K", 1)
+        ref = mdm.get(key.removesuffix("-cs"))
+        if ref is not None:
+            res.setdefault(key, {})[k] = _summ(np.load(p) - ref)
+    return {key: dict(sorted(v.items(), key=lambda kv: int(kv[0]))) for key, v in res.items()}
 
 
 def _fids(out: Path, label: str, e: dict) -> dict:
@@ -211,20 +242,32 @@ def format_tables(results) -> str:
         d = e["data"]
         lines.append(f"### {label}: {d['name']} (test bound, bits per dimension; lower is better)\n")
         mdm_all = next(iter(models["mdm"]["bpd"]["all"].values()))
-        lines.append("| model | K | BPD bound | ± s.e. | test images |")
-        lines.append("|---|---|---|---|---|")
-        lines.append(f"| MDM | - | {mdm_all['bpd']:.4f} | {mdm_all['stderr']:.4f} | {mdm_all['n']} |")
+        paired = e.get("paired", {})
+
+        def diff(key, k):  # "+0.0123 ± 0.0004", VADD minus MDM on the same images and draws
+            d = paired.get(key, {}).get(str(k))
+            return f"{d['bpd']:+.4f} ± {d['stderr']:.4f}" if d else "-"
+
+        lines.append("| model | K | BPD bound | ± s.e. | minus MDM (paired) | test images |")
+        lines.append("|---|---|---|---|---|---|")
+        lines.append(f"| MDM | - | {mdm_all['bpd']:.4f} | {mdm_all['stderr']:.4f} | - | {mdm_all['n']} |")
         for k, v in models["vadd"]["bpd"]["all"].items():
-            lines.append(f"| VADD | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | {v['n']} |")
+            lines.append(f"| VADD | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | {diff('continuous', k)} | {v['n']} |")
+        for k, v in models["vadd"]["bpd"].get("cs", {}).items():
+            lines.append(f"| VADD-CS (ELBO over z) | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | "
+                         f"{diff('continuous-cs', k)} | {v['n']} |")
         if "subset" in models["vadd"]["bpd"]:
             ms = next(iter(models["mdm"]["bpd"]["subset"].values()))
-            lines.append(f"| MDM (first {ms['n']}) | - | {ms['bpd']:.4f} | {ms['stderr']:.4f} | {ms['n']} |")
+            lines.append(f"| MDM (first {ms['n']}) | - | {ms['bpd']:.4f} | {ms['stderr']:.4f} | - | {ms['n']} |")
             for k, v in models["vadd"]["bpd"]["subset"].items():
-                lines.append(f"| VADD (first {v['n']}) | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | {v['n']} |")
-        best = min(v["bpd"] for v in models["vadd"]["bpd"]["all"].values())
-        rel = 100 * (best / mdm_all["bpd"] - 1)
-        lines.append(f"\nVADD's bound (best K) is {abs(rel):.1f}% {'below' if rel < 0 else 'above'} MDM's "
-                     "(continuous-time bounds: the samplers as T -> inf; lower is better).\n")
+                lines.append(f"| VADD (first {v['n']}) | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | - | {v['n']} |")
+        lines.append("")
+        for name, key in (("VADD", "all"), ("VADD-CS", "cs")):
+            if models["vadd"]["bpd"].get(key):
+                best = min(v["bpd"] for v in models["vadd"]["bpd"][key].values())
+                rel = 100 * (best / mdm_all["bpd"] - 1)
+                lines.append(f"{name}'s bound (best K) is {abs(rel):.1f}% {'below' if rel < 0 else 'above'} MDM's.")
+        lines.append("(Continuous-time bounds: each sampler as T -> inf; lower is better.)\n")
         if models["vadd"].get("bpd_steps"):
             steps_t = list(models["vadd"]["bpd_steps"])
             n = next(iter(next(iter(models["vadd"]["bpd_steps"].values())).values()))["n"]
@@ -232,11 +275,18 @@ def format_tables(results) -> str:
                          "lower is better)\n")
             lines.append("| model | K | " + " | ".join(f"T={T}" for T in steps_t) + " |")
             lines.append("|---|---|" + "---|" * len(steps_t))
-            for algo in ("mdm", "vadd"):
-                rows = models[algo].get("bpd_steps", {})
+            for algo, key in (("mdm", "bpd_steps"), ("vadd", "bpd_steps"), ("vadd-cs", "bpd_steps_cs")):
+                rows = models["mdm" if algo == "mdm" else "vadd"].get(key, {})
                 for k in next(iter(rows.values()), {}):
-                    lines.append(f"| {LABELS[algo]} | {k if algo == 'vadd' else '-'} | " + " | ".join(
+                    lines.append(f"| {LABELS[algo]} | {k if algo != 'mdm' else '-'} | " + " | ".join(
                         f"{rows[T][k]['bpd']:.4f} ± {rows[T][k]['stderr']:.4f}" for T in steps_t) + " |")
+            if any(f"T{T}" in paired for T in steps_t):
+                lines.append("\nMinus MDM's, paired (the same images and reveal paths):\n")
+                lines.append("| model | K | " + " | ".join(f"T={T}" for T in steps_t) + " |")
+                lines.append("|---|---|" + "---|" * len(steps_t))
+                for name, sfx in (("VADD", ""), ("VADD-CS", "-cs")):
+                    for k in paired.get(f"T{steps_t[0]}{sfx}", {}):
+                        lines.append(f"| {name} | {k} | " + " | ".join(diff(f"T{T}{sfx}", k) for T in steps_t) + " |")
             lines.append("")
         if e.get("fid"):
             steps = b["steps"]
@@ -248,8 +298,10 @@ def format_tables(results) -> str:
             lines.append("|---|" + "---|" * len(steps))
             for sampler, row in e["fid"].items():
                 lines.append(f"| {LABELS[sampler]} | " + " | ".join(f"{row[str(T)]:.1f}" for T in steps) + " |")
-            lines.append("| VADD / MDM | " + " | ".join(
-                f"{e['fid']['vadd'][str(T)] / e['fid']['mdm'][str(T)]:.2f}" for T in steps) + " |\n")
+            for sampler in ("vadd", "vadd-cs"):
+                lines.append(f"| {LABELS[sampler]} / MDM | " + " | ".join(
+                    f"{e['fid'][sampler][str(T)] / e['fid']['mdm'][str(T)]:.2f}" for T in steps) + " |")
+            lines.append("")
     return "\n".join(lines)
 
 

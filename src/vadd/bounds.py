@@ -14,9 +14,19 @@ Each bound is an upper bound on ``-log p(x0)`` (nats per example) of a model a u
   joint over ``R_k`` is importance-weighted with ``K`` draws per step. At ``T = 1`` it is the IWAE bound
   of the one-step model.
 
+- the same two for the sampler with one ``z`` per sample (VADD-CS, ``fixed_z``): it draws ``z ~ p(z)`` once and
+  runs MDM's sampler given ``z``, so its model is ``p(x0) = E_{p(z)} p(x0 | z)`` with ``z`` a latent of the
+  whole sample. The ``steps`` bound importance-weights the whole path's joint, ``-log (1/K) sum_k p(z_k)
+  prod_steps p(x0^{R_k} | x_{t_k}, z_k) / q(z_k)``, one reveal path shared by the ``K`` draws (Jensen over
+  the path): valid at every ``K``. The ``continuous`` bound is the ELBO with ``z`` as latent,
+  ``E_q [log q(z) - log p(z) + L(x0 | z)]``, ``L(x0 | z)`` MDM's continuous bound given ``z`` from one
+  ``(t, mask)`` draw: ``K = 1`` only, since a log-mean-exp over ``z`` of one-draw estimates of ``L`` is not
+  a bound.
+
 The proposal ``q`` (:data:`PROPOSALS`): ``auto`` (default) takes the prior for the ``continuous`` bound
 (one token's marginal at a time) and the even mixture of prior and recognition model ``r(z | x0, M)`` for
-the ``steps`` bound (few steps reveal many tokens at once, where ``r`` fits; many steps, one or two).
+the ``steps`` bound (few steps reveal many tokens at once, where ``r`` fits; many steps, one or two); with a
+fixed ``z``, which explains every token of the sample, the recognition model at full masking ``r(z | x0, all)``.
 
 The training objective (the DELBO, ``VADD.bound_term``) integrates the bound on the *joint* of all
 masked tokens over ``t``; that is not a bound on any model's likelihood and is never reported as one.
@@ -57,23 +67,18 @@ def _token_loglik(model, x0, xt, t, z=None) -> torch.Tensor:
 PROPOSALS = ("auto", "mixture", "posterior", "prior")
 
 
-def _latent_chunks(model, x0, xt, masked, t, kmax: int, z_gen, proposal: str = "mixture"):
-    """Yield ``(tok [k, B, L], log_ratio [k, B])`` for chunks of ``kmax`` draws ``z ~ q``: the per-token
-    log-likelihoods and ``log p(z) - log q(z)``.
+def _z_draws(model, post, B: int, kmax: int, z_gen, proposal: str, device):
+    """Yield ``(z [k, B, d], log_ratio [k, B])`` for chunks of ``kmax`` draws ``z ~ q`` and their
+    ``log p(z) - log q(z)``, ``k`` at most :func:`_chunk` rows per network call.
 
-    ``q`` is the importance proposal: ``posterior`` (the recognition model ``r(z | x0, masked)``), ``prior``
-    (``N(0, I)``) or ``mixture`` (default: each draw from either with probability 1/2, ``q = (p + r) / 2``).
-    Every choice gives a valid bound at every ``K``; they differ in how fast it tightens. ``r`` sees all of
-    ``x0``: it is the right proposal for the joint of many tokens and far too narrow for one token's
-    marginal, where each draw would pay the whole KL; the prior is the reverse. The mixture's weights
-    ``p / q <= 2`` keep both cases within a factor 2 in ``K`` of the better proposal."""
+    ``q`` is the importance proposal: ``posterior`` (the recognition model ``post``), ``prior``
+    (``N(0, I)``) or ``mixture`` (each draw from either with probability 1/2, ``q = (p + r) / 2``).
+    Draw ``j`` is the same whatever ``K`` and the chunking are."""
     if proposal not in PROPOSALS[1:]:
         raise ConfigError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
-    post = None if proposal == "prior" else model.posterior(x0, masked)  # the prior needs no encoder call
-    B, L = x0.shape
-    per_chunk = max(1, min(kmax, int(getattr(model, "eval_chunk_tokens", CHUNK_TOKENS)) // max(B * L, 1)))
+    per_chunk = _chunk(model, B, kmax)
     shape = (B, model.latent_dim) if post is None else post.mean.shape
-    kw = dict(generator=z_gen, device=x0.device, dtype=torch.get_default_dtype() if post is None else post.mean.dtype)
+    kw = dict(generator=z_gen, device=device, dtype=torch.get_default_dtype() if post is None else post.mean.dtype)
     done = 0
     while done < kmax:
         k = min(per_chunk, kmax - done)
@@ -96,9 +101,32 @@ def _latent_chunks(model, x0, xt, masked, t, kmax: int, z_gen, proposal: str = "
         else:
             log_r = post.log_prob(z).double()
             log_ratio = log_p - (log_r if proposal == "posterior" else torch.logaddexp(log_p, log_r) - math.log(2.0))
+        yield z, log_ratio
+        done += k
+
+
+def _chunk(model, B: int, kmax: int) -> int:
+    """Draws of ``z`` per network call: ``k * B * L`` tokens at most ``eval_chunk_tokens``."""
+    return max(1, min(kmax, int(getattr(model, "eval_chunk_tokens", CHUNK_TOKENS)) // max(B * model.seq_len, 1)))
+
+
+def _latent_chunks(model, x0, xt, masked, t, kmax: int, z_gen, proposal: str = "mixture"):
+    """Yield ``(tok [k, B, L], log_ratio [k, B])`` for chunks of ``kmax`` draws ``z ~ q`` (:func:`_z_draws`,
+    with ``r(z | x0, masked)`` as the recognition model): the per-token log-likelihoods and
+    ``log p(z) - log q(z)``.
+
+    Every proposal gives a valid bound at every ``K``; they differ in how fast it tightens. ``r`` sees all of
+    ``x0``: it is the right proposal for the joint of many tokens and far too narrow for one token's
+    marginal, where each draw would pay the whole KL; the prior is the reverse. The mixture's weights
+    ``p / q <= 2`` keep both cases within a factor 2 in ``K`` of the better proposal."""
+    if proposal not in PROPOSALS[1:]:
+        raise ConfigError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
+    post = None if proposal == "prior" else model.posterior(x0, masked)  # the prior needs no encoder call
+    B, L = x0.shape
+    for z, log_ratio in _z_draws(model, post, B, kmax, z_gen, proposal, x0.device):
+        k = z.shape[0]
         tok = _token_loglik(model, x0.repeat(k, 1), xt.repeat(k, 1), t.repeat(k), z.reshape(k * B, -1))
         yield tok.view(k, B, L), log_ratio
-        done += k
 
 
 def _nested_logmeanexp(chunks, ks, reduce) -> dict:
@@ -118,13 +146,15 @@ def _nested_logmeanexp(chunks, ks, reduce) -> dict:
 # ---- one batch -----------------------------------------------------------------------------------
 @torch.no_grad()
 def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: str = "count",
-               proposal: str = "auto") -> dict:
+               proposal: str = "auto", fixed_z: bool = False) -> dict:
     """One Monte-Carlo draw of the ``continuous`` bound per example: ``{K: nats [B] float64}``.
 
     ``generator`` draws ``(t, mask)`` (the same for every ``K`` and every model: paired), ``z_generator``
     the importance-sampling draws. ``estimator``: ``count`` (masked-count rewrite, weight at most ``L``)
     or ``time`` (antithetic times, weight ``~ 1/t``); both estimate the same bound. ``proposal``: where the
-    ``z`` draws come from (``auto``: the prior, which suits one token's marginal).
+    ``z`` draws come from (``auto``: the prior, which suits one token's marginal). ``fixed_z``: the bound
+    of the fixed-``z`` sampler (VADD-CS) instead, ``{1: nats [B]}`` whatever ``ks`` is (``auto``: ``r(z | x0,
+    all masked)``).
     """
     if estimator not in process.DRAWS:
         raise ConfigError(f"unknown bound estimator {estimator!r}; choose one of {tuple(process.DRAWS)}")
@@ -135,6 +165,11 @@ def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: 
     if not model.latent_dim:
         ll = torch.where(masked, _token_loglik(model, x0, xt, t), 0.0).sum(-1)
         return {k: -(weight.double() * ll) for k in ks}
+    if fixed_z:  # the ELBO with z as the sample's latent: one draw, K = 1
+        post, proposal = _fixed_z_proposal(model, x0, proposal)
+        z, log_ratio = next(_z_draws(model, post, B, 1, z_generator, proposal, x0.device))
+        ll = torch.where(masked, _token_loglik(model, x0, xt, t, z[0]), 0.0).sum(-1)
+        return {1: -(weight.double() * ll + log_ratio[0])}
 
     def per_token(tok, ratio):
         return tok + ratio.unsqueeze(-1)  # [k, B, L]: each token's own importance weights
@@ -148,7 +183,7 @@ def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: 
 
 @torch.no_grad()
 def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: str = "uniform",
-          proposal: str = "auto") -> dict:
+          proposal: str = "auto", fixed_z: bool = False) -> dict:
     """One reveal path per example of the ``T``-step sampler's bound: ``{K: nats [B] float64}``.
 
     The path is drawn as the sampler draws it (:func:`vadd.sampling.reveal_steps` from one uniform per
@@ -156,13 +191,16 @@ def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: st
     Each example's reveal events are evaluated in rounds, at most ``min(T, L)`` network calls, with the
     step's own ``t``; VADD's joint over the revealed tokens is importance-weighted with ``z`` from the
     proposal (``auto``: the even mixture of the prior and ``r(z | x0, M_k)``, ``M_k`` the tokens still masked
-    before the step).
+    before the step). ``fixed_z``: the bound of the fixed-``z`` sampler (VADD-CS) on the same path, the
+    joint of the whole path importance-weighted with ``K`` draws of ``z`` (``auto``: ``r(z | x0, all masked)``).
     """
     B, L = x0.shape
-    proposal = "mixture" if proposal == "auto" else proposal  # one token or many per step: both
     times = time_grid(T, grid, device=x0.device)
     u = torch.rand(B, L, generator=generator, device=x0.device, dtype=torch.float64)
     when = reveal_steps(model.schedule, times, u)  # [B, L] the step that reveals each position
+    if fixed_z and model.latent_dim:
+        return _steps_fixed_z(model, x0, when, times, ks, z_generator, proposal)
+    proposal = "mixture" if proposal == "auto" else proposal  # one token or many per step: both
     total = {k: torch.zeros(B, dtype=torch.float64, device=x0.device) for k in ks}
     pending = torch.ones(B, L, dtype=torch.bool, device=x0.device)
     never = torch.full_like(when, int(T))
@@ -191,6 +229,45 @@ def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: st
                 total[k][rows] += lme[k]
         pending[rows] &= ~revealed
     return {k: -v for k, v in total.items()}
+
+
+def _fixed_z_proposal(model, x0, proposal: str):
+    """``(recognition model or None, proposal)`` of the fixed-``z`` bounds: ``z`` explains the whole sample,
+    so ``auto`` is the recognition model with every position masked, ``r(z | x0, all)``."""
+    proposal = "posterior" if proposal == "auto" else proposal
+    if proposal not in PROPOSALS[1:]:
+        raise ConfigError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
+    post = None if proposal == "prior" else model.posterior(x0, torch.ones_like(x0, dtype=torch.bool))
+    return post, proposal
+
+
+def _steps_fixed_z(model, x0, when, times, ks, z_generator, proposal: str) -> dict:
+    """The fixed-``z`` ``steps`` bound on the reveal path ``when`` [B, L]: ``{K: nats [B]}``."""
+    B, L = x0.shape
+    T = len(times) - 1
+    post, proposal = _fixed_z_proposal(model, x0, proposal)
+    never = torch.full_like(when, int(T))
+
+    def path_joints():  # [k, B] log p(z) - log q(z) + log p(x0 | path, z) for each chunk of draws
+        for z, log_w in _z_draws(model, post, B, max(ks), z_generator, proposal, x0.device):
+            k, log_w = z.shape[0], log_w.clone()
+            pending = torch.ones(B, L, dtype=torch.bool, device=x0.device)
+            while pending.any():
+                nxt = torch.where(pending, when, never).amin(dim=1)
+                rows = (nxt < T).nonzero().squeeze(1)
+                k_rows = nxt[rows].unsqueeze(1)
+                masked, revealed = when[rows] >= k_rows, when[rows] == k_rows
+                x, t = x0[rows], times[nxt[rows]].float()
+                xt = process.apply_mask(x, masked, model.mask_id)
+                n = len(rows)
+                tok = _token_loglik(model, x.repeat(k, 1), xt.repeat(k, 1), t.repeat(k),
+                                    z[:, rows].reshape(k * n, -1)).view(k, n, L)
+                log_w[:, rows] += torch.where(revealed, tok, 0.0).sum(-1)
+                pending[rows] &= ~revealed
+            yield log_w, None
+
+    lme = _nested_logmeanexp(path_joints(), ks, lambda log_w, _: log_w)
+    return {k: -v for k, v in lme.items()}
 
 
 @torch.no_grad()
@@ -240,22 +317,27 @@ def latent_gap(model, tokens, fractions=(0.25, 0.5, 0.75, 1.0), K: int = 100, se
 # ---- a data set ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BoundSpec:
-    """Which bound: ``continuous`` (``steps`` None), ``steps`` with ``steps = T``, or ``exact`` (AR)."""
+    """Which bound: ``continuous`` (``steps`` None), ``steps`` with ``steps = T``, or ``exact`` (AR);
+    ``fixed_z``: of VADD's sampler with one ``z`` per sample (VADD-CS) rather than a fresh one per step."""
 
     bound: str
     steps: int | None = None
+    fixed_z: bool = False
 
     @property
     def label(self) -> str:
-        return f"T={self.steps}" if self.bound == "steps" else self.bound
+        base = f"T={self.steps}" if self.bound == "steps" else self.bound
+        return base + (" fixed z" if self.fixed_z else "")
 
 
-def specs(steps=(), continuous: bool = True) -> list[BoundSpec]:
-    """``[continuous] + [steps T for T in steps]``, validated."""
-    out = [BoundSpec("continuous")] if continuous else []
-    for T in steps:
-        time_grid(T)  # a clear error for T < 1 or a non-integer
-        out.append(BoundSpec("steps", int(T)))
+def specs(steps=(), continuous: bool = True, fixed_z=(False,)) -> list[BoundSpec]:
+    """``[continuous] + [steps T for T in steps]`` for each choice in ``fixed_z``, validated."""
+    out = []
+    for fz in dict.fromkeys(bool(f) for f in fixed_z):
+        out += [BoundSpec("continuous", fixed_z=fz)] if continuous else []
+        for T in dict.fromkeys(steps):  # each once: a repeated spec would score its examples twice
+            time_grid(T)  # a clear error for T < 1 or a non-integer
+            out.append(BoundSpec("steps", int(T), fz))
     if not out:
         raise ConfigError("no bound requested: give the continuous bound or at least one number of steps")
     return out
@@ -285,7 +367,8 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
     ``(t, mask)`` / reveal path from ``rng.generator(seed, "bound-path", b, r)`` and its ``z`` from
     ``rng.generator(seed, "bound-z", b, r)``: every ``K``, every bound and every model with the same
     ``seed`` and ``batch_size`` is scored on the same draws (paired differences), and reruns are identical.
-    MDM reports ``K = 1`` only (it has no latent); the AR baseline its exact NLL once (``exact``).
+    MDM reports ``K = 1`` only (it has no latent), as does VADD-CS's ``continuous`` bound (an ELBO); the AR
+    baseline its exact NLL once (``exact``).
     """
     ks = check_request(ks, num_t)
     if proposal not in PROPOSALS:
@@ -299,9 +382,12 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
         return {BoundSpec("exact"): {1: nats}}
     if not model.latent_dim:
         ks = [1]
+        if any(s.fixed_z for s in bound_specs):
+            raise ConfigError("the fixed-z (VADD-CS) bounds need a VADD model; this model has no latent")
     batch_size = max(1, min(int(batch_size), CHUNK_TOKENS // model.seq_len))
     batches = torch.split(x, batch_size)
-    out = {s: {k: [] for k in ks} for s in bound_specs}
+    spec_ks = {s: [1] if s.fixed_z and s.bound == "continuous" else ks for s in bound_specs}  # an ELBO: K = 1
+    out = {s: {k: [] for k in spec_ks[s]} for s in bound_specs}
     it = range(len(batches))
     if progress:
         from tqdm.auto import tqdm
@@ -310,17 +396,17 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
         for b in it:
             x0 = batches[b].to(device)
             for s in bound_specs:
-                acc = {k: torch.zeros(len(x0), dtype=torch.float64, device=device) for k in ks}
+                acc = {k: torch.zeros(len(x0), dtype=torch.float64, device=device) for k in spec_ks[s]}
                 for r in range(int(num_t)):
                     g = rng.generator(seed, "bound-path", b, r, device=device)
                     zg = rng.generator(seed, "bound-z", b, r, device=device)
                     if s.bound == "continuous":
-                        draw = continuous(model, x0, ks, g, zg, estimator, proposal)
+                        draw = continuous(model, x0, ks, g, zg, estimator, proposal, s.fixed_z)
                     else:
-                        draw = steps(model, x0, s.steps, ks, g, zg, grid, proposal)
-                    for k in ks:
+                        draw = steps(model, x0, s.steps, ks, g, zg, grid, proposal, s.fixed_z)
+                    for k in spec_ks[s]:
                         acc[k] += draw[k]
-                for k in ks:
+                for k in spec_ks[s]:
                     out[s][k].append((acc[k] / int(num_t)).cpu())
     return {s: {k: torch.cat(v).numpy() for k, v in d.items()} for s, d in out.items()}
 
@@ -345,7 +431,7 @@ def records(results: dict, seq_len: int, reference: np.ndarray | None = None) ->
     out = []
     for s, d in results.items():
         for k, v in d.items():
-            rec = {"bound": s.bound, "steps": s.steps, "K": int(k), **summary(v, seq_len)}
+            rec = {"bound": s.bound, "steps": s.steps, "fixed_z": s.fixed_z, "K": int(k), **summary(v, seq_len)}
             if reference is not None:
                 diff = v - np.asarray(reference, dtype=np.float64)
                 rec["minus_data_nll"] = float(diff.mean())
