@@ -111,6 +111,8 @@ def cases(w: Path):
         ("latent-dim", [*tr, "algo.latent_dim=0"], "latent_dim"),
         ("kl-warmup", [*tr, "algo.kl_warmup=-1"], "kl_warmup"),
         ("iw-k", [*tr, "algo.iw_k=0"], "iw_k"),
+        ("objective", [*tr, "algo.objective=elbo"], "objective"),
+        ("objective-iw", [*tr, "algo.objective=fixed_z", "algo.iw_k=4", "algo.iw_from=0.9"], "objective=fixed_z"),
         ("schedule", [*tr, "model.schedule.name=sqrt"], "unknown schedule"),
         ("estimator", [*tr, "model.estimator=exact"], "unknown ELBO estimator"),
         ("backbone", [*tr, "model.denoiser.name=resnet9000"], "unknown denoiser"),

@@ -20,6 +20,7 @@ from .latent import DiagGaussian, mmd_to_standard_normal, standard_normal_log_pr
 from .schedules import Schedule
 
 ESTIMATORS = tuple(process.DRAWS)
+OBJECTIVES = ("delbo", "fixed_z")  # VADD's training objectives (VADD.__init__)
 
 
 class MaskedDiffusion(nn.Module):
@@ -109,6 +110,9 @@ class MaskedDiffusion(nn.Module):
         t, xt, masked, weight, eps = self._draw(x0, generator, shard=shard, num_samples=num_samples)
         term, stats = self.bound_term(x0, xt, masked, t, kl_weight=kl_weight, num_samples=num_samples, eps=eps)
         per_example = objectives.elbo_integrand(weight, term)
+        unweighted = stats.pop("unweighted", None)  # a per-example term counted once, not weighted by w(t)
+        if unweighted is not None:
+            per_example = per_example + unweighted
         loss = -per_example.mean() / self.seq_len
         penalty = stats.pop("penalty", None)  # a batch-level regulariser (nats per example), training only
         if penalty is not None:
@@ -156,7 +160,7 @@ class VADD(MaskedDiffusion):
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
                  seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
                  free_bits: float = 0.0, mask_gate: bool = False, mmd_weight: float = 0.0, prior_z: float = 0.0,
-                 prior_z_masked: float = 0.0):
+                 prior_z_masked: float = 0.0, objective: str = "delbo"):
         super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
         if free_bits < 0:
             raise ConfigError(f"free_bits must be >= 0, got {free_bits}")
@@ -174,6 +178,12 @@ class VADD(MaskedDiffusion):
         # the ELBO with r = p(z) for those rows, still a lower bound. It shows the decoder the uninformative z
         # that the fresh-z sampler feeds it.
         self.prior_z, self.prior_z_masked = float(prior_z), float(prior_z_masked)
+        # training only: "delbo" (the paper's) or "fixed_z", the ELBO of the sampler with one z per sample
+        # (VADD-CS): z from r(z | x0, all masked) at every t and its KL paid once per example, not weighted by
+        # w(t) with the reconstruction: the objective is then the bound vadd.bounds reports for that sampler
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"unknown VADD objective {objective!r}; choose one of {OBJECTIVES}")
+        self.objective = objective
         self.encoder = encoder
         self.latent_dim = int(latent_dim)
         self.eval_chunk_tokens = int(eval_chunk_tokens)  # rows * L per network call of the IW bound
@@ -202,7 +212,8 @@ class VADD(MaskedDiffusion):
         return DiagGaussian(mean * gate, logvar.clamp(-12.0, 8.0) * gate)
 
     def bound_term(self, x0, xt, masked, t, kl_weight: float = 1.0, num_samples: int = 0, eps=None):
-        post = self.posterior(x0, masked)
+        fixed_z = self.objective == "fixed_z" and num_samples <= 0
+        post = self.posterior(x0, torch.ones_like(masked) if fixed_z else masked)
         if num_samples <= 0:  # training: one reparameterised draw, analytic KL
             z = post.rsample(eps)
             kl = post.kl_standard()
@@ -218,6 +229,9 @@ class VADD(MaskedDiffusion):
             if self.mmd_weight and self.training:
                 mmd = mmd_to_standard_normal(z)
                 stats["mmd"], stats["penalty"] = mmd, self.mmd_weight * mmd
+            if fixed_z:  # the KL once per example, outside the w(t)-weighted integrand (MaskedDiffusion.loss)
+                stats["unweighted"] = -kl_weight * kl_train
+                return recon, stats
             return objectives.delbo_term(recon, kl_train, kl_weight), stats
         # the importance-weighted joint of the masked tokens with K = num_samples, streamed in chunks of z
         # draws (``eps``: the [K, B, d] draws, else fresh ones): IWAE training. Like the DELBO, its integral

@@ -443,10 +443,13 @@ def records(results: dict, seq_len: int, reference: np.ndarray | None = None) ->
 @torch.no_grad()
 def heldout_bound(model, x0: torch.Tensor, seed: int = 0, batch: int = 64) -> float:
     """Mean ``continuous`` bound on ``-log p(x0)`` in nats per row (``K = 1``, one masked-count draw per
-    row; AR: exact NLL) of the given held-out rows, for the validation curve (``trainer.val_every``).
+    row; AR: exact NLL; VADD trained with ``objective=fixed_z``: VADD-CS's) of the given held-out rows, for
+    the validation curve (``trainer.val_every``).
 
     ``vadd.bounds.evaluate`` draws from generators seeded by ``seed`` alone, so every call scores the
     same draws (a curve that moves only because the model does) and training's random stream is untouched.
     """
-    res = evaluate(model, x0, [1], [BoundSpec("continuous")], seed=seed, batch_size=batch)
+    # a model trained for the one-z-per-sample sampler is tracked by that sampler's bound
+    spec = BoundSpec("continuous", fixed_z=getattr(model, "objective", "delbo") == "fixed_z")
+    res = evaluate(model, x0, [1], [spec], seed=seed, batch_size=batch)
     return float(next(iter(res.values()))[1].mean())

@@ -44,6 +44,7 @@ def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int,
         spec["mmd_weight"] = float(algo_cfg.get("mmd_weight", 0.0))
         spec["prior_z"] = float(algo_cfg.get("prior_z", 0.0))
         spec["prior_z_masked"] = float(algo_cfg.get("prior_z_masked", 0.0))
+        spec["objective"] = str(algo_cfg.get("objective", "delbo"))
     for part in ("denoiser", "encoder"):
         if part in spec and spec[part].get("name") in IMAGE_BACKBONES:
             info = data_info or {}
@@ -79,6 +80,7 @@ def build_model(spec: dict) -> MaskedDiffusion:
         model = VADD(denoiser, encoder, schedule, V, L, d, estimator=spec.get("estimator", "time"),
                      free_bits=float(spec.get("free_bits", 0.0)), mask_gate=bool(spec.get("mask_gate", False)),
                      mmd_weight=float(spec.get("mmd_weight", 0.0)), prior_z=float(spec.get("prior_z", 0.0)),
-                     prior_z_masked=float(spec.get("prior_z_masked", 0.0)))
+                     prior_z_masked=float(spec.get("prior_z_masked", 0.0)),
+                     objective=str(spec.get("objective", "delbo")))
     model.spec = spec
     return model

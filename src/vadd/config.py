@@ -122,6 +122,10 @@ def validate(cfg: dict) -> None:
         if bad:
             raise ConfigError(f"invalid config: {bad[0]}")
     algo = cfg.get("algo", {})
+    if algo.get("name") == "vadd" and int(algo.get("iw_k") or 1) > 1 and algo.get("objective") == "fixed_z":
+        raise ConfigError(f"invalid config: algo.iw_k={algo['iw_k']} with algo.objective=fixed_z: the importance-"
+                          "weighted phase bounds one t's masked tokens given z; the fixed-z objective's z explains "
+                          "the whole sample (use iw_k=1)")
     if algo.get("name") == "vadd" and int(algo.get("iw_k") or 1) > 1:
         # the importance-weighted phase trains the bound itself (the KL weight does not enter it): it starts
         # once the warm-up has reached its final weight, which may be below 1 (a beta-VAE phase that grows the

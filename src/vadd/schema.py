@@ -69,6 +69,7 @@ class VaddSchema:
     mask_gate: bool = _key()
     prior_z: float = _key(0, 1)
     prior_z_masked: float = _key(0, 1)
+    objective: str = _key(choices=("delbo", "fixed_z"))
 
 
 @dataclass
