@@ -1,20 +1,23 @@
 """FID of a saved image model's samplers against a benchmark run's reference features, as ``vadd bench-images``
 computes it (the same sample count, batch, Inception network and reference), for models trained outside the
-benchmark or for another sampling seed (the sampling part of FID's seed noise).
+benchmark or for another sampling seed (the sampling part of FID's seed noise). Where the reference file is
+missing, ``--experiment`` computes it as the benchmark does (the same training images for the same seed).
 
     .venv/bin/python dev/probes/fid_probe.py MODEL_DIR --reference RUN/features/fmnist/reference.npy \
-        --samplers vadd-cs --steps 5 10 20 50 100 --seed 0 --out fid.json
+        [--experiment images_fmnist] --samplers vadd-cs --steps 5 10 20 50 100 --seed 0 --out fid.json
 """
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from vadd.api import load
-from vadd.bench_images import make_features
+from vadd.bench_images import _job, make_features
+from vadd.config import compose
 from vadd.data.images import ImageGrid
 from vadd.io import write_json
 from vadd.metrics.fid import feature_stats, frechet_distance
@@ -25,6 +28,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")
     ap.add_argument("--reference", required=True)
+    ap.add_argument("--experiment", default=None, help="compute a missing reference as bench-images does")
+    ap.add_argument("--reference-seed", type=int, default=0, help="the benchmark's seed (its reference images)")
     ap.add_argument("--samplers", nargs="+", default=None)
     ap.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50, 100])
     ap.add_argument("--samples", type=int, default=500)
@@ -37,6 +42,16 @@ def main() -> None:
     pipe = load(args.model)
     model = pipe.model.eval()
     grid = ImageGrid.from_info(pipe.config["data"])  # the data info saved with the model
+    ref_path = Path(args.reference)
+    if not ref_path.exists():
+        if args.experiment is None:
+            raise SystemExit(f"{ref_path} is missing: give --experiment to compute it")
+        cfg = compose([f"experiment={args.experiment}", f"seed={args.reference_seed}"])
+        tmp = ref_path.parent / "_fid_probe"
+        _job({"kind": "reference", "threads": args.threads, "out": str(tmp), "seed": args.reference_seed,
+              "cfg": cfg, "algo": None, "label": "ref", "features": "inception"})
+        ref_path.parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "features" / "ref" / "reference.npy").replace(ref_path)
     ref = feature_stats(np.load(args.reference).astype(np.float64))
     feats = make_features("inception")
     out = {"model": args.model, "reference": args.reference, "seed": args.seed, "samples": args.samples, "fid": {}}
