@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from vadd.api import load
-from vadd.bench_images import _job, make_features
+from vadd.bench_images import make_features, reference_features
+from vadd.data import build_data
 from vadd.config import compose
 from vadd.data.images import ImageGrid
 from vadd.io import write_json
@@ -47,11 +48,9 @@ def main() -> None:
         if args.experiment is None:
             raise SystemExit(f"{ref_path} is missing: give --experiment to compute it")
         cfg = compose([f"experiment={args.experiment}", f"seed={args.reference_seed}"])
-        tmp = ref_path.parent / "_fid_probe"
-        _job({"kind": "reference", "threads": args.threads, "out": str(tmp), "seed": args.reference_seed,
-              "cfg": cfg, "algo": None, "label": "ref", "features": "inception"})
+        td = build_data(cfg["data"], seed=args.reference_seed)
         ref_path.parent.mkdir(parents=True, exist_ok=True)
-        (tmp / "features" / "ref" / "reference.npy").replace(ref_path)
+        np.save(ref_path, reference_features(td, cfg["bench"]["fid_reference"], args.reference_seed))
     ref = feature_stats(np.load(args.reference).astype(np.float64))
     feats = make_features("inception")
     out = {"model": args.model, "reference": args.reference, "seed": args.seed, "samples": args.samples, "fid": {}}

@@ -89,19 +89,24 @@ def _quick(cfg: dict, quick: bool) -> dict:
     return cfg
 
 
+def reference_features(td, n: int, seed: int, features: str = "inception") -> np.ndarray:
+    """Features of ``n`` real training images drawn with ``seed``: the FID reference (float32)."""
+    grid = ImageGrid.from_info(td.info)
+    n = min(int(n), len(td.train))
+    rows = torch.randperm(len(td.train), generator=torch.Generator().manual_seed(seed))[:n]
+    imgs = grid.decode(_as_tokens(td, td.train[rows]).numpy())
+    return make_features(features)(imgs).astype(np.float32)
+
+
 def _job(p: dict) -> dict:
     torch.set_num_threads(int(p["threads"]))
     out, seed, cfg, algo, label = Path(p["out"]), p["seed"], p["cfg"], p["algo"], p["label"]
     bench = cfg["bench"]
     td = build_data(cfg["data"], seed=seed)
-    if p["kind"] == "reference":  # features of real training images for the FID reference
-        grid = ImageGrid.from_info(td.info)
-        n = min(int(bench["fid_reference"]), len(td.train))
-        rows = torch.randperm(len(td.train), generator=torch.Generator().manual_seed(seed))[:n]
-        imgs = grid.decode(_as_tokens(td, td.train[rows]).numpy())
-        feats = make_features(p["features"])(imgs)
-        io.write_npy(out / "features" / label / "reference.npy", feats.astype(np.float32))
-        return {"kind": "reference", "n": n}
+    if p["kind"] == "reference":
+        feats = reference_features(td, int(bench["fid_reference"]), seed, p["features"])
+        io.write_npy(out / "features" / label / "reference.npy", feats)
+        return {"kind": "reference", "n": len(feats)}
     model, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo,
                                 callbacks=[step_reporter(lambda **kw: report_progress(p, **kw))])
     report_progress(p, stage="sampling and scoring")
