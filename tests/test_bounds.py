@@ -42,9 +42,10 @@ def random_vadd(schedule, seed=0, time_conditioning=True, scale=0.35):
     return model.eval()
 
 
-def random_mdm(schedule, seed=0):
+def random_mdm(schedule, seed=0, time_conditioning=True):
     torch.manual_seed(seed)
-    model = MaskedDiffusion(MLPDenoiser(L, V, hidden=32, depth=2, embed_dim=8, cond_dim=16), schedule, V, L)
+    model = MaskedDiffusion(MLPDenoiser(L, V, hidden=32, depth=2, embed_dim=8, cond_dim=16,
+                                       time_conditioning=time_conditioning), schedule, V, L)
     with torch.no_grad():
         for prm in model.parameters():
             prm.normal_(0.0, 0.35)
@@ -216,7 +217,7 @@ def test_continuous_bound_is_at_or_above_the_exact_any_order_likelihood():
     spec = bounds.BoundSpec("continuous")
     for idx in (4, 17):
         logp, cont = any_order_terms(model, STATES[idx])
-        for est in ("count", "time"):
+        for est in ("count", "time", "path"):
             res = mc(model, STATES[idx], 4000, (1, 30), spec, seed=idx, estimator=est)
             (m1, se1), (m, se) = res[1], res[30]
             assert m1 >= cont - 4 * se1 and cont - 4 * se <= m < m1, (est, res, cont)
@@ -297,8 +298,35 @@ def test_fixed_z_continuous_bound_is_the_elbo_over_z_and_above_the_exact_likelih
             assert list(res) == [1]
             m, se = res[1]
             assert abs(m - elbo) <= 4 * se, (est, m, se, elbo)
+        # on one reveal path (an order) shared by the draws: K = 1 is the same ELBO, and as K -> inf it tends
+        # to mean_sigma -log E_p(z) prod_j mu^{sigma_j}(z), never below -log p (Jensen over orders)
+        limit = float(-torch.logsumexp(prior + GH_LOGW.unsqueeze(1), 0).mean())
+        assert -log_p - 1e-9 <= limit < elbo - 0.1, (-log_p, limit, elbo)
+        for prop in ("auto", "mixture"):  # r(z | x0, all) (this random one fits poorly), and its mix with p(z)
+            res = mc(model, x0, 4000, (1, 10, 1000), spec, seed=idx, estimator="path", proposal=prop)
+            for k, (m, se) in res.items():
+                assert m >= limit - 4 * se - 1e-6, (prop, k, m, se, limit)
+            assert res[1][0] > res[10][0] > res[1000][0], (prop, res)
+        assert abs(res[1000][0] - limit) <= 0.02 * (res[1][0] - limit) + 4 * res[1000][1], (res, limit)
+        res = mc(model, x0, 4000, (1,), spec, seed=idx, estimator="path")
+        assert abs(res[1][0] - elbo) <= 4 * res[1][1], (res, elbo)
     with pytest.raises(ValueError, match="VADD model"):
         bounds.evaluate(random_mdm(Linear()), STATES[:2], [1], [spec])
+
+
+@pytest.mark.parametrize("algo,fixed_z", [("vadd", False), ("vadd", True), ("mdm", False)])
+def test_path_estimator_is_the_steps_bound_on_the_same_paths_as_T_grows(algo, fixed_z):
+    """The ``path`` estimator of the continuous bound is the ``steps`` bound of the same uniforms as
+    ``T -> inf``: for a t-independent model, identical once ``T`` separates every reveal."""
+    make = random_vadd if algo == "vadd" else random_mdm
+    model = make(Linear(), seed=5, time_conditioning=False)
+    x = STATES[torch.randint(0, len(STATES), (64,), generator=torch.Generator().manual_seed(1))]
+    ks = (1, 10) if model.latent_dim else (1,)
+    cont, big = bounds.BoundSpec("continuous", fixed_z=fixed_z), bounds.BoundSpec("steps", 10**6, fixed_z=fixed_z)
+    a = bounds.evaluate(model, x, ks, [cont], seed=3, estimator="path", proposal="mixture")[cont]
+    b = bounds.evaluate(model, x, ks, [big], seed=3, proposal="mixture")[big]
+    for k in ks:
+        assert np.allclose(a[k], b[k], atol=1e-9), (k, np.abs(a[k] - b[k]).max())
 
 
 def test_every_proposal_gives_a_valid_bound_and_the_prior_suits_one_tokens_marginal():

@@ -351,13 +351,19 @@ def test_bench_images_quick_end_to_end(tmp_path):
     # VADD-CS's bounds too (its continuous one an ELBO over z: K = 1), and every VADD bound paired with MDM's
     assert set(e["models"]["vadd"]["bpd"]["cs"]) == {"1"} and "cs" not in e["models"]["mdm"]["bpd"]
     assert set(e["models"]["vadd"]["bpd_steps_cs"]["2"]) == {"1", "10"} and "bpd_steps_cs" not in e["models"]["mdm"]
-    assert set(e["paired"]) == {"continuous", "continuous-cs", "T2", "T2-cs"}
+    assert set(e["paired"]) == {"continuous", "continuous-cs", "path-cs", "T2", "T2-cs"}
     mdm_b = e["models"]["mdm"]["bpd"]["all"]["1"]["bpd"]
     for key, got in (("continuous", vb), ("continuous-cs", e["models"]["vadd"]["bpd"]["cs"])):
         for k, v in got.items():  # same images: the mean of the differences is the difference of the means
             assert e["paired"][key][k]["bpd"] == pytest.approx(v["bpd"] - mdm_b, abs=1e-9)
             assert e["paired"][key][k]["n"] == 8
-    assert "VADD-CS (ELBO over z)" in (tmp_path / "out" / "tables.md").read_text()
+    # VADD-CS's continuous bound importance-weighted on reveal paths, against MDM's on the same paths
+    pv, pm = e["models"]["vadd"]["bpd"]["path"], e["models"]["mdm"]["bpd"]["path"]
+    assert set(pv) == {"1", "2"} and set(pm) == {"1"} and pv["1"]["n"] == 2
+    for k, v in pv.items():
+        assert e["paired"]["path-cs"][k]["bpd"] == pytest.approx(v["bpd"] - pm["1"]["bpd"], abs=1e-9)
+    tables = (tmp_path / "out" / "tables.md").read_text()
+    assert "VADD-CS (ELBO over z)" in tables and "VADD-CS (reveal paths, first 2)" in tables
     for s in ("mdm", "vadd", "vadd-cs"):
         imgs = np.load(tmp_path / "out" / "samples" / "fmnist" / f"{s}_T5.npy")
         assert imgs.shape == (16, 1, 8, 8) and imgs.dtype == np.uint8

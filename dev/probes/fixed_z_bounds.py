@@ -6,7 +6,10 @@ models of an image benchmark run, every model on the same draws (paired differen
 Two trained models of one data set (``vadd bench-images`` writes them to ``RUN/runs/<dataset>/{mdm,vadd}``). Continuous bounds:
 MDM, VADD fresh ``z`` (K = 10, prior proposal) and VADD-CS (its ELBO over ``z``, K = 1), on the first
 ``--images`` test images with ``--draws`` masked-count draws each. T-step bounds: MDM, VADD fresh ``z``
-(K = 10) and VADD-CS (K = 1 and ``--cs-k``) on the first ``--step-images``, one reveal path each.
+(K = 10) and VADD-CS (K = 1 and ``--cs-k``) on the first ``--step-images``, one reveal path each. With
+``--path-images N``: the continuous bounds on one reveal path in continuous time (estimator ``path``, ``L``
+network calls per draw), MDM and VADD-CS (K = 1 and ``--cs-k``: importance-weighted), paired, on the first N.
+``--images 0`` and ``--steps`` with no value skip the other parts.
 """
 from __future__ import annotations
 
@@ -35,7 +38,8 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=500)
     ap.add_argument("--draws", type=int, default=1)
     ap.add_argument("--step-images", type=int, default=100)
-    ap.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50, 100])
+    ap.add_argument("--steps", type=int, nargs="*", default=[5, 10, 20, 50, 100])
+    ap.add_argument("--path-images", type=int, default=0)
     ap.add_argument("--cs-k", type=int, default=10)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-fresh", action="store_true", help="VADD-CS only (skip the fresh-z sampler's bounds)")
@@ -50,11 +54,23 @@ def main() -> None:
     cont, fresh, cs = (bounds.BoundSpec("continuous"), bounds.BoundSpec("continuous"),
                        bounds.BoundSpec("continuous", fixed_z=True))
     xc = x[:args.images]
-    per = {"mdm": bounds.evaluate(mdm, xc, [1], [cont], **kw)[cont][1],
-           "vadd-cs": bounds.evaluate(vadd, xc, [1], [cs], **kw)[cs][1]}
-    if not args.no_fresh:
-        per["vadd"] = bounds.evaluate(vadd, xc, [10], [fresh], **kw)[fresh][10]
     out = {"mdm": args.mdm, "vadd": args.vadd, "images": len(xc), "draws": args.draws, "continuous": {}, "steps": {}}
+    if args.path_images:
+        xp, pkw = x[:args.path_images], dict(kw, num_t=1, estimator="path")
+        row = {"mdm": bounds.evaluate(mdm, xp, [1], [cont], **pkw)[cont][1]}
+        print("path: mdm", f"{time.time() - t0:.0f}s", flush=True)
+        r = bounds.evaluate(vadd, xp, sorted({1, args.cs_k}), [cs], progress=True, **pkw)[cs]
+        row.update({f"vadd-cs K={k}": v for k, v in r.items()})
+        out["path"] = {"images": len(xp), **{name: _bpd(v, L) for name, v in row.items()}}
+        out["path"].update({f"{name} - mdm": _bpd(v - row["mdm"], L) for name, v in row.items() if name != "mdm"})
+        print("path", {k: round(v["bpd"], 5) for k, v in out["path"].items() if k != "images"},
+              f"{time.time() - t0:.0f}s", flush=True)
+    per = {}
+    if len(xc):
+        per = {"mdm": bounds.evaluate(mdm, xc, [1], [cont], **kw)[cont][1],
+               "vadd-cs": bounds.evaluate(vadd, xc, [1], [cs], **kw)[cs][1]}
+        if not args.no_fresh:
+            per["vadd"] = bounds.evaluate(vadd, xc, [10], [fresh], **kw)[fresh][10]
     for name, v in per.items():
         out["continuous"][name] = _bpd(v, L)
         if name != "mdm":

@@ -97,11 +97,13 @@ class Pipeline:
         sampler on ``grid``; importance-weighted with ``K = num_samples`` (VADD), averaged over ``num_t``
         draws per example. The draws come from ``seed`` alone, so two models (or two ``K``) with the same
         seed and batch size are scored on the same draws. ``estimator``: ``count`` (masked-count rewrite,
-        weight at most ``L``: the lower variance) or ``time``; both estimate the same bound. ``proposal``:
+        weight at most ``L``), ``time`` or ``path`` (one reveal path in continuous time, ``L`` network calls
+        per draw of ``z``); all estimate the same bound. ``proposal``:
         the importance proposal of ``z`` (``auto``: the prior for the continuous bound, the mixture of prior
         and recognition model for the steps bound; or ``mixture``, ``posterior``, ``prior``): every choice
         is a valid bound. ``fixed_z``: the bounds of VADD's sampler with one ``z`` per sample (VADD-CS)
-        instead; its continuous bound is an ELBO over ``z`` (``K = 1`` whatever ``num_samples`` is). The AR
+        instead; its continuous bound is an ELBO over ``z`` (``K = 1`` whatever ``num_samples`` is) except
+        with ``estimator="path"``, which importance-weights it with ``num_samples``. The AR
         baseline returns its exact NLL."""
         from . import bounds
 

@@ -35,7 +35,7 @@ QUICK = ["data.n_train=256", "data.n_test=32", "model.denoiser.ch=8", "model.enc
          "trainer.warmup_steps=2", "trainer.progress=false", "trainer.ckpt_every=0", "trainer.diag_every=3",
          "trainer.log_every=2", "trainer.print_every=0", "bench.steps=[2,5]", "bench.grid_samples=8",
          "bench.bpd_images=8", "bench.bpd_k=[1,4]", "bench.bpd_k_max=8", "bench.bpd_k_max_images=4",
-         "bench.bound_steps=[2]", "bench.bound_steps_images=4"]
+         "bench.bound_steps=[2]", "bench.bound_steps_images=4", "bench.path_images=2", "bench.path_k=[1,2]"]
 
 
 class RandomFeatures:
@@ -68,13 +68,15 @@ def make_features(kind: str):
 
 
 @torch.no_grad()
-def bound_bpd(model, tokens: torch.Tensor, ks, seed: int, steps: int | None = None, fixed_z: bool = False) -> dict:
+def bound_bpd(model, tokens: torch.Tensor, ks, seed: int, steps: int | None = None, fixed_z: bool = False,
+              estimator: str = "count") -> dict:
     """Per-image bounds in bits per dimension, ``{K: array}``: the ``continuous`` bound, or the bound of the
     ``steps``-step sampler (``vadd.bounds.evaluate``: every model and K on the same draws, paired); ``fixed_z``:
-    of VADD-CS (its continuous bound is an ELBO over ``z``: K = 1 only)."""
+    of VADD-CS (its continuous bound is an ELBO over ``z``, K = 1 only, except on reveal paths:
+    ``estimator="path"``)."""
     spec = bounds.BoundSpec("continuous", fixed_z=fixed_z) if steps is None else \
         bounds.BoundSpec("steps", int(steps), fixed_z)
-    res = bounds.evaluate(model, tokens, ks, [spec], seed=seed, batch_size=50)[spec]
+    res = bounds.evaluate(model, tokens, ks, [spec], seed=seed, batch_size=50, estimator=estimator)[spec]
     return {k: (v / model.seq_len / math.log(2)).astype(np.float64) for k, v in res.items()}
 
 
@@ -135,6 +137,13 @@ def _job(p: dict) -> dict:
     if m:
         res["bpd"]["subset"] = {str(k): _summ(v) for k, v in
                                 bound_bpd(model, test[:m], [bench["bpd_k_max"]], seed).items()}
+    # VADD-CS's continuous bound importance-weighted on reveal paths (L network calls per image and draw),
+    # MDM's on the same paths: the paired comparison of the two samplers as T -> inf without the KL of z
+    m = int(bench.get("path_images", 0))
+    if m:
+        fz = bool(model.latent_dim)
+        res["bpd"]["path"] = scored("path" + "-cs" * fz, bound_bpd(model, test[:m], bench.get("path_k", [1]) if fz
+                                                                   else [1], seed, fixed_z=fz, estimator="path"))
     m = int(bench.get("bound_steps_images", 0))
     for fz in cs:
         res["bpd_steps_cs" if fz else "bpd_steps"] = {
@@ -266,12 +275,24 @@ def format_tables(results) -> str:
             lines.append(f"| MDM (first {ms['n']}) | - | {ms['bpd']:.4f} | {ms['stderr']:.4f} | - | {ms['n']} |")
             for k, v in models["vadd"]["bpd"]["subset"].items():
                 lines.append(f"| VADD (first {v['n']}) | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | - | {v['n']} |")
+        if "path" in models["vadd"]["bpd"] and "path" in models["mdm"]["bpd"]:
+            mp = models["mdm"]["bpd"]["path"]["1"]
+            lines.append(f"| MDM (reveal paths, first {mp['n']}) | - | {mp['bpd']:.4f} | {mp['stderr']:.4f} | - | "
+                         f"{mp['n']} |")
+            for k, v in models["vadd"]["bpd"]["path"].items():
+                lines.append(f"| VADD-CS (reveal paths, first {v['n']}) | {k} | {v['bpd']:.4f} | {v['stderr']:.4f} | "
+                             f"{diff('path-cs', k)} | {v['n']} |")
         lines.append("")
         for name, key in (("VADD", "all"), ("VADD-CS", "cs")):
             if models["vadd"]["bpd"].get(key):
                 best = min(v["bpd"] for v in models["vadd"]["bpd"][key].values())
                 rel = 100 * (best / mdm_all["bpd"] - 1)
                 lines.append(f"{name}'s bound (best K) is {abs(rel):.1f}% {'below' if rel < 0 else 'above'} MDM's.")
+        if "path" in models["vadd"]["bpd"] and "path" in models["mdm"]["bpd"]:
+            k, v = min(models["vadd"]["bpd"]["path"].items(), key=lambda kv: kv[1]["bpd"])
+            rel = 100 * (v["bpd"] / models["mdm"]["bpd"]["path"]["1"]["bpd"] - 1)
+            lines.append(f"On reveal paths (the same first {v['n']} images and paths), VADD-CS's bound at K = {k} is "
+                         f"{abs(rel):.1f}% {'below' if rel < 0 else 'above'} MDM's.")
         lines.append("(Continuous-time bounds: each sampler as T -> inf; lower is better.)\n")
         if models["vadd"].get("bpd_steps"):
             steps_t = list(models["vadd"]["bpd_steps"])

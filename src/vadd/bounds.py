@@ -21,7 +21,9 @@ Each bound is an upper bound on ``-log p(x0)`` (nats per example) of a model a u
   the path): valid at every ``K``. The ``continuous`` bound is the ELBO with ``z`` as latent,
   ``E_q [log q(z) - log p(z) + L(x0 | z)]``, ``L(x0 | z)`` MDM's continuous bound given ``z`` from one
   ``(t, mask)`` draw: ``K = 1`` only, since a log-mean-exp over ``z`` of one-draw estimates of ``L`` is not
-  a bound.
+  a bound. On one reveal path in continuous time (estimator ``path``, ``L`` network calls per draw) the
+  same bound is the path ELBO of a latent-variable model and is importance-weighted like ``steps``: valid
+  at every ``K``, and the same number in expectation at ``K = 1``.
 
 The proposal ``q`` (:data:`PROPOSALS`): ``auto`` (default) takes the prior for the ``continuous`` bound
 (one token's marginal at a time) and the even mixture of prior and recognition model ``r(z | x0, M)`` for
@@ -144,20 +146,27 @@ def _nested_logmeanexp(chunks, ks, reduce) -> dict:
 
 
 # ---- one batch -----------------------------------------------------------------------------------
+ESTIMATORS = (*process.DRAWS, "path")
+
+
 @torch.no_grad()
 def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: str = "count",
                proposal: str = "auto", fixed_z: bool = False) -> dict:
     """One Monte-Carlo draw of the ``continuous`` bound per example: ``{K: nats [B] float64}``.
 
-    ``generator`` draws ``(t, mask)`` (the same for every ``K`` and every model: paired), ``z_generator``
-    the importance-sampling draws. ``estimator``: ``count`` (masked-count rewrite, weight at most ``L``)
-    or ``time`` (antithetic times, weight ``~ 1/t``); both estimate the same bound. ``proposal``: where the
-    ``z`` draws come from (``auto``: the prior, which suits one token's marginal). ``fixed_z``: the bound
-    of the fixed-``z`` sampler (VADD-CS) instead, ``{1: nats [B]}`` whatever ``ks`` is (``auto``: ``r(z | x0,
-    all masked)``).
+    ``generator`` draws ``(t, mask)`` or the reveal path (the same for every ``K`` and every model: paired),
+    ``z_generator`` the importance-sampling draws. ``estimator``: ``count`` (masked-count rewrite, weight at
+    most ``L``), ``time`` (antithetic times, weight ``~ 1/t``) or ``path`` (one reveal path in continuous
+    time, :func:`path`: ``L`` network calls per draw of ``z``); all three estimate the same bound at
+    ``K = 1``. ``proposal``: where the ``z`` draws come from (``auto``: the prior, which suits one token's
+    marginal). ``fixed_z``: the bound of the fixed-``z`` sampler (VADD-CS) instead (``auto``: ``r(z | x0, all
+    masked)``), an ELBO over ``z`` reported as ``{1: nats [B]}`` whatever ``ks`` is, except with the ``path``
+    estimator, which importance-weights it at every ``K``.
     """
-    if estimator not in process.DRAWS:
-        raise ConfigError(f"unknown bound estimator {estimator!r}; choose one of {tuple(process.DRAWS)}")
+    if estimator not in ESTIMATORS:
+        raise ConfigError(f"unknown bound estimator {estimator!r}; choose one of {ESTIMATORS}")
+    if estimator == "path":
+        return path(model, x0, ks, generator, z_generator, proposal, fixed_z)
     B, L = x0.shape
     t, masked, weight = process.DRAWS[estimator](B, L, sampler_schedule(model.schedule), generator=generator,
                                                  device=x0.device)
@@ -182,6 +191,30 @@ def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: 
 
 
 @torch.no_grad()
+def path(model, x0, ks=(1,), generator=None, z_generator=None, proposal: str = "auto",
+         fixed_z: bool = False) -> dict:
+    """The ``continuous`` bound on one reveal path in continuous time: ``{K: nats [B] float64}``.
+
+    As ``T -> inf`` the sampler reveals one position at a time, position ``i`` at the time ``tau_i`` with
+    ``alpha~(tau_i) = u_i`` (the uniforms :func:`steps` draws from ``generator``: the ``T -> inf`` limit of
+    the same reveal paths), each from the denoiser at ``tau_i`` given the positions revealed before it. The
+    bound is :func:`steps`'s on that path, ``L`` rounds of one token each. Its expectation at ``K = 1`` is
+    the ``count`` / ``time`` estimators' (the same integral over reveal times); unlike them it is the path
+    ELBO of a latent-variable model, so the fixed-``z`` (VADD-CS) bound, ``-log (1/K) sum_k p(z_k) prod_i
+    mu^i(z_k) / q(z_k)`` with the path shared by the draws, is valid and tightens at every ``K``. Fresh
+    ``z`` (``auto``: prior draws) importance-weights each token's marginal, as the ``count`` estimator does.
+    """
+    B, L = x0.shape
+    u = torch.rand(B, L, generator=generator, device=x0.device, dtype=torch.float64)
+    tau = sampler_schedule(model.schedule).t_of_alpha(u)
+    order = torch.argsort(tau, dim=1, descending=True, stable=True)  # the first revealed at the latest time
+    when = torch.empty_like(order).scatter_(1, order, torch.arange(L, device=x0.device).expand(B, L))
+    if not fixed_z:
+        proposal = "prior" if proposal == "auto" else proposal
+    return _path_bound(model, x0, when, tau.gather(1, order), ks, z_generator, proposal, fixed_z)
+
+
+@torch.no_grad()
 def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: str = "uniform",
           proposal: str = "auto", fixed_z: bool = False) -> dict:
     """One reveal path per example of the ``T``-step sampler's bound: ``{K: nats [B] float64}``.
@@ -198,23 +231,32 @@ def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: st
     times = time_grid(T, grid, device=x0.device)
     u = torch.rand(B, L, generator=generator, device=x0.device, dtype=torch.float64)
     when = reveal_steps(model.schedule, times, u)  # [B, L] the step that reveals each position
+    if not fixed_z:
+        proposal = "mixture" if proposal == "auto" else proposal  # one token or many per step: both
+    return _path_bound(model, x0, when, times[:-1].expand(B, -1), ks, z_generator, proposal, fixed_z)
+
+
+def _path_bound(model, x0, when, step_t, ks, z_generator, proposal: str, fixed_z: bool) -> dict:
+    """The bound on the reveal path ``when`` [B, L] (the step revealing each position), step ``k`` of row
+    ``b`` run at time ``step_t[b, k]`` [B, S]: ``{K: nats [B]}``."""
     if fixed_z and model.latent_dim:
-        return _steps_fixed_z(model, x0, when, times, ks, z_generator, proposal)
-    proposal = "mixture" if proposal == "auto" else proposal  # one token or many per step: both
+        return _path_fixed_z(model, x0, when, step_t, ks, z_generator, proposal)
+    B, L = x0.shape
+    S = step_t.shape[1]
     total = {k: torch.zeros(B, dtype=torch.float64, device=x0.device) for k in ks}
     pending = torch.ones(B, L, dtype=torch.bool, device=x0.device)
-    never = torch.full_like(when, int(T))
+    never = torch.full_like(when, S)
     while pending.any():
         # each round's z draws from a stream of its own, seeded from z_generator by one draw whatever K
         # is, so the first K draws of every round are the same for every K (a paired K-curve)
         round_seed = int(torch.randint(0, 2**62, (1,), generator=z_generator, device=x0.device))
         zg = torch.Generator(device=x0.device).manual_seed(round_seed)
         nxt = torch.where(pending, when, never).amin(dim=1)
-        rows = (nxt < T).nonzero().squeeze(1)
+        rows = (nxt < S).nonzero().squeeze(1)
         k_rows = nxt[rows].unsqueeze(1)
         masked = when[rows] >= k_rows           # still masked before the step
         revealed = when[rows] == k_rows         # R_k
-        x, t = x0[rows], times[nxt[rows]].float()
+        x, t = x0[rows], step_t[rows, nxt[rows]].float()
         xt = process.apply_mask(x, masked, model.mask_id)
         if not model.latent_dim:
             ll = torch.where(revealed, _token_loglik(model, x, xt, t), 0.0).sum(-1)
@@ -241,12 +283,12 @@ def _fixed_z_proposal(model, x0, proposal: str):
     return post, proposal
 
 
-def _steps_fixed_z(model, x0, when, times, ks, z_generator, proposal: str) -> dict:
-    """The fixed-``z`` ``steps`` bound on the reveal path ``when`` [B, L]: ``{K: nats [B]}``."""
+def _path_fixed_z(model, x0, when, step_t, ks, z_generator, proposal: str) -> dict:
+    """The fixed-``z`` bound on the reveal path ``when`` [B, L] (steps at ``step_t`` [B, S]): ``{K: nats [B]}``."""
     B, L = x0.shape
-    T = len(times) - 1
+    S = step_t.shape[1]
     post, proposal = _fixed_z_proposal(model, x0, proposal)
-    never = torch.full_like(when, int(T))
+    never = torch.full_like(when, S)
 
     def path_joints():  # [k, B] log p(z) - log q(z) + log p(x0 | path, z) for each chunk of draws
         for z, log_w in _z_draws(model, post, B, max(ks), z_generator, proposal, x0.device):
@@ -254,10 +296,10 @@ def _steps_fixed_z(model, x0, when, times, ks, z_generator, proposal: str) -> di
             pending = torch.ones(B, L, dtype=torch.bool, device=x0.device)
             while pending.any():
                 nxt = torch.where(pending, when, never).amin(dim=1)
-                rows = (nxt < T).nonzero().squeeze(1)
+                rows = (nxt < S).nonzero().squeeze(1)
                 k_rows = nxt[rows].unsqueeze(1)
                 masked, revealed = when[rows] >= k_rows, when[rows] == k_rows
-                x, t = x0[rows], times[nxt[rows]].float()
+                x, t = x0[rows], step_t[rows, nxt[rows]].float()
                 xt = process.apply_mask(x, masked, model.mask_id)
                 n = len(rows)
                 tok = _token_loglik(model, x.repeat(k, 1), xt.repeat(k, 1), t.repeat(k),
@@ -367,8 +409,8 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
     ``(t, mask)`` / reveal path from ``rng.generator(seed, "bound-path", b, r)`` and its ``z`` from
     ``rng.generator(seed, "bound-z", b, r)``: every ``K``, every bound and every model with the same
     ``seed`` and ``batch_size`` is scored on the same draws (paired differences), and reruns are identical.
-    MDM reports ``K = 1`` only (it has no latent), as does VADD-CS's ``continuous`` bound (an ELBO); the AR
-    baseline its exact NLL once (``exact``).
+    MDM reports ``K = 1`` only (it has no latent), as does VADD-CS's ``continuous`` bound (an ELBO) unless
+    ``estimator="path"``; the AR baseline its exact NLL once (``exact``).
     """
     ks = check_request(ks, num_t)
     if proposal not in PROPOSALS:
@@ -386,7 +428,9 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
             raise ConfigError("the fixed-z (VADD-CS) bounds need a VADD model; this model has no latent")
     batch_size = max(1, min(int(batch_size), CHUNK_TOKENS // model.seq_len))
     batches = torch.split(x, batch_size)
-    spec_ks = {s: [1] if s.fixed_z and s.bound == "continuous" else ks for s in bound_specs}  # an ELBO: K = 1
+    # VADD-CS's continuous bound is an ELBO over z (K = 1) except on a reveal path, which can weight it
+    spec_ks = {s: [1] if s.fixed_z and s.bound == "continuous" and estimator != "path" else ks
+               for s in bound_specs}
     out = {s: {k: [] for k in spec_ks[s]} for s in bound_specs}
     it = range(len(batches))
     if progress:

@@ -185,16 +185,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-continuous", action="store_true", help="skip the continuous-time bound")
     e.add_argument("--grid", choices=["uniform", "cosine"], default="uniform", help="time grid of the T steps")
     e.add_argument("--num-t", type=int, default=16, help="Monte-Carlo draws per example ((t, mask) or reveal paths)")
-    e.add_argument("--estimator", choices=("count", "time"), default="count",
-                   help="estimator of the continuous bound: count (masked-count rewrite, lowest variance; "
-                        "default) or time (antithetic times); same bound")
+    e.add_argument("--estimator", choices=("count", "time", "path"), default="count",
+                   help="estimator of the continuous bound: count (masked-count rewrite; default), time "
+                        "(antithetic times) or path (one reveal path in continuous time, L network calls per "
+                        "draw: the one that importance-weights VADD-CS's continuous bound at every K); same bound")
     e.add_argument("--proposal", choices=("auto", "mixture", "posterior", "prior"), default="auto",
                    help="importance proposal of z (VADD): auto (default) = the prior for the continuous bound "
                         "and the even mixture of prior and recognition model for the T-step bounds; every "
                         "choice is a valid bound")
     e.add_argument("--sampler", choices=("vadd", "vadd-cs", "both"), default="vadd",
                    help="VADD: bound the sampler with a fresh z per step (vadd, default), the one with one z per "
-                        "sample (vadd-cs: its continuous bound is an ELBO over z, reported at K = 1), or both")
+                        "sample (vadd-cs: its continuous bound is an ELBO over z, reported at K = 1 except with "
+                        "--estimator path), or both")
     e.add_argument("--latent-gap", action="store_true",
                    help="VADD: also print how much worse the decoder predicts masked tokens with prior-averaged z "
                         "(what the fresh-z sampler's T -> inf limit uses) than with posterior z, per masked fraction")
