@@ -4,6 +4,7 @@ overrides, then sample N = 100,000 points at T = 1 and T = 5 and score them as t
     .venv/bin/python dev/probes/toy_recipe_probe.py checkerboard base
     .venv/bin/python dev/probes/toy_recipe_probe.py checkerboard ld1_w4500 algo.latent_dim=1 algo.kl_warmup=4500
     .venv/bin/python dev/probes/toy_recipe_probe.py circles seed1 seed=1 --out runs/probes.jsonl
+    .venv/bin/python dev/probes/toy_recipe_probe.py circles mdm_seed1 seed=1 --algo mdm   # the baseline's row
 
 One JSON line per probe is appended to ``--out`` (default ``runs/toy_recipe_probes.jsonl``): the
 overrides, JS at T = 1 and 5, the noise floor, their ratio, the training metrics (KL, active units)
@@ -28,8 +29,8 @@ from vadd.train import train
 
 
 def probe(dataset: str, tag: str, overrides=(), out: str = "runs/toy_recipe_probes.jsonl",
-          num_samples: int = 100_000, steps=(1, 5)) -> dict:
-    cfg = compose(["experiment=demo", "algo=vadd", *overrides])
+          num_samples: int = 100_000, steps=(1, 5), algo: str = "vadd") -> dict:
+    cfg = compose(["experiment=demo", f"algo={algo}", *overrides])
     seed = int(cfg.get("seed", 0))
     cfg["trainer"]["progress"] = False
     dcfg = dict(cfg["data"], name=dataset)
@@ -40,10 +41,10 @@ def probe(dataset: str, tag: str, overrides=(), out: str = "runs/toy_recipe_prob
     t0 = time.time()
     model, _, record = train(cfg, data=data, run_dir=Path(out).parent / "probe_runs" / f"{dataset}_{tag}")
     model.eval()
-    row = {"dataset": dataset, "tag": tag, "overrides": list(overrides), "seed": seed, "noise_floor": floor,
-           "train_wall_s": time.time() - t0, "metrics": record["train_metrics"]}
+    row = {"dataset": dataset, "tag": tag, "algo": algo, "overrides": list(overrides), "seed": seed,
+           "noise_floor": floor, "train_wall_s": time.time() - t0, "metrics": record["train_metrics"]}
     for T in steps:
-        row[f"js_T{T}"] = sampled_js(model, grid, target, num_samples, T, "vadd", seed)[0]
+        row[f"js_T{T}"] = sampled_js(model, grid, target, num_samples, T, algo, seed)[0]
     row["ratio_T1_to_floor"] = row["js_T1"] / floor if "js_T1" in row else None
     append_jsonl(out, row)
     return row
@@ -53,12 +54,13 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("dataset", help="checkerboard | swissroll | circles")
     ap.add_argument("tag", help="a name for this probe (its run folder and JSON line)")
-    ap.add_argument("overrides", nargs="*", help="Hydra overrides on top of experiment=demo algo=vadd")
+    ap.add_argument("overrides", nargs="*", help="Hydra overrides on top of experiment=demo algo=ALGO")
     ap.add_argument("--out", default="runs/toy_recipe_probes.jsonl")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--algo", choices=("vadd", "mdm"), default="vadd", help="the model to train (mdm: the baseline)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    row = probe(args.dataset, args.tag, args.overrides, args.out)
+    row = probe(args.dataset, args.tag, args.overrides, args.out, algo=args.algo)
     print(f"{args.dataset} {args.tag}: JS T=1 {row['js_T1']:.4f} ({row['ratio_T1_to_floor']:.2f}x the floor "
           f"{row['noise_floor']:.4f}), T=5 {row['js_T5']:.4f}; train {row['train_wall_s']:.0f} s")
     return 0
