@@ -4,9 +4,11 @@ For each experiment config (``images_mnist``, ``images_fmnist``): train MDM and 
 U-Net, budget and seed; measure the test bound in bits per dimension (VADD: importance-weighted with
 ``K`` samples, the bound against ``K`` reported; both models evaluated on the same ``(t, xt)`` draws);
 sample with MDM, VADD and VADD-CS at each ``T`` and score FID against real training images with the
-Inception network, at one sample count for every entry; write sample grids.
+Inception network, at one sample count for every entry; write sample grids. ``bench.path_images``: VADD-CS's
+continuous bound importance-weighted on reveal paths (``L`` network calls per image and draw), MDM's on the
+same paths.
 
-    vadd bench-images --out runs/images            # the CPU protocol (about an hour on 2 cores)
+    vadd bench-images --out runs/images            # the CPU protocol (several hours on 2 cores)
     vadd bench-images --quick                      # a tiny run (tests)
 """
 from __future__ import annotations
