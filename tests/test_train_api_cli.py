@@ -342,6 +342,13 @@ def test_cli_train_sample_eval_and_errors(tmp_path):
     for b in res["bounds"]:
         assert b["nats_per_example"] > 0 and b["stderr_nats_per_example"] > 0 and b["num_examples"] == 50
         assert b["bits_per_dim"] == pytest.approx(b["nats_per_token"] / np.log(2))
+    # on reveal paths VADD-CS's continuous bound is importance-weighted too
+    r = _cli("eval", str(run), "-K", "1", "4", "--num-t", "1", "--max-examples", "20", "--sampler", "vadd-cs",
+             "--estimator", "path", "--out", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((tmp_path / "p.json").read_text())
+    assert res["estimator"] == "path"
+    assert {(b["bound"], b["fixed_z"], b["K"]) for b in res["bounds"]} == {("continuous", True, 1), ("continuous", True, 4)}
     (tmp_path / "a_dir").mkdir()
     (tmp_path / "a_file").write_text("x")
     for bad, needle in ((["-K", "0"], "K"), (["--num-t", "0"], "draws"), (["--steps", "0"], "steps"),
