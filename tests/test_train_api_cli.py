@@ -348,7 +348,8 @@ def test_cli_train_sample_eval_and_errors(tmp_path):
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "p.json").read_text())
     assert res["estimator"] == "path"
-    assert {(b["bound"], b["fixed_z"], b["K"]) for b in res["bounds"]} == {("continuous", True, 1), ("continuous", True, 4)}
+    got = {(b["bound"], b["fixed_z"], b["K"]) for b in res["bounds"]}
+    assert got == {("continuous", True, 1), ("continuous", True, 4)}
     (tmp_path / "a_dir").mkdir()
     (tmp_path / "a_file").write_text("x")
     for bad, needle in ((["-K", "0"], "K"), (["--num-t", "0"], "draws"), (["--steps", "0"], "steps"),
