@@ -8,7 +8,7 @@ Inception network, at one sample count for every entry; write sample grids. ``be
 continuous bound importance-weighted on reveal paths (``L`` network calls per image and draw), MDM's on the
 same paths.
 
-    vadd bench-images --out runs/images            # the CPU protocol (about 3 hours on 2 cores)
+    vadd bench-images --out runs/images            # the CPU protocol (several hours on 2 cores)
     vadd bench-images --quick                      # a tiny run (tests)
 """
 from __future__ import annotations
