@@ -7,7 +7,9 @@ enough to enumerate (L = 3, V = 3, d = 1: the prior over z integrated by Gauss-H
 - MDM's one-step bound is its product-of-marginals cross-entropy; steps -> continuous as T grows;
 - a perfect VADD of ``x1 = x2`` reports ``>= ln 2`` everywhere, where the old joint integral said ``ln 2 / 2``;
 - the sampler with one ``z`` per sample (VADD-CS) draws from its own exact ``p_T``, which its ``steps`` bound
-  never undercuts at any ``K``, and its ``continuous`` bound is the ELBO over ``z`` of its any-order limit.
+  never undercuts at any ``K``, and its ``continuous`` bound is the ELBO over ``z`` of its any-order limit;
+- all of the VADD checks hold as well with a Gaussian-mixture prior fitted after training in place of
+  ``N(0, I)`` (quadrature per component), which samplers and bounds then share.
 """
 import itertools
 import math
@@ -18,6 +20,7 @@ import torch
 
 from vadd import bounds, process
 from vadd.algorithms import VADD, MaskedDiffusion
+from vadd.latent import GaussianMixturePrior
 from vadd.models import MLPDenoiser, MLPEncoder
 from vadd.sampling import reveal_steps, sample, time_grid
 from vadd.schedules import Cosine, Linear, LogLinear, sampler_schedule
@@ -29,7 +32,26 @@ GH_Z = torch.tensor(GH_Z * math.sqrt(2.0), dtype=torch.float32)          # nodes
 GH_LOGW = torch.log(torch.tensor(GH_W / math.sqrt(math.pi), dtype=torch.float64))
 
 
-def random_vadd(schedule, seed=0, time_conditioning=True, scale=0.35):
+def mixture_prior():
+    """A 2-component mixture over the 1-d latent, as ``vadd.latent.fit_mixture_prior`` installs one."""
+    prior = GaussianMixturePrior(D, 2)
+    prior.log_weights.copy_(torch.tensor([0.3, 0.7]).log())
+    prior.means.copy_(torch.tensor([[-1.2], [0.8]]))
+    prior.scale_tril.copy_(torch.tensor([[[0.4]], [[0.7]]]))
+    return prior
+
+
+def prior_nodes(model):
+    """Quadrature over the model's prior: ``(z [n, 1], log weights [n] float64)``; a mixture: per component."""
+    prior = model.prior
+    if not isinstance(prior, GaussianMixturePrior):
+        return GH_Z.unsqueeze(1), GH_LOGW
+    logw = torch.log_softmax(prior.log_weights.double(), 0)
+    z = torch.cat([prior.means[c] + prior.scale_tril[c, 0, 0] * GH_Z.unsqueeze(1) for c in range(prior.components)])
+    return z, torch.cat([logw[c] + GH_LOGW for c in range(prior.components)])
+
+
+def random_vadd(schedule, seed=0, time_conditioning=True, scale=0.35, prior="standard"):
     torch.manual_seed(seed)
     den = MLPDenoiser(L, V, latent_dim=D, hidden=32, depth=2, embed_dim=8, cond_dim=16,
                       time_conditioning=time_conditioning)
@@ -39,6 +61,8 @@ def random_vadd(schedule, seed=0, time_conditioning=True, scale=0.35):
     with torch.no_grad():
         for prm in model.parameters():
             prm.normal_(0.0, scale)
+    if prior == "gmm":
+        model.prior = mixture_prior()
     return model.eval()
 
 
@@ -59,10 +83,11 @@ def log_joint(model, x0, masked, revealed, t):
     if not model.latent_dim:
         lp = model.log_probs(xt.unsqueeze(0), torch.tensor([t], dtype=torch.float32))[0].double()
         return float(lp.gather(-1, x0.unsqueeze(-1)).squeeze(-1)[revealed].sum())
-    n = len(GH_Z)
-    lp = model.log_probs(xt.expand(n, L), torch.full((n,), float(t)), GH_Z.unsqueeze(1)).double()
+    z, logw = prior_nodes(model)
+    n = len(z)
+    lp = model.log_probs(xt.expand(n, L), torch.full((n,), float(t)), z).double()
     ll = lp.gather(-1, x0.expand(n, L).unsqueeze(-1)).squeeze(-1)[:, revealed].sum(-1)
-    return float(torch.logsumexp(ll + GH_LOGW, 0))
+    return float(torch.logsumexp(ll + logw, 0))
 
 
 @torch.no_grad()
@@ -78,13 +103,13 @@ def fixed_z_path_terms(model, x0, T):
     """The fixed-z (VADD-CS) T-step sampler, exactly: ``(log p_T(x0), E_path -log p(x0 | path))``, the
     second being the K -> inf limit of its ``steps`` bound (one path shared by the z draws)."""
     times, a = step_probs(model, T)
-    z = GH_Z.unsqueeze(1)
+    z, logw = prior_nodes(model)
     path_logp, cond = [], []
     for path in itertools.product(range(T), repeat=L):
         s = torch.tensor(path)
         lpath = sum(math.log(max(a[k + 1] - a[k], 1e-300)) for k in path)
         per_z = sum(log_joint_given_z(model, x0, s >= k, s == k, float(times[k]), z) for k in sorted(set(path)))
-        log_px_path = float(torch.logsumexp(per_z + GH_LOGW, 0))  # log p(x0 | path) = log E_p(z) prod ...
+        log_px_path = float(torch.logsumexp(per_z + logw, 0))  # log p(x0 | path) = log E_p(z) prod ...
         path_logp.append(lpath + log_px_path)
         cond.append((math.exp(lpath), -log_px_path))
     return float(torch.logsumexp(torch.tensor(path_logp, dtype=torch.float64), 0)), sum(p * c for p, c in cond)
@@ -175,10 +200,11 @@ def test_sampler_schedule_is_the_samplers_reveal_law(sched):
                           -s.dalpha(torch.tensor([0.5], dtype=torch.float64)) / (1 - s.alpha(torch.tensor([0.5]))))
 
 
-def test_vadd_sampler_draws_from_the_exact_pT_that_the_steps_bound_bounds():
+@pytest.mark.parametrize("prior", ["standard", "gmm"])
+def test_vadd_sampler_draws_from_the_exact_pT_that_the_steps_bound_bounds(prior):
     """200k draws of the fresh-z sampler (T = 2, log-linear with eps = 0.2, where the old bound and the
     sampler disagreed) match p_T summed over reveal paths, state by state."""
-    model = random_vadd(LogLinear(0.2), seed=3)
+    model = random_vadd(LogLinear(0.2), seed=3, prior=prior)
     T, n = 2, 200_000
     p = torch.tensor([math.exp(exact_log_pT(model, s, T)) for s in STATES], dtype=torch.float64)
     assert abs(float(p.sum()) - 1.0) < 1e-6
@@ -189,12 +215,13 @@ def test_vadd_sampler_draws_from_the_exact_pT_that_the_steps_bound_bounds():
     assert ((freq - p).abs() <= 5 * se + 1e-4).all(), (freq - p).abs().max()
 
 
-@pytest.mark.parametrize("algo", ["vadd", "mdm"])
+@pytest.mark.parametrize("algo", ["vadd", "vadd-gmm", "mdm"])
 @pytest.mark.parametrize("T", [1, 2, 3])
 def test_steps_bound_is_the_path_elbo_and_never_below_exact_pT(algo, T):
     sched = LogLinear(0.1)
-    model = random_vadd(sched, seed=1) if algo == "vadd" else random_mdm(sched, seed=1)
-    ks = (1, 10, 1000) if algo == "vadd" else (1,)
+    model = (random_mdm(sched, seed=1) if algo == "mdm"
+             else random_vadd(sched, seed=1, prior="gmm" if algo == "vadd-gmm" else "standard"))
+    ks = (1, 10, 1000) if algo != "mdm" else (1,)
     for idx in (0, 13, 22):
         x0 = STATES[idx]
         exact = -exact_log_pT(model, x0, T)
@@ -206,11 +233,12 @@ def test_steps_bound_is_the_path_elbo_and_never_below_exact_pT(algo, T):
         for k, (m, se) in est.items():
             assert m >= elbo - 4 * se - 1e-6 * elbo, (k, m, elbo, se)   # never below, at any K
         m, se = est[ks[-1]]
-        assert m <= elbo + 4 * se + (0.02 if algo == "vadd" else 1e-6 * elbo), (m, elbo, se)  # tight at large K
+        assert m <= elbo + 4 * se + (0.02 if algo != "mdm" else 1e-6 * elbo), (m, elbo, se)  # tight at large K
 
 
-def test_continuous_bound_is_at_or_above_the_exact_any_order_likelihood():
-    model = random_vadd(Linear(), seed=2, time_conditioning=False)
+@pytest.mark.parametrize("prior", ["standard", "gmm"])
+def test_continuous_bound_is_at_or_above_the_exact_any_order_likelihood(prior):
+    model = random_vadd(Linear(), seed=2, time_conditioning=False, prior=prior)
     for idx in range(len(STATES)):
         logp, cont = any_order_terms(model, STATES[idx])
         assert cont >= -logp - 1e-9, (idx, cont, -logp)
@@ -230,8 +258,9 @@ def test_continuous_bound_is_at_or_above_the_exact_any_order_likelihood():
 
 
 # ---- the sampler with one z per sample (VADD-CS) ---------------------------------------------------
-def test_fixed_z_sampler_draws_from_the_exact_pT_that_its_steps_bound_bounds():
-    model = random_vadd(LogLinear(0.2), seed=3)
+@pytest.mark.parametrize("prior", ["standard", "gmm"])
+def test_fixed_z_sampler_draws_from_the_exact_pT_that_its_steps_bound_bounds(prior):
+    model = random_vadd(LogLinear(0.2), seed=3, prior=prior)
     T, n = 2, 200_000
     p = torch.tensor([math.exp(fixed_z_path_terms(model, s, T)[0]) for s in STATES], dtype=torch.float64)
     assert abs(float(p.sum()) - 1.0) < 1e-6
@@ -242,9 +271,10 @@ def test_fixed_z_sampler_draws_from_the_exact_pT_that_its_steps_bound_bounds():
     assert ((freq - p).abs() <= 5 * (p * (1 - p) / n).sqrt() + 1e-4).all(), (freq - p).abs().max()
 
 
+@pytest.mark.parametrize("prior", ["standard", "gmm"])
 @pytest.mark.parametrize("T", [1, 3])
-def test_fixed_z_steps_bound_never_below_exact_pT_and_tight_in_K(T):
-    model = random_vadd(LogLinear(0.1), seed=1)
+def test_fixed_z_steps_bound_never_below_exact_pT_and_tight_in_K(T, prior):
+    model = random_vadd(LogLinear(0.1), seed=1, prior=prior)
     spec = bounds.BoundSpec("steps", T, fixed_z=True)
     for idx in (0, 13, 22):
         x0 = STATES[idx]
@@ -261,13 +291,15 @@ def test_fixed_z_steps_bound_never_below_exact_pT_and_tight_in_K(T):
             assert m - limit <= 0.05 * (m1 - limit) + 4 * se, (prop, m, m1, limit, se)  # closes the K = 1 gap
 
 
-def test_fixed_z_continuous_bound_is_the_elbo_over_z_and_above_the_exact_likelihood():
+@pytest.mark.parametrize("prior", ["standard", "gmm"])
+def test_fixed_z_continuous_bound_is_the_elbo_over_z_and_above_the_exact_likelihood(prior):
     """For a t-independent model the fixed-z sampler's continuous-time limit reveals one token at a time in
     a uniformly random order given one ``z ~ p``: ``p(x) = E_p(z) mean_sigma prod_j mu^{sigma_j}(z)``. Its
     bound is ``E_r [log r - log p + mean_sigma sum_j -log mu^{sigma_j}(z)]`` with ``r = r(z | x0, all)``,
     computed here by quadrature on ``r``; the Monte-Carlo bound matches it and is reported at K = 1 only."""
-    model = random_vadd(Linear(), seed=2, time_conditioning=False)
+    model = random_vadd(Linear(), seed=2, time_conditioning=False, prior=prior)
     spec = bounds.BoundSpec("continuous", fixed_z=True)
+    nodes, logw = prior_nodes(model)
     for idx in (4, 17):
         x0 = STATES[idx]
         orders = list(itertools.permutations(range(L)))
@@ -284,13 +316,14 @@ def test_fixed_z_continuous_bound_is_the_elbo_over_z_and_above_the_exact_likelih
                 cols.append(lp)
             return torch.stack(cols, 1)
 
-        prior = order_sums(GH_Z.unsqueeze(1))
-        log_p = float(torch.logsumexp(torch.logsumexp(prior, 1) - math.log(len(orders)) + GH_LOGW, 0))
+        by_order = order_sums(nodes)
+        log_p = float(torch.logsumexp(torch.logsumexp(by_order, 1) - math.log(len(orders)) + logw, 0))
         with torch.no_grad():
             post = model.posterior(x0[None], torch.ones(1, L, dtype=torch.bool))
         mu, sd = float(post.mean), float(post.std)
         zr = (mu + sd * GH_Z).unsqueeze(1)
-        log_ratio = (-0.5 * ((zr[:, 0] - mu) / sd) ** 2 - math.log(sd)) + 0.5 * zr[:, 0] ** 2  # log r - log p
+        log_ratio = (-0.5 * ((zr[:, 0] - mu) / sd) ** 2 - math.log(sd) - 0.5 * math.log(2 * math.pi)
+                     - model.prior.log_prob(zr).double())  # log r - log p
         elbo = float((GH_LOGW.exp() * (log_ratio.double() - order_sums(zr).mean(1))).sum())
         assert elbo >= -log_p - 1e-9, (elbo, -log_p)
         for est in ("count", "time"):
@@ -300,7 +333,7 @@ def test_fixed_z_continuous_bound_is_the_elbo_over_z_and_above_the_exact_likelih
             assert abs(m - elbo) <= 4 * se, (est, m, se, elbo)
         # on one reveal path (an order) shared by the draws: K = 1 is the same ELBO, and as K -> inf it tends
         # to mean_sigma -log E_p(z) prod_j mu^{sigma_j}(z), never below -log p (Jensen over orders)
-        limit = float(-torch.logsumexp(prior + GH_LOGW.unsqueeze(1), 0).mean())
+        limit = float(-torch.logsumexp(by_order + logw.unsqueeze(1), 0).mean())
         assert -log_p - 1e-9 <= limit < elbo - 0.1, (-log_p, limit, elbo)
         for prop in ("auto", "mixture"):  # r(z | x0, all) (this random one fits poorly), and its mix with p(z)
             res = mc(model, x0, 4000, (1, 10, 1000), spec, seed=idx, estimator="path", proposal=prop)

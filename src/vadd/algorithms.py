@@ -16,7 +16,7 @@ from torch import nn
 
 from . import objectives, process
 from .errors import ConfigError, DataError
-from .latent import DiagGaussian, mmd_to_standard_normal, standard_normal_log_prob
+from .latent import DiagGaussian, build_prior, mmd_to_standard_normal, standard_normal_log_prob
 from .schedules import Schedule
 
 ESTIMATORS = tuple(process.DRAWS)
@@ -160,7 +160,7 @@ class VADD(MaskedDiffusion):
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
                  seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
                  free_bits: float = 0.0, mask_gate: bool = False, mmd_weight: float = 0.0, prior_z: float = 0.0,
-                 prior_z_masked: float = 0.0, objective: str = "delbo"):
+                 prior_z_masked: float = 0.0, objective: str = "delbo", prior: dict | None = None):
         super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
         if free_bits < 0:
             raise ConfigError(f"free_bits must be >= 0, got {free_bits}")
@@ -186,6 +186,9 @@ class VADD(MaskedDiffusion):
         self.objective = objective
         self.encoder = encoder
         self.latent_dim = int(latent_dim)
+        # the prior the samplers draw z from and the bounds weigh it by: N(0, I), the one training's KL uses,
+        # unless a Gaussian mixture was fitted to the aggregate posterior after training (vadd.latent)
+        self.prior = build_prior(prior, self.latent_dim)
         self.eval_chunk_tokens = int(eval_chunk_tokens)  # rows * L per network call of the IW bound
         # A learned gate in [0, 1] per latent unit, a function of the masked fraction, that moves the
         # posterior toward the prior: the KL is paid at every masking level with weight w(t) ~ 1/t, while

@@ -29,6 +29,8 @@ The proposal ``q`` (:data:`PROPOSALS`): ``auto`` (default) takes the prior for t
 (one token's marginal at a time) and the even mixture of prior and recognition model ``r(z | x0, M)`` for
 the ``steps`` bound (few steps reveal many tokens at once, where ``r`` fits; many steps, one or two); with a
 fixed ``z``, which explains every token of the sample, the recognition model at full masking ``r(z | x0, all)``.
+``p(z)`` is the model's prior (``model.prior``): ``N(0, I)``, or a Gaussian mixture fitted to the aggregate
+posterior after training (:class:`vadd.latent.GaussianMixturePrior`); the samplers draw from the same one.
 
 The training objective (the DELBO, ``VADD.bound_term``) integrates the bound on the *joint* of all
 masked tokens over ``t``; that is not a bound on any model's likelihood and is never reported as one.
@@ -46,7 +48,6 @@ import torch
 
 from . import objectives, process, rng
 from .errors import ConfigError
-from .latent import standard_normal_log_prob
 from .sampling import eval_mode, reveal_steps, time_grid
 from .schedules import sampler_schedule
 
@@ -74,11 +75,11 @@ def _z_draws(model, post, B: int, kmax: int, z_gen, proposal: str, device):
     ``log p(z) - log q(z)``, ``k`` at most :func:`_chunk` rows per network call.
 
     ``q`` is the importance proposal: ``posterior`` (the recognition model ``post``), ``prior``
-    (``N(0, I)``) or ``mixture`` (each draw from either with probability 1/2, ``q = (p + r) / 2``).
-    Draw ``j`` is the same whatever ``K`` and the chunking are."""
+    (``model.prior``: ``N(0, I)`` unless a mixture was fitted) or ``mixture`` (each draw from either with
+    probability 1/2, ``q = (p + r) / 2``). Draw ``j`` is the same whatever ``K`` and the chunking are."""
     if proposal not in PROPOSALS[1:]:
         raise ConfigError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
-    per_chunk = _chunk(model, B, kmax)
+    per_chunk, prior = _chunk(model, B, kmax), model.prior
     shape = (B, model.latent_dim) if post is None else post.mean.shape
     kw = dict(generator=z_gen, device=device, dtype=torch.get_default_dtype() if post is None else post.mean.dtype)
     done = 0
@@ -86,18 +87,21 @@ def _z_draws(model, post, B: int, kmax: int, z_gen, proposal: str, device):
         k = min(per_chunk, kmax - done)
         # one [B, d] draw (and one [B] component choice) at a time: draw j is the same whatever K and the
         # chunking are (torch.randn of another size orders its numbers differently)
-        eps, use_post = [], []
+        eps, use_post, choice = [], [], []
         for _ in range(k):
             eps.append(torch.randn(shape, **kw))
             use_post.append(torch.rand(shape[:-1], **kw) < 0.5)
+            if prior.needs_choice:  # only then: N(0, I)'s draws stay those of earlier versions
+                choice.append(torch.rand(shape[:-1], **kw))
         eps, use_post = torch.stack(eps), torch.stack(use_post).unsqueeze(-1)
+        from_prior = prior.from_noise(eps, torch.stack(choice) if choice else None)
         if proposal == "posterior":
             z = post.rsample(eps)
         elif proposal == "prior":
-            z = eps
+            z = from_prior
         else:
-            z = torch.where(use_post, post.rsample(eps), eps)
-        log_p = standard_normal_log_prob(z).double()
+            z = torch.where(use_post, post.rsample(eps), from_prior)
+        log_p = prior.log_prob(z).double()
         if proposal == "prior":
             log_ratio = torch.zeros_like(log_p)
         else:
@@ -317,7 +321,7 @@ def latent_gap(model, tokens, fractions=(0.25, 0.5, 0.75, 1.0), K: int = 100, se
                batch_size: int = 256) -> list[dict]:
     """A diagnostic of the fresh-``z`` sampler (VADD): at each masked fraction ``f``, the mean over masked
     tokens of ``-log mu^i(xt, z)[x0^i]`` with ``z`` from the recognition model (one draw: what training fits)
-    and of ``-log (1/K) sum_k mu^i(xt, z_k)[x0^i]``, ``z_k ~ N(0, I)`` (the prior-averaged prediction the
+    and of ``-log (1/K) sum_k mu^i(xt, z_k)[x0^i]``, ``z_k`` from the model's prior (the prior-averaged prediction the
     continuous-time limit of the sampler uses; an upper estimate for finite ``K``), and their difference.
     ``round(f L)`` positions are masked per row (at least one), at the sampler's time for that fraction."""
     if not model.latent_dim:

@@ -81,6 +81,6 @@ def build_model(spec: dict) -> MaskedDiffusion:
                      free_bits=float(spec.get("free_bits", 0.0)), mask_gate=bool(spec.get("mask_gate", False)),
                      mmd_weight=float(spec.get("mmd_weight", 0.0)), prior_z=float(spec.get("prior_z", 0.0)),
                      prior_z_masked=float(spec.get("prior_z_masked", 0.0)),
-                     objective=str(spec.get("objective", "delbo")))
+                     objective=str(spec.get("objective", "delbo")), prior=spec.get("prior"))
     model.spec = spec
     return model

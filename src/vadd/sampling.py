@@ -101,18 +101,18 @@ def reveal_steps(schedule, times: torch.Tensor, u: torch.Tensor) -> torch.Tensor
 
 class EventLatents:
     """The latents of the samplers: ``z`` for the ``r``-th reveal event of row ``b`` is row ``b`` of the
-    ``r``-th ``randn(B, d)`` of a stream seeded once. A row's ``z`` does not depend on which rows are
+    ``r``-th ``B`` draws from the model's prior (``randn(B, d)`` for ``N(0, I)``) of a stream seeded once. A row's ``z`` does not depend on which rows are
     evaluated when, so every evaluation mode gives the same tokens; VADD-CS uses event 0's draw for the
     whole trajectory, so at ``T = 1`` VADD and VADD-CS are the same draw."""
 
-    def __init__(self, rows: int, dim: int, seed: int, device=None):
-        self.rows, self.dim, self.device = rows, dim, device
+    def __init__(self, rows: int, prior, seed: int, device=None):
+        self.rows, self.prior, self.dim, self.device = rows, prior, prior.dim, device
         self.gen = torch.Generator(device=device).manual_seed(seed)
         self.draws, self.made = {}, 0
 
     def draw(self, r: int) -> torch.Tensor:
         while self.made <= r:
-            self.draws[self.made] = torch.randn(self.rows, self.dim, generator=self.gen, device=self.device)
+            self.draws[self.made] = self.prior.sample(self.rows, self.gen, self.device)
             self.made += 1
         return self.draws[r]
 
@@ -177,7 +177,7 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
                         torch.rand(B, L, generator=generator, device=device, dtype=torch.float64)).int()
     u = torch.rand(B, L, generator=generator, device=device, dtype=torch.float64)
     stats.per_step_revealed = torch.bincount(when[masked0], minlength=T).tolist()
-    latents = EventLatents(B, model.latent_dim, zseed, device) if latent != "none" else None
+    latents = EventLatents(B, model.prior, zseed, device) if latent != "none" else None
     pending = masked0.clone()                              # still masked, to be generated
     events = torch.zeros(B, dtype=torch.long, device=device)  # reveal events so far per row
     part_rows = max(1, min(int(eval_rows), (1 << 26) // max(L * V, 1)))  # at most 64M logits per call

@@ -70,6 +70,9 @@ class VaddSchema:
     prior_z: float = _key(0, 1)
     prior_z_masked: float = _key(0, 1)
     objective: str = _key(choices=("delbo", "fixed_z"))
+    prior: str = _key(choices=("standard", "gmm"))
+    prior_components: int = _key(1)
+    prior_examples: int = _key(2)
 
 
 @dataclass

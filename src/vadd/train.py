@@ -31,6 +31,7 @@ from .errors import (
     VaddError,
     first_line,
 )
+from .latent import fit_mixture_prior
 from .manifest import run_manifest
 from .metrics.latent import collapse_diagnostics
 
@@ -201,6 +202,20 @@ def _torch_settings(t: dict):
         torch.set_float32_matmul_precision(precision)
 
 
+def fit_prior(model, algo_cfg: dict, data: TokenData, seed: int) -> dict:
+    """``algo.prior=gmm``: after training, fit the Gaussian-mixture prior to the aggregate posterior of the
+    first ``algo.prior_examples`` training rows (as training sees them: through the data's transform) and
+    install it in ``model`` (vadd.latent.fit_mixture_prior). Returns its metrics; ``{}`` for ``N(0, I)``."""
+    if algo_cfg.get("prior", "standard") == "standard":
+        return {}
+    x = data.train[: int(algo_cfg.get("prior_examples", 50_000))]
+    if data.train_transform is not None:
+        x = data.train_transform(x, torch.Generator().manual_seed(int(seed)))
+    fit = fit_mixture_prior(model, x, int(algo_cfg.get("prior_components", 16)), seed=int(seed))
+    return {"prior_log_density_fitted": fit["log_density_fitted"],
+            "prior_log_density_standard": fit["log_density_standard"]}
+
+
 def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
     spec = model.spec
     if cfg["trainer"].get("compile", False):  # a switch: worth it on GPUs and long runs
@@ -251,6 +266,7 @@ def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
     metrics.update(lit.event_metrics)  # the last diagnostics and validation of the run
     if model.latent_dim:
         metrics.update(collapse_diagnostics(ema_model, data.test[:1024]))
+        metrics.update(fit_prior(ema_model, cfg["algo"], data, seed))
     record = {"train_metrics": metrics, "train_wall_s": time.time() - t0, "steps": int(trainer.global_step)}
     if trainer.is_global_zero:
         io.save_pretrained(ema_model, run_dir / "model", extra={"data": data.info, "seed": seed})
