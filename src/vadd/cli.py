@@ -1,9 +1,10 @@
-"""``vadd`` command line: train | sample | eval | demo | bench-images | bench-text.
+"""``vadd`` command line: train | sample | eval | fit-prior | demo | bench-images | bench-text.
 
     vadd demo --out runs/demo                      # the main job: MDM vs VADD on the 2D toys
     vadd train algo=vadd data.name=swissroll run_dir=runs/swiss trainer.max_steps=3000
     vadd sample runs/swiss --steps 1 5 10 --sampler vadd --num-samples 10000 --out samples/
     vadd eval runs/swiss -K 1 100 --steps 1 5 --out eval.json   # continuous and T-step bounds
+    vadd fit-prior runs/swiss --out runs/swiss/model-gmm          # VADD: z from a mixture fitted to the codes
 
 Errors a user can cause (bad config, bad data, wrong checkpoint, a run folder in use) print one line and
 exit with 2; SIGTERM / SIGINT exit with 143 / 130 (training saves a checkpoint first). Anything else is a
@@ -108,6 +109,36 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_fit_prior(args) -> int:
+    from pathlib import Path
+
+    from . import io
+    from .api import load
+    from .data import build_data
+    from .errors import MissingFile
+    from .train import fit_prior
+
+    out = io.check_output(args.out, folder=True)
+    run = Path(args.run)
+    run = run.parent if run.name == "model" and not (run / "manifest.json").exists() else run
+    if not (run / "manifest.json").exists():
+        raise MissingFile(f"{run} is not a run folder (no manifest.json): fit-prior needs the run's config to "
+                          "rebuild its training data")
+    if out.resolve() == (run / "model").resolve():
+        raise ConfigError(f"--out {out} is the run's own model: give a new folder (e.g. {run / 'model-gmm'})")
+    manifest = io.read_json(run / "manifest.json")
+    pipe = load(run)
+    if not pipe.model.latent_dim:
+        raise ConfigError(f"fit-prior needs a VADD model; {run} holds a {pipe.model.name} model")
+    seed = int(manifest.get("seed", 0))
+    data = build_data(dict(manifest["config"]["data"]), seed=seed)
+    algo = {"prior": "gmm", "prior_components": args.components, "prior_examples": args.examples}
+    metrics = fit_prior(pipe.model, algo, data, seed)
+    io.save_pretrained(pipe.model, out, extra={k: v for k, v in pipe.config.items() if k not in ("vadd_format", "model")})
+    print(json.dumps({"model": str(out), "prior": pipe.model.spec["prior"], **metrics}, indent=1))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -204,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--out", default=None)
     e.set_defaults(func=_cmd_eval)
+
+    f = sub.add_parser("fit-prior", help="VADD: fit a Gaussian-mixture prior over z to a trained run's aggregate "
+                                         "posterior and write the model with it (samplers and bounds then use it)")
+    f.add_argument("run", help="a VADD run folder (its manifest rebuilds the training data)")
+    f.add_argument("--out", required=True, help="the new model folder (the run's own model is left as it is)")
+    f.add_argument("--components", type=int, default=16, help="mixture components")
+    f.add_argument("--examples", type=int, default=50_000, help="training rows it is fitted to (the first ones)")
+    f.set_defaults(func=_cmd_fit_prior)
 
     d = _job_parser(sub, "demo", "the main job: MDM vs VADD on the 2D toys, JS against steps", "runs/demo",
                     "Hydra overrides, e.g. trainer.max_steps=2000")
