@@ -163,14 +163,20 @@ class GaussianMixturePrior(StandardNormalPrior):
         """Component ``k`` by the inverse CDF of the weights at ``choice`` (uniform), then ``mu_k + L_k eps``."""
         cdf = torch.cumsum(torch.softmax(self.log_weights.double(), 0), 0)
         k = torch.searchsorted(cdf, choice.double().contiguous(), right=True).clamp_max(self.components - 1)
-        z = self.means[k] + (self.scale_tril[k] @ eps.to(self.means.dtype).unsqueeze(-1)).squeeze(-1)
+        e = eps.to(self.means.dtype)
+        z = torch.empty_like(e)
+        for c in k.unique().tolist():  # one component at a time: no [..., d, d] copy of the factors per draw
+            sel = k == c
+            z[sel] = self.means[c] + e[sel] @ self.scale_tril[c].T
         return z.to(eps.dtype)
 
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """``log g(z)`` summed over ``d`` (float64 inside); ``z`` may have any leading dims."""
         L = self.scale_tril.double()
+        eye = torch.eye(self.dim, dtype=L.dtype, device=L.device).expand_as(L)
+        inv = torch.linalg.solve_triangular(L, eye, upper=False)           # [C, d, d]: L_c^-1, once
         diff = z.double().unsqueeze(-2) - self.means.double()              # [..., C, d]
-        sol = torch.linalg.solve_triangular(L, diff.unsqueeze(-1), upper=False).squeeze(-1)
+        sol = torch.einsum("cij,...cj->...ci", inv, diff)                  # L_c^-1 (z - mu_c)
         log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)  # [C]
         comp = -0.5 * (sol.pow(2).sum(-1) + self.dim * LOG_2PI) - log_det + torch.log_softmax(self.log_weights.double(), 0)
         return torch.logsumexp(comp, -1).to(z.dtype)
