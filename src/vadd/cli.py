@@ -134,7 +134,8 @@ def _cmd_fit_prior(args) -> int:
     data = build_data(dict(manifest["config"]["data"]), seed=seed)
     algo = {"prior": "gmm", "prior_components": args.components, "prior_examples": args.examples}
     metrics = fit_prior(pipe.model, algo, data, seed)
-    io.save_pretrained(pipe.model, out, extra={k: v for k, v in pipe.config.items() if k not in ("vadd_format", "model")})
+    extra = {k: v for k, v in pipe.config.items() if k not in ("vadd_format", "model")}  # data info, seed
+    io.save_pretrained(pipe.model, out, extra=extra)
     print(json.dumps({"model": str(out), "prior": pipe.model.spec["prior"], **metrics}, indent=1))
     return 0
 

@@ -178,7 +178,8 @@ class GaussianMixturePrior(StandardNormalPrior):
         diff = z.double().unsqueeze(-2) - self.means.double()              # [..., C, d]
         sol = torch.einsum("cij,...cj->...ci", inv, diff)                  # L_c^-1 (z - mu_c)
         log_det = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)  # [C]
-        comp = -0.5 * (sol.pow(2).sum(-1) + self.dim * LOG_2PI) - log_det + torch.log_softmax(self.log_weights.double(), 0)
+        log_w = torch.log_softmax(self.log_weights.double(), 0)
+        comp = -0.5 * (sol.pow(2).sum(-1) + self.dim * LOG_2PI) - log_det + log_w
         return torch.logsumexp(comp, -1).to(z.dtype)
 
     def spec(self) -> dict:
@@ -225,8 +226,9 @@ def fit_mixture_prior(model, x0: torch.Tensor, components: int, seed: int = 0, b
     prior.log_weights.copy_(torch.as_tensor(gm.weights_).log())
     prior.means.copy_(torch.as_tensor(gm.means_))
     prior.scale_tril.copy_(torch.linalg.cholesky(torch.as_tensor(gm.covariances_)))
+    summary = {"prior": prior.spec(), "codes": int(codes.shape[0]), "converged": bool(gm.converged_),
+               "log_density_fitted": float(prior.log_prob(codes).mean()),  # on the CPU, before the move
+               "log_density_standard": float(standard_normal_log_prob(codes).mean())}
     model.prior = prior.to(device)
     model.spec = dict(getattr(model, "spec", {}), prior=prior.spec())
-    return {"prior": prior.spec(), "codes": int(codes.shape[0]), "converged": bool(gm.converged_),
-            "log_density_fitted": float(prior.log_prob(codes).mean()),
-            "log_density_standard": float(standard_normal_log_prob(codes).mean())}
+    return summary

@@ -101,9 +101,10 @@ def reveal_steps(schedule, times: torch.Tensor, u: torch.Tensor) -> torch.Tensor
 
 class EventLatents:
     """The latents of the samplers: ``z`` for the ``r``-th reveal event of row ``b`` is row ``b`` of the
-    ``r``-th ``B`` draws from the model's prior (``randn(B, d)`` for ``N(0, I)``) of a stream seeded once. A row's ``z`` does not depend on which rows are
-    evaluated when, so every evaluation mode gives the same tokens; VADD-CS uses event 0's draw for the
-    whole trajectory, so at ``T = 1`` VADD and VADD-CS are the same draw."""
+    ``r``-th ``B`` draws from the model's prior (``randn(B, d)`` for ``N(0, I)``) of a stream seeded once.
+    A row's ``z`` does not depend on which rows are evaluated when, so every evaluation mode gives the same
+    tokens; VADD-CS uses event 0's draw for the whole trajectory, so at ``T = 1`` VADD and VADD-CS are the
+    same draw."""
 
     def __init__(self, rows: int, prior, seed: int, device=None):
         self.rows, self.prior, self.dim, self.device = rows, prior, prior.dim, device
