@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import F32_RTOL
 
 from vadd import bounds, process
 from vadd.algorithms import VADD, MaskedDiffusion
@@ -358,8 +359,8 @@ def test_path_estimator_is_the_steps_bound_on_the_same_paths_as_T_grows(algo, fi
     cont, big = bounds.BoundSpec("continuous", fixed_z=fixed_z), bounds.BoundSpec("steps", 10**6, fixed_z=fixed_z)
     a = bounds.evaluate(model, x, ks, [cont], seed=3, estimator="path", proposal="mixture")[cont]
     b = bounds.evaluate(model, x, ks, [big], seed=3, proposal="mixture")[big]
-    for k in ks:
-        assert np.allclose(a[k], b[k], atol=1e-9), (k, np.abs(a[k] - b[k]).max())
+    for k in ks:  # two code paths that call the float32 network on other batch shapes: equal within rounding
+        np.testing.assert_allclose(a[k], b[k], rtol=F32_RTOL)
 
 
 def test_every_proposal_gives_a_valid_bound_and_the_prior_suits_one_tokens_marginal():
@@ -460,15 +461,18 @@ def test_evaluate_is_paired_across_k_reproducible_and_leaves_the_global_stream_a
     a = bounds.evaluate(model, x0, [1, 10], spec, seed=3, num_t=2)
     assert torch.equal(state, torch.get_rng_state())
     b = bounds.evaluate(model, x0, [1], spec, seed=3, num_t=2)
+    # K = 1 is the first draw of the K = 10 stream: the same z, t and masks. Alone it is evaluated on other
+    # batch shapes, where CPU matrix kernels may round the float32 network differently (seen: 17.43798257 vs
+    # 17.43798305), so equal within float32's rounding, not bit for bit
     for s in spec:
-        assert np.array_equal(a[s][1], b[s][1])  # K = 1 is the first draw of the K = 10 stream
+        np.testing.assert_allclose(a[s][1], b[s][1], rtol=F32_RTOL)
     c = bounds.evaluate(model, x0, [1, 10], spec, seed=4, num_t=2)
     assert not np.array_equal(a[spec[0]][10], c[spec[0]][10])
     # MDM and VADD at any K see the same (t, mask) draws: an MDM scored twice is identical, and its
     # continuous draws match the masks the VADD draws used (the same generator calls)
     mdm = random_mdm(LogLinear(1e-3), seed=5)
     m1 = bounds.evaluate(mdm, x0, [1], spec, seed=3)
-    assert np.array_equal(m1[spec[0]][1], bounds.evaluate(mdm, x0, [5], spec, seed=3)[spec[0]][1])
+    np.testing.assert_allclose(m1[spec[0]][1], bounds.evaluate(mdm, x0, [5], spec, seed=3)[spec[0]][1], rtol=F32_RTOL)
 
 
 def test_bad_requests_are_clear_errors():

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import F32_RTOL
 
 import vadd
 from vadd import io
@@ -110,8 +111,9 @@ def test_validation_curve_scores_the_saved_ema_model(tmp_path, algo):
     assert rec["train_metrics"]["val/nll"] == float(rows[-1]["val/nll"])
     data = build_data(cfg["data"], seed=0)
     again = heldout_bound(vadd.load(run_dir).model, data.test[:100], seed=0)
-    assert float(rows[-1]["val/nll"]) == pytest.approx(again, rel=1e-6)
-    assert float(rows[-1]["val/nats_per_token"]) == pytest.approx(again / data.seq_len, rel=1e-6)
+    # the validation loop evaluates other batch shapes than heldout_bound: float32 rounding, not bit for bit
+    assert float(rows[-1]["val/nll"]) == pytest.approx(again, rel=F32_RTOL)
+    assert float(rows[-1]["val/nats_per_token"]) == pytest.approx(again / data.seq_len, rel=F32_RTOL)
     assert heldout_bound(model, data.test[:100], seed=0) == again  # same draws every call
     assert heldout_bound(model, data.test[:100], seed=1) != again
     with pytest.raises(ValueError, match="unknown bound estimator 'quadrature'"):

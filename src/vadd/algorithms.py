@@ -70,7 +70,8 @@ class MaskedDiffusion(nn.Module):
         over by the callers, so only masked positions' rows are ever used.
         """
         logits = self.denoiser(xt, t, z)
-        return torch.log_softmax(logits.float(), dim=-1)
+        # at least float32 (bf16 logits are upcast); a float64 model keeps its precision
+        return torch.log_softmax(logits if logits.dtype == torch.float64 else logits.float(), dim=-1)
 
     # ---- the bound ---------------------------------------------------------------------------
     def bound_term(self, x0, xt, masked, t, kl_weight: float = 1.0, num_samples: int = 0, eps=None):

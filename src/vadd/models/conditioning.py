@@ -48,7 +48,8 @@ class Conditioning(nn.Module):
         """``[B, cond_dim]``, or ``[1, cond_dim]`` (broadcast over the batch) when ``c`` is the same for every
         example: no time conditioning and no latent."""
         if self.time is not None:
-            c = self.time(sinusoidal(t, self.freq_dim))
+            # the features are float32 sines; a float64 model takes them at its own precision
+            c = self.time(sinusoidal(t, self.freq_dim).to(self.time[0].weight.dtype))
         else:
             # one row for the whole batch: every block's adaLN projection then runs once per call, not once
             # per example (on the 2-token toy MLP that per-row constant was a third of MDM's time)
