@@ -404,6 +404,15 @@ def test_demo_quick_writes_results_samples_and_figure(tmp_path):
     assert (out / "figure.png").stat().st_size > 10_000 and (out / "js_vs_steps.png").exists()
     assert (out / "nll_vs_steps.png").exists()
     assert "JS divergence" in r.stdout and "ratio" in r.stdout and "Likelihood bound" in r.stdout
+    # the same command again, with two workers this time: the same numbers bit for bit (every job runs with
+    # the same threads whatever --workers is; batches, noise and samples are functions of the seed)
+    again = _cli("demo", "--quick", "--workers", "2", "--out", str(tmp_path / "demo2"))
+    assert again.returncode == 0, again.stderr
+    res2 = json.loads((tmp_path / "demo2" / "results.json").read_text())
+    for name, e in res["datasets"].items():
+        e2 = res2["datasets"][name]
+        assert e2["js"] == e["js"] and e2["bounds"] == e["bounds"] and e2["noise_floor"] == e["noise_floor"]
+        assert {a: t["metrics"] for a, t in e2["train"].items()} == {a: t["metrics"] for a, t in e["train"].items()}
 
 
 def test_demo_on_a_user_point_file(tmp_path):

@@ -17,10 +17,12 @@ from .manifest import git_commit, hardware, versions
 
 
 def plan_workers(workers: int | None = None) -> tuple[int, int]:
-    """``(workers, threads per worker)`` for this machine."""
+    """``(workers, threads per job)`` for this machine. The threads per job are those of the default plan
+    (one worker per core, at most 2) whatever ``workers`` is: CPU kernels may sum in another order with
+    another thread count, so this keeps a rerun's numbers the same with any number of workers."""
     cores = os.cpu_count() or 1
-    workers = int(workers or min(2, cores))
-    return workers, max(1, cores // workers)
+    default = min(2, cores)
+    return int(workers or default), max(1, cores // default)
 
 
 def run_jobs(jobs: list, fn, workers: int, collect, log=None, every: float = 20.0) -> None:
