@@ -65,6 +65,10 @@ def world(tmp_path_factory):
     save_file(state, w / "nan" / "model" / "model.safetensors", metadata={"format": "pt"})
     (w / "other" / "model" / "model.safetensors").write_bytes((w / "mdm" / "model" / "model.safetensors").read_bytes())
     (w / "badjson" / "model" / "config.json").write_text("{not json")
+    (w / "newer" / "model").mkdir(parents=True)  # a model folder written by a later release
+    (w / "newer" / "model" / "model.safetensors").write_bytes((w / "vadd" / "model" / "model.safetensors").read_bytes())
+    spec = json.loads((w / "vadd" / "model" / "config.json").read_text())
+    (w / "newer" / "model" / "config.json").write_text(json.dumps(dict(spec, vadd_format=99)))
     # a checkpoint with a flipped bit (its checksum sidecar intact)
     train(compose([*TINY, "algo=mdm", "trainer.max_steps=2", "trainer.ckpt_every=2", f"run_dir={w / 'flipck'}"]))
     ck = bytearray((w / "flipck" / "checkpoints" / "last.ckpt").read_bytes())
@@ -106,6 +110,10 @@ def cases(w: Path):
         ("global-batch", [*tr, "trainer.global_batch_size=100"], "not a multiple"),
         ("vocab-float", [*tr, "data.vocab_size=12.5"], "vocab_size"),
         ("seed-type", [*tr, "seed=abc"], "seed"),
+        ("seed-negative", [*tr, "seed=-1"], "seed must be in [0, 2^32 - 1]"),
+        ("seed-huge", [*tr, f"seed={2**40}"], "seed must be in [0, 2^32 - 1]"),
+        ("betas", [*tr, "trainer.betas=[2,3]"], "trainer.betas must be two numbers in [0, 1)"),
+        ("betas-one", [*tr, "trainer.betas=[0.9]"], "trainer.betas must be two numbers"),
         ("algo", [*tr, "algo=vae"], "available: ar, mdm, vadd"),
         ("experiment", [*tr, "experiment=nope"], "no experiment 'nope'"),
         ("latent-dim", [*tr, "algo.latent_dim=0"], "latent_dim"),
@@ -194,6 +202,17 @@ def cases(w: Path):
         ("eval-cs-mdm", ["eval", M, "--sampler", "vadd-cs"], "needs a VADD model"),
         ("eval-sampler-name", ["eval", V, "--sampler", "mdm"], "invalid choice"),
         ("demo-data", ["demo", "--data", "spirals", "--out", "{R}"], "spirals"),
+        ("demo-workers", ["demo", "--workers", "-2", "--out", "{R}"], "argument --workers: must be an integer >= 1"),
+        ("demo-num-samples", ["demo", "--num-samples", "0", "--out", "{R}"], "argument --num-samples: must be an integer >= 1"),
+        ("sample-seed-huge", ["sample", V, "--seed", "1" * 25, "--out", "{R}"], "a seed must be in [0, 2^32 - 1]"),
+        ("sample-seed-negative", ["sample", V, "--seed", "-3", "--out", "{R}"], "must be an integer >= 0"),
+        ("eval-max-examples", ["eval", V, "--max-examples", "-5"], "argument --max-examples: must be an integer >= 1"),
+        ("fit-prior-components", ["fit-prior", V, "--components", "0", "--out", "{R}"], "must be an integer >= 1"),
+        ("load-newer-format", ["sample", str(w / "newer"), "--out", "{R}"], "model format 99, written by a newer vadd"),
+        ("compare-data", ["compare", "--data", str(d / "missing.npy"), "--out", "{R}"], "neither a 2D toy"),
+        ("compare-seeds", ["compare", "--data", "swissroll", "--seeds", "-1", "--out", "{R}"], "must be an integer >= 0"),
+        ("compare-steps", ["compare", "--data", "swissroll", "--steps", "0", "--out", "{R}"], "--steps must be positive"),
+        ("compare-workers", ["compare", "--data", "swissroll", "--workers", "0", "--out", "{R}"], "must be an integer >= 1"),
         ("bench-images-experiment", ["bench-images", "--experiment", "nope", "--out", "{R}"], "no experiment"),
         ("bench-text-experiment", ["bench-text", "--experiment", "nope", "--out", "{R}"], "no experiment"),
         ("unknown-flag", ["train", "--bogus"], "unrecognized arguments"),
@@ -292,3 +311,18 @@ def test_a_programming_error_is_a_traceback_with_status_1(tmp_path):
                        env=dict(os.environ, PYTHONWARNINGS="ignore"))
     assert p.returncode == 1, p.stderr[-2000:]
     assert "Traceback" in p.stderr and "ZeroDivisionError" in p.stderr
+
+
+def test_the_python_api_checks_what_the_cli_checks(world):
+    """The API twins of CLI cases: a bad K is an error (it was K = 1 in silence), a newer model format refuses."""
+    import vadd
+    from vadd.errors import CheckpointError, ConfigError
+    x = np.random.default_rng(0).integers(0, 64, size=(4, 2))
+    for run in ("vadd", "mdm"):
+        pipe = vadd.load(world / run)
+        for k in (0, -2):
+            with pytest.raises(ConfigError, match="K \\(importance samples\\) must be integers >= 1"):
+                pipe.nll_bound(x, num_samples=k)
+        assert pipe.nll_bound(x, num_samples=2).shape == (4,)
+    with pytest.raises(CheckpointError, match="model format 99, written by a newer vadd; this one reads format 1"):
+        vadd.load(world / "newer")

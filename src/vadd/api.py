@@ -107,7 +107,8 @@ class Pipeline:
         baseline returns its exact NLL."""
         from . import bounds
 
-        K = max(1, int(num_samples)) if self.model.latent_dim else 1
+        K = bounds.check_request([num_samples], num_t)[0]  # a bad K is an error even for MDM, which ignores it
+        K = K if self.model.latent_dim else 1
         spec = bounds.BoundSpec("continuous", fixed_z=fixed_z) if steps is None else \
             bounds.specs([steps], continuous=False, fixed_z=[fixed_z])[0]
         res = bounds.evaluate(self.model, tokens, [K], [spec], num_t=num_t, seed=seed, batch_size=batch_size,

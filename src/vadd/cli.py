@@ -178,12 +178,34 @@ def _job_parser(sub, name: str, help: str, out: str, overrides_help: str) -> arg
     """A demo / benchmark command: the output folder, seed, quick budget, workers and Hydra overrides."""
     q = sub.add_parser(name, help=help)
     q.add_argument("--out", default=out)
-    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--seed", type=_seed, default=0)
     q.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
-    q.add_argument("--workers", type=int, default=None,
+    q.add_argument("--workers", type=_int_at_least(1), default=None,
                    help="parallel worker processes (default: one per core, at most 2); 1 runs in-process")
     q.add_argument("overrides", nargs="*", help=overrides_help)
     return q
+
+
+def _int_at_least(lo: int):
+    """An argparse type: an integer ``>= lo``, else argparse's one-line error naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {value}")
+        return value
+    return parse
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed in ``[0, 2^32 - 1]``, the range every seeded generator accepts."""
+    from .config import MAX_SEED
+    value = _int_at_least(0)(text)
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be in [0, 2^32 - 1], got {value}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -210,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=int, nargs="+", default=[10])
     s.add_argument("--sampler", nargs="+", choices=["mdm", "vadd", "vadd-cs"], default=None)
     s.add_argument("--num-samples", type=int, default=10_000)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--grid", choices=["uniform", "cosine"], default="uniform", help="time grid of the T steps")
     s.add_argument("--out", default="samples")
@@ -242,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--latent-gap", action="store_true",
                    help="VADD: also print how much worse the decoder predicts masked tokens with prior-averaged z "
                         "(what the fresh-z sampler's T -> inf limit uses) than with posterior z, per masked fraction")
-    e.add_argument("--max-examples", type=int, default=10_000)
-    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--max-examples", type=_int_at_least(1), default=10_000)
+    e.add_argument("--seed", type=_seed, default=0)
     e.add_argument("--out", default=None)
     e.set_defaults(func=_cmd_eval)
 
@@ -251,29 +273,29 @@ def build_parser() -> argparse.ArgumentParser:
                                          "posterior and write the model with it (samplers and bounds then use it)")
     f.add_argument("run", help="a VADD run folder (its manifest rebuilds the training data)")
     f.add_argument("--out", required=True, help="the new model folder (the run's own model is left as it is)")
-    f.add_argument("--components", type=int, default=16, help="mixture components")
-    f.add_argument("--examples", type=int, default=50_000, help="training rows it is fitted to (the first ones)")
+    f.add_argument("--components", type=_int_at_least(1), default=16, help="mixture components")
+    f.add_argument("--examples", type=_int_at_least(2), default=50_000, help="training rows it is fitted to (the first ones)")
     f.set_defaults(func=_cmd_fit_prior)
 
     d = _job_parser(sub, "demo", "the main job: MDM vs VADD on the 2D toys, JS against steps", "runs/demo",
                     "Hydra overrides, e.g. trainer.max_steps=2000")
     d.add_argument("--data", default=None, help="one toy name or a .npy file of 2D points (default: all three toys)")
-    d.add_argument("--num-samples", type=int, default=None)
+    d.add_argument("--num-samples", type=_int_at_least(1), default=None)
     d.set_defaults(func=_cmd_demo)
 
     c = sub.add_parser("compare", help="does VADD beat MDM on this data, at how many steps? (over seeds)")
     c.add_argument("--out", default="runs/compare")
     c.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
-    c.add_argument("--workers", type=int, default=None,
+    c.add_argument("--workers", type=_int_at_least(1), default=None,
                    help="parallel worker processes (default: one per core, at most 2); 1 runs in-process")
     c.add_argument("overrides", nargs="*", help="Hydra overrides for both methods (algo.* for VADD only)")
     c.add_argument("--data", required=True,
                    help="a 2D toy name, a .npy of 2D points, or an integer token array (N, L) (.npy/.npz/.txt/.csv)")
-    c.add_argument("--seeds", type=int, nargs="+", default=[0], help="training seeds (an axis: mean, spread, paired)")
+    c.add_argument("--seeds", type=_seed, nargs="+", default=[0], help="training seeds (an axis: mean, spread, paired)")
     c.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50], help="sampling steps T")
-    c.add_argument("--num-samples", type=int, default=None, help="samples per sampler and T (default 20,000; toys 100,000)")
-    c.add_argument("--bound-examples", type=int, default=None, help="held-out rows bounded (default 1,000)")
-    c.add_argument("--bound-k", type=int, default=None, help="VADD's importance samples of z (default 100)")
+    c.add_argument("--num-samples", type=_int_at_least(1), default=None, help="samples per sampler and T (default 20,000; toys 100,000)")
+    c.add_argument("--bound-examples", type=_int_at_least(1), default=None, help="held-out rows bounded (default 1,000)")
+    c.add_argument("--bound-k", type=_int_at_least(1), default=None, help="VADD's importance samples of z (default 100)")
     c.add_argument("--no-matched-mdm", action="store_true",
                    help="skip the third model: MDM trained for VADD's training FLOPs (the compute-matched baseline)")
     c.set_defaults(func=_cmd_compare)

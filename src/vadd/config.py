@@ -12,6 +12,7 @@ from .errors import ConfigError, first_line  # ConfigError re-exported: vadd.con
 from .schema import DATA_KINDS, problems, schema_for
 
 CONFIG_DIR = Path(__file__).parent / "configs"
+MAX_SEED = 2**32 - 1  # what every seeded generator (numpy, torch, Lightning's seed_everything) accepts
 
 
 def compose(overrides: list[str] | tuple = (), config_name: str = "config") -> dict:
@@ -112,6 +113,12 @@ def validate(cfg: dict) -> None:
     seed = cfg.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ConfigError(f"invalid config: seed must be int, got {seed!r}")
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"invalid config: seed must be in [0, 2^32 - 1], got {seed}")
+    betas = (cfg.get("trainer") or {}).get("betas")
+    if betas is not None and (len(betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in betas)):
+        raise ConfigError(f"invalid config: trainer.betas must be two numbers in [0, 1) (Adam's decay rates), "
+                          f"got {list(betas)}")
     kind = (cfg.get("data") or {}).get("kind")
     if "data" in cfg and kind not in DATA_KINDS:
         raise ConfigError(f"invalid config: data.kind must be one of {', '.join(DATA_KINDS)}, got {kind!r}")

@@ -162,6 +162,10 @@ def from_pretrained(folder, map_location: str = "cpu"):
         raise CheckpointError(f"{folder / CONFIG} is not valid JSON ({e})") from None
     if "model" not in config:
         raise CheckpointError(f"{folder / CONFIG} has no 'model' spec: not a vadd model folder")
+    fmt = config.get("vadd_format", FORMAT_VERSION)
+    if isinstance(fmt, bool) or not isinstance(fmt, int) or fmt > FORMAT_VERSION:
+        raise CheckpointError(f"{folder / CONFIG}: model format {fmt!r}, written by a newer vadd; this one reads "
+                              f"format {FORMAT_VERSION}: upgrade vadd to load it")
     try:
         model = build_model(config["model"])
     except (KeyError, TypeError) as e:
