@@ -15,6 +15,7 @@ OUT/data/NAME.npy --seeds ...`` under ``OUT/NAME``; a summary table over the dat
 ``OUT/suite.md`` and ``OUT/suite.json``. Usage::
 
     .venv/bin/python benchmarks/compare_suite.py --out runs/suite [--seeds 0 1 2] [--only modes8 markov16]
+        [--bound-examples 500] [overrides for both methods]
 """
 from __future__ import annotations
 
@@ -107,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     ap.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--bound-examples", type=int, default=None, help="held-out rows bounded (default 1,000)")
+    ap.add_argument("--docs", default=None, help="also copy the tables, figures and JSON here (a results page's data)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     from vadd import io
@@ -121,14 +124,32 @@ def main(argv=None) -> int:
         if not path.exists():
             np.save(path, x)
         res = run_compare(str(path), out=out / name, seeds=args.seeds, quick=args.quick, overrides=args.overrides,
-                          workers=args.workers, **({"num_samples": 500, "bound_examples": 16} if args.quick else {}))
+                          workers=args.workers, num_samples=500 if args.quick else None,
+                          bound_examples=args.bound_examples or (16 if args.quick else None))
         row = summary_row(name, res)
         row["L"], row["V"] = int(x.shape[1]), int(x.max()) + 1
         rows.append(row)
         io.write_json(out / "suite.json", {"seeds": args.seeds, "rows": rows, "wall_s": time.time() - t0})
         (out / "suite.md").write_text(format_suite(rows, args.seeds))
+    if args.docs:
+        publish(out, Path(args.docs), [r["data"] for r in rows])
     print(format_suite(rows, args.seeds))
     return 0
+
+
+def publish(out: Path, docs: Path, names) -> None:
+    """Copy what a results page shows into ``docs``: the suite table and, per data set, ``results.json``,
+    ``compare.png`` and ``tables.md`` with its headings one level down (the page owns the top level)."""
+    import shutil
+    docs.mkdir(parents=True, exist_ok=True)
+    for name in ("suite.md", "suite.json"):
+        text = (out / name).read_text()
+        (docs / name).write_text(re.sub(r"^# ", "### ", text, flags=re.M) if name.endswith(".md") else text)
+    for name in names:
+        shutil.copyfile(out / name / "results.json", docs / f"{name}_results.json")
+        shutil.copyfile(out / name / "compare.png", docs / f"{name}.png")
+        text = (out / name / "tables.md").read_text()
+        (docs / f"{name}_tables.md").write_text(re.sub(r"^(#+) ", r"\1## ", text, flags=re.M))
 
 
 if __name__ == "__main__":

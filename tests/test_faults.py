@@ -210,6 +210,8 @@ def cases(w: Path):
         ("fit-prior-components", ["fit-prior", V, "--components", "0", "--out", "{R}"], "must be an integer >= 1"),
         ("load-newer-format", ["sample", str(w / "newer"), "--out", "{R}"], "model format 99, written by a newer vadd"),
         ("compare-data", ["compare", "--data", str(d / "missing.npy"), "--out", "{R}"], "neither a 2D toy"),
+        ("compare-junk", ["compare", "--data", str(d / "junk.npy"), "--out", "{R}"], "not a readable .npy array"),
+        ("compare-folder", ["compare", "--data", str(d), "--out", "{R}"], "is a folder"),
         ("compare-seeds", ["compare", "--data", "swissroll", "--seeds", "-1", "--out", "{R}"], "must be an integer >= 0"),
         ("compare-steps", ["compare", "--data", "swissroll", "--steps", "0", "--out", "{R}"], "--steps must be positive"),
         ("compare-workers", ["compare", "--data", "swissroll", "--workers", "0", "--out", "{R}"], "must be an integer >= 1"),

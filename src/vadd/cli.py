@@ -201,7 +201,7 @@ def _int_at_least(lo: int):
 
 def _seed(text: str) -> int:
     """An argparse type: a seed in ``[0, 2^32 - 1]``, the range every seeded generator accepts."""
-    from .config import MAX_SEED
+    from .rng import MAX_SEED
     value = _int_at_least(0)(text)
     if value > MAX_SEED:
         raise argparse.ArgumentTypeError(f"a seed must be in [0, 2^32 - 1], got {value}")

@@ -35,7 +35,7 @@ from .algorithms import ALGORITHMS
 from .api import load
 from .config import compose
 from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, is_toy_name
-from .errors import ConfigError
+from .errors import ConfigError, DataError, first_line
 from .jobs import plan_workers, report_progress, run_jobs, stamp
 from .sampling import LABELS
 from .train import step_reporter, train
@@ -64,8 +64,17 @@ class Target:
         if not os.path.exists(data):
             raise ConfigError(f"--data {data}: neither a 2D toy ({', '.join(TOYS)}) nor an existing file")
         label = os.path.splitext(os.path.basename(data.rstrip("/")))[0]
+        if os.path.isdir(data):
+            raise ConfigError(f"--data {data} is a folder: vadd compare reads a token array or 2D points for now "
+                              "(images and text corpora: vadd bench-images / bench-text, or vadd train per method)")
         if data.endswith(".npy"):
-            head = np.load(data, mmap_mode="r", allow_pickle=False)
+            with open(data, "rb") as f:
+                if f.read(6) != b"\x93NUMPY":
+                    raise DataError(f"{data}: not a readable .npy array (no NumPy header)")
+            try:
+                head = np.load(data, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError) as e:
+                raise DataError(f"{data}: not a readable .npy array ({first_line(e)})") from None
             if head.ndim == 2 and head.shape[1] == 2 and np.issubdtype(head.dtype, np.floating) \
                     and not np.array_equal(np.asarray(head[:1000]), np.round(np.asarray(head[:1000]))):
                 PointSource(data)  # checks the file

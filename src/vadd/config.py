@@ -9,10 +9,10 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError, first_line  # ConfigError re-exported: vadd.config.ConfigError
+from .rng import MAX_SEED
 from .schema import DATA_KINDS, problems, schema_for
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-MAX_SEED = 2**32 - 1  # what every seeded generator (numpy, torch, Lightning's seed_everything) accepts
 
 
 def compose(overrides: list[str] | tuple = (), config_name: str = "config") -> dict:

@@ -10,6 +10,8 @@ import hashlib
 
 import torch
 
+MAX_SEED = 2**32 - 1  # what every seeded generator (numpy, torch, Lightning's seed_everything) accepts
+
 
 def stream_key(seed: int, purpose: str, *index: int) -> int:
     """A 63-bit key for ``(seed, purpose, *index)``; distinct purposes give unrelated streams."""

@@ -31,6 +31,7 @@ LOCK = ".vadd.lock"
 # global batch, rows per optimiser step over all ranks, is added by the caller: a run may resume on another
 # number of processes with the same global batch)
 IDENTITY_KEYS = ("algo", "model", "data", "seed")
+DISPLAY_KEYS = ("trainer.progress:", "trainer.print_every:")
 
 
 def _rank_zero() -> bool:
@@ -156,7 +157,8 @@ def owned_run(run_dir: str | os.PathLike, cfg: dict, overwrite: bool = False, re
             skip = {"run_dir", "resume", "overwrite"}
             for line in differences({k: v for k, v in old_cfg.items() if k not in skip},
                                     {k: v for k, v in cfg.items() if k not in skip}):
-                print(f"vadd: warning: resuming {run_dir} with a changed {line}", file=sys.stderr)
+                if not line.startswith(DISPLAY_KEYS):  # how progress is shown changes nothing of the run
+                    print(f"vadd: warning: resuming {run_dir} with a changed {line}", file=sys.stderr)
         yield run_dir
 
 
