@@ -397,7 +397,9 @@ def sentences(results: dict) -> list[str]:
 
 # ---- tables and figure --------------------------------------------------------------------------------------
 def _cell(sp: dict, digits: int = 4) -> str:
-    return f"{sp['mean']:.{digits}f}" + (f" ± {sp['std']:.{digits}f}" if sp["std"] is not None else "")
+    """``mean ± sd``: ``digits`` significant figures for the mean, two for the spread (statistics near 0 keep
+    their digits; bounds of a few nats read to the third decimal)."""
+    return f"{sp['mean']:.{digits}g}" + (f" ± {sp['std']:.2g}" if sp["std"] is not None else "")
 
 
 def format_tables(results: dict) -> str:
@@ -431,7 +433,7 @@ def format_tables(results: dict) -> str:
         for r, recs in S["bounds"].items():
             for K in sorted({int(k.split("/K")[1]) for k in recs}):
                 label = NAMES[r] if r != "vadd" else f"VADD K={K}"
-                out.append(f"| {label} | " + " | ".join(_cell(recs[f"{b}/K{K}"], 3) if f"{b}/K{K}" in recs else "-"
+                out.append(f"| {label} | " + " | ".join(_cell(recs[f"{b}/K{K}"], 5) if f"{b}/K{K}" in recs else "-"
                                                        for b in keys) + " |")
     out += ["", "## Reading", ""] + [f"- {line}" for line in results["sentences"]]
     return "\n".join(out) + "\n"
