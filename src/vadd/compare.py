@@ -467,8 +467,6 @@ def draw(path: Path, results: dict) -> None:
         ax.set(xscale="log", xlabel="sampling steps T (dotted: T -> inf)", ylabel="NLL bound (nats per example)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    import io as _io
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
+    from .demo import _savefig
+    _savefig(fig, path)
     plt.close(fig)
-    io.atomic_write_bytes(path, buf.getvalue())
