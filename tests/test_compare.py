@@ -43,7 +43,8 @@ def test_pairs_and_the_primary_statistic():
 
 def test_spread_is_the_t_interval_of_the_mean():
     s = spread([1.0, 2.0, 3.0])
-    assert s["mean"] == 2.0 and s["std"] == 1.0 and s["ci95"] == pytest.approx(4.303 / math.sqrt(3))
+    assert s["mean"] == 2.0 and s["std"] == 1.0 and s["ci95"] == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)  # t_0.975, 2 dof
+    assert spread(np.arange(12.0))["ci95"] == pytest.approx(2.200985 * np.arange(12.0).std(ddof=1) / math.sqrt(12), rel=1e-6)
     assert spread([5.0]) == {"mean": 5.0, "std": None, "ci95": None, "n": 1}
 
 

@@ -45,7 +45,6 @@ STEPS = (1, 2, 5, 10, 20, 50)
 RUNS = (("vadd", "vadd"), ("mdm", "mdm"), ("mdm-matched", "mdm"))
 NAMES = {**LABELS, "mdm-matched": "MDM-matched"}
 DATA_SPLIT_SEED = 0  # a token file's held-out rows are the same for every training seed (paired across seeds)
-CONFIDENCE_T = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}  # t_0.975
 
 
 # ---- what is compared: the data and its statistic ----------------------------------------------------------
@@ -277,8 +276,9 @@ def spread(values) -> dict:
     v = np.asarray(list(values), dtype=np.float64)
     if len(v) < 2:
         return {"mean": float(v.mean()), "std": None, "ci95": None, "n": len(v)}
+    from scipy.stats import t as student_t  # scipy comes with scikit-learn, a dependency
     std = float(v.std(ddof=1))
-    t = CONFIDENCE_T.get(len(v) - 1, 1.96)
+    t = float(student_t.ppf(0.975, len(v) - 1))
     return {"mean": float(v.mean()), "std": std, "ci95": t * std / math.sqrt(len(v)), "n": len(v)}
 
 
