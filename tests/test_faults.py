@@ -50,6 +50,7 @@ def world(tmp_path_factory):
     (d / "afile").write_text("x")
     os.mkfifo(d / "fifo.npy")
     os.mkdir(d / "folder.npy")
+    os.symlink(d / "loop", d / "loop")  # a link to itself
     # model folders that must not load: truncated, bit-flipped, NaN weights, another model's weights, bad JSON
     for name in ("trunc", "flip", "nan", "other", "badjson"):
         (w / name / "model").mkdir(parents=True)
@@ -74,6 +75,31 @@ def world(tmp_path_factory):
     ck = bytearray((w / "flipck" / "checkpoints" / "last.ckpt").read_bytes())
     ck[len(ck) // 2] ^= 0x01
     (w / "flipck" / "checkpoints" / "last.ckpt").write_bytes(bytes(ck))
+    # model folders whose config.json a newer, another or a broken writer made
+    for name, change in (("extrakey", {"flux": 1}), ("speclist", None), ("negvocab", {"vocab_size": -3}),
+                         ("hugelen", {"seq_len": 10**12}), ("strdim", {"latent_dim": "8"}),
+                         ("hugehidden", {"denoiser": dict(spec["model"]["denoiser"], hidden=10**9)})):
+        (w / name / "model").mkdir(parents=True)
+        (w / name / "model" / "model.safetensors").write_bytes(raw)
+        model = [1, 2] if change is None else dict(spec["model"], **change)
+        (w / name / "model" / "config.json").write_text(json.dumps(dict(spec, model=model)))
+    (w / "nogeom" / "model").mkdir(parents=True)  # toy data info without its grid
+    (w / "nogeom" / "model" / "model.safetensors").write_bytes(raw)
+    (w / "nogeom" / "model" / "config.json").write_text(json.dumps(dict(spec, data={"kind": "toy2d", "name": "swissroll"})))
+    # token and point files that only look like data
+    np.save(d / "f20.npy", np.array([[0.0, 1.0], [1e20, 3.0]] * 4))
+    np.save(d / "u64max.npy", np.array([[0, 1], [2**64 - 1, 3]] * 4, dtype=np.uint64))
+    (d / "empty.txt").write_text("")
+    np.savez(d / "none.npz")
+    np.savez(d / "two.npz", a=np.zeros((8, 2), dtype=np.int64), b=np.zeros((8, 2), dtype=np.int64))
+    for name, shape in (("forged.npy", (10, 2)), ("forged2d.npy", (50, 2))):
+        np.save(d / name, np.zeros(shape, dtype=np.int64))
+        raw_npy = (d / name).read_bytes()
+        (d / name).write_bytes(raw_npy.replace(f"({shape[0]}, 2)".encode(), b"(999999999999, 2)"))
+    # samples drawn earlier into a folder, and sample files that no sample.json describes
+    assert cli.main(["sample", str(w / "vadd"), "--steps", "1", "--num-samples", "8", "--out", str(w / "samps")]) == 0
+    (w / "loose").mkdir()
+    np.save(w / "loose" / "vadd_T1.npy", np.zeros((2, 2), dtype=np.int64))
     # a run folder holding a half-written (zero-byte) checkpoint
     (w / "zero" / "checkpoints").mkdir(parents=True)
     (w / "zero" / "checkpoints" / "last.ckpt").write_bytes(b"")
@@ -218,6 +244,48 @@ def cases(w: Path):
         ("bench-images-experiment", ["bench-images", "--experiment", "nope", "--out", "{R}"], "no experiment"),
         ("bench-text-experiment", ["bench-text", "--experiment", "nope", "--out", "{R}"], "no experiment"),
         ("unknown-flag", ["train", "--bogus"], "unrecognized arguments"),
+        # checked before the first step: a failed start leaves no run behind
+        ("batch-over-data", [*tr, "trainer.batch_size=5000"], "fewer than one global batch"),
+        ("gmm-too-few-rows", [*tr, "algo.prior=gmm", "algo.prior_components=1500"], "needs at least 3000"),
+        ("run-dir-link-loop", ["train", *TINY, f"run_dir={d / 'loop'}"], "a symbolic link to nothing"),
+        # the memory budget: user-sized requests refused before they are allocated
+        ("sample-steps-huge", ["sample", V, "--steps", str(10**12), "--out", "{R}"], "lower --steps"),
+        ("eval-steps-huge", ["eval", V, "--steps", str(10**12)], "lower --steps"),
+        ("latent-huge", [*tr, f"algo.latent_dim={10**9}"], "lower algo.latent_dim"),
+        ("load-huge-seq-len", ["sample", str(w / "hugelen"), "--out", "{R}"], "lower the sequence length"),
+        ("load-huge-hidden", ["sample", str(w / "hugehidden"), "--out", "{R}"], "lower the model's sizes"),
+        ("hidden-huge", [*tr, f"model.denoiser.hidden={10**9}"], "lower the model's sizes"),
+        ("tokens-forged-header", [*tok, f"data.train={d / 'forged.npy'}"], "the header describes an array"),
+        ("toy-forged-header", [*tr, f"data.name={d / 'forged2d.npy'}"], "the header describes an array"),
+        ("compare-forged-header", ["compare", "--data", str(d / "forged.npy"), "--out", "{R}"], "header describes"),
+        # files that only look like data
+        ("tokens-empty-txt", [*tok, f"data.train={d / 'empty.txt'}"], "holds no tokens"),
+        ("tokens-npz-empty", [*tok, f"data.train={d / 'none.npz'}"], "holds no arrays"),
+        ("tokens-npz-two", [*tok, f"data.train={d / 'two.npz'}"], "holds 2 arrays (a, b)"),
+        ("tokens-float-1e20", [*tok, f"data.train={d / 'f20.npy'}"], "token id 1e+20 is beyond any vocabulary"),
+        ("tokens-uint64-max", [*tok, f"data.train={d / 'u64max.npy'}"], "18446744073709551615 is beyond any"),
+        ("eval-empty-txt", ["eval", V, "--data", str(d / "empty.txt")], "holds no tokens"),
+        # model folders from another writer
+        ("load-unknown-spec-key", ["sample", str(w / "extrakey"), "--out", "{R}"], "unknown keys flux"),
+        ("load-spec-list", ["sample", str(w / "speclist"), "--out", "{R}"], "must be a mapping, got list"),
+        ("load-negative-vocab", ["sample", str(w / "negvocab"), "--out", "{R}"], "vocab_size must be an integer >= 2"),
+        ("load-string-latent", ["sample", str(w / "strdim"), "--out", "{R}"], "latent_dim must be an integer"),
+        ("load-no-geometry", ["sample", str(w / "nogeom"), "--out", "{R}"], "cannot rebuild how samples are decoded"),
+        ("eval-no-geometry", ["eval", str(w / "nogeom")], "cannot rebuild how samples are decoded"),
+        # outputs are owned: never into another run, never over other outputs
+        ("sample-into-other-run", ["sample", V, "--out", str(w / "mdm" / "samples")], "inside the run folder"),
+        ("sample-other-settings", ["sample", V, "--steps", "1", "--num-samples", "9", "--out", str(w / "samps")],
+         "holds samples drawn with other settings (num_samples)"),
+        ("sample-loose-files", ["sample", V, "--steps", "1", "--out", str(w / "loose")], "that no sample.json describes"),
+        ("fit-prior-into-other-run", ["fit-prior", V, "--out", str(w / "mdm" / "model")], "inside the run folder"),
+        ("fit-prior-other-run-root", ["fit-prior", V, "--out", M], "inside the run folder"),
+        ("fit-prior-not-empty", ["fit-prior", V, "--out", str(w / "samps")], "is not empty"),
+        ("fit-prior-own-model", ["fit-prior", V, "--out", str(w / "vadd" / "model")], "the run's own model"),
+        ("eval-out-into-other-run", ["eval", V, "--out", str(w / "mdm" / "eval.json")], "inside the run folder"),
+        ("fit-prior-mdm", ["fit-prior", M, "--out", "{R}"], "needs a VADD model"),
+        ("fit-prior-not-a-run", ["fit-prior", str(w / "trunc"), "--out", "{R}"], "is not a run folder"),
+        ("eval-npz-two", ["eval", V, "--data", str(d / "two.npz")], "holds 2 arrays"),
+        ("eval-float-1e20", ["eval", V, "--data", str(d / "f20.npy")], "is beyond any vocabulary"),
     ]
 
 
@@ -226,7 +294,7 @@ def _tree(root: Path) -> dict:
     for dirpath, dirnames, filenames in os.walk(root):
         for f in filenames:
             p = Path(dirpath) / f
-            if p.is_fifo() or p.name == runs.LOCK:  # the lock file holds the pid of its last holder, no run data
+            if p.is_symlink() or p.is_fifo() or p.name == runs.LOCK:  # the lock file holds the pid of its last holder, no run data
                 continue
             out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
         for dn in dirnames:
@@ -238,7 +306,7 @@ def test_fault_table(world, tmp_path, monkeypatch, capsys):
     """Every case: exit 2, one line naming the problem, and the world unchanged outside the case's run folder."""
     monkeypatch.chdir(tmp_path)  # default outputs (runs/train, samples/) would land here, and be caught
     table = cases(world)
-    assert len(table) >= 60 and len({c[0] for c in table}) == len(table)
+    assert len(table) >= 140 and len({c[0] for c in table}) == len(table)
     failures = []
     for name, argv, needle in table:
         own = world / "cases" / name
@@ -328,3 +396,124 @@ def test_the_python_api_checks_what_the_cli_checks(world):
         assert pipe.nll_bound(x, num_samples=2).shape == (4,)
     with pytest.raises(CheckpointError, match="model format 99, written by a newer vadd; this one reads format 1"):
         vadd.load(world / "newer")
+
+
+def test_the_python_api_refuses_what_it_used_to_truncate(world):
+    """Float tokens are not cut to integers, an infill mask must match the tokens, decode checks its ids."""
+    import vadd
+    from vadd.errors import CheckpointError, DataError
+    pipe = vadd.load(world / "vadd")
+    x = np.random.default_rng(0).integers(0, 64, size=(4, 2))
+    for bad in (x + 0.5, np.full((4, 2), np.nan), np.full((4, 2), 1e20)):
+        with pytest.raises(DataError, match="whole numbers"):
+            pipe.nll_bound(bad)
+        with pytest.raises(DataError, match="whole numbers"):
+            pipe.sample(x_init=bad, steps=2)
+    assert np.array_equal(pipe.nll_bound(x.astype(np.float64)), pipe.nll_bound(x))  # whole floats are fine
+    with pytest.raises(DataError, match="given_mask must be booleans of the tokens' shape \\(4, 2\\)"):
+        pipe.infill(x, np.ones(4, dtype=bool))
+    with pytest.raises(DataError, match="given_mask must be booleans"):
+        pipe.infill(x, np.full((4, 2), 0.5))
+    with pytest.raises(DataError, match="outside the vocabulary"):
+        pipe.decode(np.array([[0, 10**6]]))
+    assert pipe.decode(x).shape == (4, 2)
+    out = pipe.infill(x, np.array([[True, False]] * 4), steps=2)
+    assert np.array_equal(out[:, 0], x[:, 0])
+    for name, needle in (("extrakey", "unknown keys flux"), ("hugelen", "lower the sequence length"),
+                         ("nogeom", "cannot rebuild how samples are decoded")):
+        with pytest.raises(CheckpointError, match=needle):
+            vadd.load(world / name)
+
+
+def test_a_failed_start_leaves_the_folder_free_for_the_fixed_config(tmp_path, monkeypatch):
+    """The run is claimed with its first step: a start that fails before it blocks no retry."""
+    from vadd import lit
+    from vadd.errors import DataError, RunError
+    run = tmp_path / "run"
+
+    def broken(self, batch, batch_idx):
+        raise DataError("a bad batch")
+
+    with monkeypatch.context() as m:
+        m.setattr(lit.LitDiffusion, "training_step", broken)
+        with pytest.raises(DataError, match="a bad batch"):
+            train(compose([*TINY, "algo=mdm", "trainer.max_steps=2", "seed=3", f"run_dir={run}"]))
+    assert run.is_dir() and not runs.holds_run(run)
+    # the fixed config (another seed: another identity) trains into the same folder, no --overwrite
+    train(compose([*TINY, "algo=mdm", "trainer.max_steps=2", "seed=4", f"run_dir={run}"]))
+    assert json.loads((run / "run.json").read_text())["identity"]["seed"] == 4
+    # once a step has trained, the folder is that run's
+    with pytest.raises(RunError, match="holds another run"):
+        train(compose([*TINY, "algo=mdm", "trainer.max_steps=2", "seed=5", f"run_dir={run}"]))
+
+
+def test_a_prior_fit_that_fails_after_training_keeps_the_model(tmp_path, monkeypatch):
+    from vadd import train as train_mod
+    from vadd.errors import ConfigError, RunError
+
+    def failing(*a, **k):
+        raise ConfigError("EM diverged")
+
+    monkeypatch.setattr(train_mod, "fit_mixture_prior", failing)
+    run = tmp_path / "run"
+    with pytest.raises(RunError, match=f"fit it with: vadd fit-prior {run} --out {run / 'model-gmm'}"):
+        train(compose([*TINY, "algo=vadd", "algo.prior=gmm", "algo.prior_components=2", "trainer.max_steps=2",
+                       f"run_dir={run}"]))
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert "EM diverged" in manifest["metrics"]["prior_fit_failed"] and manifest["metrics"]["steps"] == 2
+    import vadd
+    assert vadd.load(run).model.spec.get("prior") is None  # saved with N(0, I): it loads and samples
+
+
+def test_checkpoint_cleanup_deletes_only_its_own_temporary_files(tmp_path):
+    store = tmp_path / "store"  # a user's folder, linked in as the run's checkpoints
+    store.mkdir()
+    (store / ".notes.tmp").write_text("mine")
+    (store / ".last.ckpt.vadd-tmp-abc123.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "run").mkdir()
+    os.symlink(store, tmp_path / "run" / "checkpoints")
+    assert cli.main(["train", *TINY, "algo=mdm", "trainer.max_steps=2", f"run_dir={tmp_path / 'run'}"]) == 0
+    assert (store / ".notes.tmp").read_text() == "mine"
+    assert not (store / ".last.ckpt.vadd-tmp-abc123.tmp").exists() and (store / "last.ckpt").is_file()
+
+
+def test_sample_outputs_are_owned_and_an_interrupted_sampling_resumes(world, tmp_path, monkeypatch, capsys):
+    from vadd.api import Pipeline
+    V = str(world / "vadd")
+    args = ["sample", V, "--steps", "1", "2", "--num-samples", "16", "--sampler", "vadd"]
+    # a second writer into the same --out stops with one line
+    out = tmp_path / "locked"
+    out.mkdir()
+    with runs.lock(out):
+        assert cli.main([*args, "--out", str(out)]) == 2
+    assert "in use by another vadd process" in capsys.readouterr().err and not list(out.glob("*.npy"))
+    # stopped between writing the T = 2 files and their record: only what sample.json describes stays
+    ref, part = tmp_path / "ref", tmp_path / "part"
+    assert cli.main([*args, "--out", str(ref)]) == 0
+    real = Pipeline.save_samples
+
+    def interrupted(self, tokens, folder, stem):
+        paths = real(self, tokens, folder, stem)
+        if stem.endswith("T2"):
+            raise KeyboardInterrupt
+        return paths
+
+    with monkeypatch.context() as m:
+        m.setattr(Pipeline, "save_samples", interrupted)
+        assert cli.main([*args, "--out", str(part)]) == 130
+    assert "the (sampler, T) files in sample.json are kept" in capsys.readouterr().err
+    record = json.loads((part / "sample.json").read_text())
+    described = {f for r in record["runs"] for f in r["files"]}
+    assert described == {"vadd_T1.npy", "vadd_T1_decoded.npy"}
+    assert {p.name for p in part.iterdir() if not p.name.startswith(".")} == described | {"sample.json"}
+    # the rerun keeps T = 1 and draws T = 2: the same files as one uninterrupted sampling
+    assert cli.main([*args, "--out", str(part)]) == 0
+    assert "resuming" in capsys.readouterr().out
+    for f in ("vadd_T1.npy", "vadd_T2.npy", "vadd_T2_decoded.npy"):
+        assert np.array_equal(np.load(part / f), np.load(ref / f)), f
+    assert [r["steps"] for r in json.loads((part / "sample.json").read_text())["runs"]] == [1, 2]
+    # other settings are refused; --overwrite replaces exactly the files the old record describes
+    (part / "notes.md").write_text("kept")
+    assert cli.main([*args[:-4], "--num-samples", "4", "--sampler", "vadd", "--out", str(part)]) == 2
+    assert cli.main([*args[:-4], "--num-samples", "4", "--sampler", "vadd", "--out", str(part), "--overwrite"]) == 0
+    assert np.load(part / "vadd_T1.npy").shape[0] == 4 and (part / "notes.md").read_text() == "kept"

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 
 from . import io
+from .errors import CheckpointError, DataError, first_line
 from .data import decoder_from_info
-from .sampling import SAMPLERS, SampleStats, sample
+from .sampling import SAMPLERS, SampleStats, check_request, sample
 
 
 @dataclass
@@ -34,13 +35,23 @@ class Pipeline:
                seed: int = 0, x_init=None, cache: bool = True, return_stats: bool = False, **kw):
         """Tokens ``[N, L]`` (int64 numpy). ``sampler`` defaults to the model's own (mdm / vadd)."""
         sampler = sampler or self.samplers[0]
+        x_init = None if x_init is None else as_tokens(x_init, "x_init")
         x, stats = sample(self.model, num_samples, steps, sampler, cache=cache, x_init=x_init, seed=seed, **kw)
         return (x.numpy(), stats) if return_stats else x.numpy()
 
+    def check_sample_request(self, num_samples: int, steps: int, sampler: str | None = None) -> None:
+        """Raise the error :meth:`sample` would raise for this request, without drawing anything."""
+        check_request(self.model, num_samples, steps, sampler or self.samplers[0])
+
     def infill(self, tokens, given_mask, steps: int = 10, sampler: str | None = None, seed: int = 0):
         """Regenerate the positions where ``given_mask`` is False; keep the others exactly."""
-        x = torch.as_tensor(np.asarray(tokens), dtype=torch.long).clone()
-        x[~torch.as_tensor(np.asarray(given_mask), dtype=torch.bool)] = self.model.mask_id
+        x = as_tokens(tokens, "infill tokens").clone()
+        self.model.check_tokens(x)
+        given = np.asarray(given_mask)
+        if given.shape != tuple(x.shape) or not (given.dtype == bool or np.isin(given, (0, 1)).all()):
+            raise DataError(f"infill: given_mask must be booleans of the tokens' shape {tuple(x.shape)}, got "
+                            f"{given.dtype} of shape {given.shape}")
+        x[~torch.as_tensor(given.astype(bool))] = self.model.mask_id
         return self.sample(steps=steps, sampler=sampler, seed=seed, x_init=x)
 
     @property
@@ -64,8 +75,11 @@ class Pipeline:
         return None
 
     def decode(self, tokens):
+        """Tokens ``[N, L]`` in the model's vocabulary -> the modality's objects (or the tokens themselves)."""
+        x = as_tokens(tokens, "decode")
+        self.model.check_tokens(x)
         dec = self.decoder
-        return np.asarray(tokens) if dec is None else dec(np.asarray(tokens))
+        return x.numpy() if dec is None else dec(x.numpy())
 
     def save_samples(self, tokens, folder, stem: str) -> list[Path]:
         """Write ``tokens`` as ``FOLDER/STEM.npy`` and, where the data has an output form, decoded beside it:
@@ -111,6 +125,7 @@ class Pipeline:
         K = K if self.model.latent_dim else 1
         spec = bounds.BoundSpec("continuous", fixed_z=fixed_z) if steps is None else \
             bounds.specs([steps], continuous=False, fixed_z=[fixed_z])[0]
+        tokens = as_tokens(tokens, "nll_bound")
         res = bounds.evaluate(self.model, tokens, [K], [spec], num_t=num_t, seed=seed, batch_size=batch_size,
                               estimator=estimator, grid=grid, proposal=proposal, progress=progress)
         by_k = next(iter(res.values()))
@@ -122,8 +137,23 @@ class Pipeline:
         ``fixed_z``: which samplers of a VADD model (``False``: fresh ``z`` per step; ``True``: VADD-CS)."""
         from . import bounds
 
+        tokens = as_tokens(tokens, "bounds")
         res = bounds.evaluate(self.model, tokens, ks, bounds.specs(steps, continuous, fixed_z), **kw)
         return bounds.records(res, self.model.seq_len)
+
+
+def as_tokens(tokens, what: str) -> torch.Tensor:
+    """Integer token ids as int64, without truncating: floats must hold whole numbers (a fractional or
+    non-finite value, or a boolean array, is an error); the range is checked by the model."""
+    a = tokens.detach().cpu().numpy() if torch.is_tensor(tokens) else np.asarray(tokens)
+    if a.dtype.kind == "f":
+        if not (np.isfinite(a).all() and (a == np.round(a)).all() and (np.abs(a) < 2.0**62).all()):
+            raise DataError(f"{what}: token ids must be whole numbers, got {a.dtype} values that are not")
+    elif a.dtype.kind == "u" and a.size and a.max() >= 2**62:
+        raise DataError(f"{what}: token id {int(a.max())} is beyond any vocabulary")
+    elif a.dtype.kind not in "iu":
+        raise DataError(f"{what}: token ids must be integers, got dtype {a.dtype}")
+    return torch.from_numpy(a.astype(np.int64))
 
 
 def load(path: str | Path, map_location: str = "cpu") -> Pipeline:
@@ -132,6 +162,13 @@ def load(path: str | Path, map_location: str = "cpu") -> Pipeline:
     if (path / "model" / io.CONFIG).exists():
         path = path / "model"
     model, config = io.from_pretrained(path, map_location=map_location)
+    info = config.get("data", {})
+    if isinstance(info, dict) and info.get("kind") in ("images", "toy2d"):  # cheap to rebuild: check it now
+        try:
+            decoder_from_info(info)
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise CheckpointError(f"{path / io.CONFIG}: its data info ({info.get('kind')}) cannot rebuild how "
+                                  f"samples are decoded (missing or bad {first_line(e)})") from None
     model.eval()
     return Pipeline(model, config)
 

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from .algorithms import ALGORITHMS, VADD, Autoregressive, MaskedDiffusion
 from .errors import ConfigError
+from .budget import check_alloc
 from .models import build_denoiser, build_encoder
 from .schedules import get_schedule
 
@@ -56,10 +59,53 @@ def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int,
     return spec
 
 
-def build_model(spec: dict) -> MaskedDiffusion:
-    """Instantiate the model a spec describes (random initialisation)."""
+# every key a spec has held (older releases wrote the same set): another key means another writer
+SPEC_KEYS = {"algo", "vocab_size", "seq_len", "latent_dim", "schedule", "estimator", "denoiser", "encoder",
+             "free_bits", "mask_gate", "mmd_weight", "prior_z", "prior_z_masked", "objective", "prior"}
+
+
+def _int_key(spec: dict, key: str, lo: int) -> int:
+    v = spec.get(key, 0 if key == "latent_dim" else None)
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ConfigError(f"model spec: {key} must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def check_spec(spec) -> None:
+    """The shape of a spec, before anything is built: a mapping of known keys, sizes that are integers in
+    range, and a model whose embeddings and one row of outputs fit in memory."""
+    if not isinstance(spec, dict):
+        raise ConfigError(f"the model spec must be a mapping, got {type(spec).__name__}")
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ConfigError(f"model spec: unknown keys {', '.join(map(str, unknown))} (written by a newer or another "
+                          "vadd?)")
     if spec.get("algo") not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {spec.get('algo')!r}; choose one of {sorted(ALGORITHMS)}")
+    V, L, d = _int_key(spec, "vocab_size", 2), _int_key(spec, "seq_len", 1), _int_key(spec, "latent_dim", 0)
+    for part in ("schedule", "denoiser", *(("encoder",) if spec["algo"] == "vadd" else ())):
+        if not isinstance(spec.get(part), dict) or "name" not in spec[part]:
+            raise ConfigError(f"model spec: {part} must be a mapping with a name, got {spec.get(part)!r}")
+    # one row's logits and a width-1024 embedding per position and per latent dimension, in float32 x 2
+    check_alloc(8.0 * L * (V + 1024), f"a model of {L:,} positions and {V:,} tokens", "the sequence length")
+    check_alloc(8.0 * d * 1024 * 4, f"a latent of {d:,} dimensions", "algo.latent_dim")
+
+
+def build_model(spec: dict) -> MaskedDiffusion:
+    """Instantiate the model a spec describes (random initialisation), after checking that its parameters,
+    their gradients and two optimiser moments fit in memory (counted on the ``meta`` device, no storage)."""
+    check_spec(spec)
+    sizes = [v for part in ("denoiser", "encoder") for v in dict(spec.get(part) or {}).values()
+             if isinstance(v, int) and not isinstance(v, bool)]
+    if max(sizes, default=0) > 8192:  # beyond any shipped config: count first (torch's meta device is slow to wake)
+        with torch.device("meta"):
+            n = sum(p.numel() for p in _build(spec).parameters())
+        check_alloc(16.0 * n, f"a model of {n:,} parameters (weights, gradients and two Adam moments in float32)",
+                    "the model's sizes (model.denoiser.*, model.encoder.*)")
+    return _build(spec)
+
+
+def _build(spec: dict) -> MaskedDiffusion:
     sched_cfg = dict(spec["schedule"])
     schedule = get_schedule(sched_cfg.pop("name"), **sched_cfg)
     V, L, d = spec["vocab_size"], spec["seq_len"], spec.get("latent_dim", 0)

@@ -20,8 +20,9 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
-from .errors import ConfigError, RunInterrupted, VaddError
+from .errors import ConfigError, RunError, RunInterrupted, VaddError
 
 
 def _cmd_train(args) -> int:
@@ -36,39 +37,99 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    from . import io
+    from . import io, runs
     from .api import load
 
     out = io.check_output(args.out, folder=True)
     pipe = load(args.model)
     samplers = args.sampler or pipe.samplers
-    record = {"model": str(args.model), "seed": args.seed, "num_samples": args.num_samples, "runs": []}
-    for sampler in samplers:
+    for sampler in samplers:  # before any file is written
         for T in args.steps:
-            t0 = time.time()
-            tokens, st = pipe.sample(args.num_samples, steps=T, sampler=sampler, seed=args.seed,
-                                     cache=not args.no_cache, return_stats=True, progress=True, grid=args.grid)
-            pipe.save_samples(tokens, out, f"{sampler}_T{T}")
-            record["runs"].append({"sampler": sampler, "steps": T, "grid": args.grid, "nfe": st.nfe,
-                                   "row_evals": st.row_evals,
-                                   "wall_s": time.time() - t0})
-            print(f"{sampler} T={T}: {args.num_samples} samples -> {out / f'{sampler}_T{T}.npy'}")
-    io.write_json(out / "sample.json", record)
+            pipe.check_sample_request(args.num_samples, T, sampler)
+    setting = {"weights_sha256": io.tensors_digest(pipe.model.state_dict()), "seed": args.seed,
+               "num_samples": args.num_samples, "grid": args.grid, "cache": not args.no_cache}
+    with runs.owned_output(out, own_run=runs.run_of_model(args.model)) as out:
+        record = dict(model=str(args.model), **_sample_record(out, setting, args.overwrite))
+        done = {(r["sampler"], r["steps"]) for r in record["runs"]}
+        if done:
+            print(f"vadd sample: resuming {out}: {len(done)} (sampler, T) already sampled with these settings are kept")
+        for sampler in samplers:
+            for T in args.steps:
+                if (sampler, T) in done:
+                    continue
+                t0 = time.time()
+                tokens, st = pipe.sample(args.num_samples, steps=T, sampler=sampler, seed=args.seed,
+                                         cache=not args.no_cache, return_stats=True, progress=True, grid=args.grid)
+                stem = f"{sampler}_T{T}"
+                try:
+                    files = pipe.save_samples(tokens, out, stem)
+                    record["runs"].append({"sampler": sampler, "steps": T, "grid": args.grid, "nfe": st.nfe,
+                                           "row_evals": st.row_evals, "wall_s": time.time() - t0,
+                                           "files": [f.name for f in files]})
+                    io.write_json(out / SAMPLE_RECORD, record)  # after each T: the record describes what is there
+                except BaseException:  # stopped between the files and their record: remove the undescribed ones
+                    on_disk = _sample_record(out, setting, False)["runs"]
+                    if not any((r["sampler"], r["steps"]) == (sampler, T) for r in on_disk):
+                        for f in out.iterdir():
+                            if f.name.startswith((f"{stem}.", f"{stem}_")) and f.is_file():
+                                f.unlink()
+                    raise
+                done.add((sampler, T))
+                print(f"{sampler} T={T}: {args.num_samples} samples -> {files[0]}")
+        io.write_json(out / SAMPLE_RECORD, record)
     return 0
 
 
-def _cmd_eval(args) -> int:
+SAMPLE_RECORD = "sample.json"
+
+
+def _sample_record(out, setting: dict, overwrite: bool) -> dict:
+    """The record of ``vadd sample`` in ``out``: a new one, or the earlier one of the same settings whose
+    files are all there (a resumed sampling keeps them). A folder holding other outputs is refused unless
+    ``overwrite``; then the files the earlier record describes (and it) are removed, nothing else."""
     from . import io
+
+    fresh = dict(setting, runs=[])
+    path = out / SAMPLE_RECORD
+    if path.exists():
+        try:
+            old = dict(io.read_json(path))
+            old_runs = [r for r in old.get("runs", []) if all((out / f).is_file() for f in r.get("files", ["?"]))]
+        except (OSError, ValueError, TypeError, AttributeError):
+            old, old_runs = {}, []
+        same = {k: old.get(k) for k in setting} == setting
+        if same and not overwrite:
+            return dict(fresh, runs=old_runs)
+        if not overwrite:
+            diff = ", ".join(k for k in setting if old.get(k) != setting[k]) or "an unreadable record"
+            raise RunError(f"--out {out} holds samples drawn with other settings ({diff}); give another --out, or "
+                           "--overwrite to replace them")
+        for r in old.get("runs", []) if isinstance(old.get("runs"), list) else []:
+            for f in r.get("files", []) if isinstance(r, dict) else []:
+                if isinstance(f, str) and "/" not in f and (out / f).is_file():
+                    (out / f).unlink()
+        path.unlink()
+        return fresh
+    clashes = sorted(p.name for p in out.iterdir() if p.suffix in (".npy", ".png") or p.name.endswith("_text.json"))
+    if clashes and not overwrite:
+        raise RunError(f"--out {out} holds other sample files ({', '.join(clashes[:3])}{' ...' if len(clashes) > 3 else ''}) "
+                       "that no sample.json describes; give another --out, or --overwrite to write over them")
+    return fresh
+
+
+def _cmd_eval(args) -> int:
+    from . import io, runs
     from .api import load
     from .bounds import check_request, specs
     from .data.tokens import load_array, validate_tokens
-    from .data.toy2d import heldout_tokens
+    from .data.toy2d import heldout_tokens, is_toy_name
 
     fixed_z = {"vadd": (False,), "vadd-cs": (True,), "both": (False, True)}[args.sampler]
     wanted = specs(args.steps or (), continuous=not args.no_continuous, fixed_z=fixed_z)  # fail before any work
     check_request(args.num_samples, args.num_t)
     if args.out:
         io.check_output(args.out)
+        runs.check_outside_other_runs(Path(args.out).parent, runs.run_of_model(args.model))
     pipe = load(args.model)
     if args.latent_gap and not pipe.model.latent_dim:
         raise ConfigError("--latent-gap needs a VADD model")
@@ -79,8 +140,10 @@ def _cmd_eval(args) -> int:
         tokens = validate_tokens(load_array(args.data), pipe.model.vocab_size, args.data)
     elif pipe.config.get("data", {}).get("kind") in ("images", "text"):
         tokens = pipe.test_tokens()
-    else:
+    elif is_toy_name(str(pipe.config.get("data", {}).get("name"))):
         tokens = heldout_tokens(dict(pipe.config.get("data", {})), args.max_examples, args.seed)
+    else:  # token files, point files: the test split the run held out, rebuilt from its manifest
+        tokens = _run_test_split(args.model)
     tokens = tokens[: args.max_examples]
     recs = pipe.bounds(tokens, ks=args.num_samples, steps=list(dict.fromkeys(s.steps for s in wanted if s.steps)),
                        continuous=any(s.bound == "continuous" for s in wanted), fixed_z=fixed_z,
@@ -110,10 +173,23 @@ def _cmd_eval(args) -> int:
     return 0
 
 
-def _cmd_fit_prior(args) -> int:
-    from pathlib import Path
+def _run_test_split(model_path):
+    """The held-out split of the data a run trained on, rebuilt from ``RUN/manifest.json`` (same config and
+    seed, so the same rows), for a model whose saved data info alone cannot rebuild it."""
+    from . import io, runs
+    from .data import build_data
+    from .errors import MissingFile
 
-    from . import io
+    run = runs.run_of_model(model_path)
+    if run is None or not (run / "manifest.json").is_file():
+        raise MissingFile(f"give --data PATH: {model_path} is not in a run folder, and its saved config cannot "
+                          "rebuild its test data")
+    manifest = io.read_json(run / "manifest.json")
+    return build_data(dict(manifest["config"]["data"]), seed=int(manifest.get("seed", 0))).test.numpy()
+
+
+def _cmd_fit_prior(args) -> int:
+    from . import io, runs
     from .api import load
     from .data import build_data
     from .errors import MissingFile
@@ -127,6 +203,11 @@ def _cmd_fit_prior(args) -> int:
                           "rebuild its training data")
     if out.resolve() == (run / "model").resolve():
         raise ConfigError(f"--out {out} is the run's own model: give a new folder (e.g. {run / 'model-gmm'})")
+    runs.check_outside_other_runs(out, run)
+    held = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    if held and not args.overwrite:
+        raise RunError(f"--out {out} is not empty ({', '.join(held[:3])}{' ...' if len(held) > 3 else ''}); give a "
+                       "new folder, or --overwrite to replace the model in it")
     manifest = io.read_json(run / "manifest.json")
     pipe = load(run)
     if not pipe.model.latent_dim:
@@ -136,7 +217,8 @@ def _cmd_fit_prior(args) -> int:
     algo = {"prior": "gmm", "prior_components": args.components, "prior_examples": args.examples}
     metrics = fit_prior(pipe.model, algo, data, seed)
     extra = {k: v for k, v in pipe.config.items() if k not in ("vadd_format", "model")}  # data info, seed
-    io.save_pretrained(pipe.model, out, extra=extra)
+    with runs.owned_output(out, own_run=run):
+        io.save_pretrained(pipe.model, out, extra=extra)
     print(json.dumps({"model": str(out), "prior": pipe.model.spec["prior"], **metrics}, indent=1))
     return 0
 
@@ -236,6 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--grid", choices=["uniform", "cosine"], default="uniform", help="time grid of the T steps")
     s.add_argument("--out", default="samples")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace samples of other settings in --out (a rerun of the same command resumes)")
     s.set_defaults(func=_cmd_sample)
 
     e = sub.add_parser("eval", help="likelihood bounds on held-out data (JSON out)")
@@ -275,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="the new model folder (the run's own model is left as it is)")
     f.add_argument("--components", type=_int_at_least(1), default=16, help="mixture components")
     f.add_argument("--examples", type=_int_at_least(2), default=50_000, help="training rows it is fitted to (the first ones)")
+    f.add_argument("--overwrite", action="store_true", help="replace what --out holds (never another run's folder)")
     f.set_defaults(func=_cmd_fit_prior)
 
     d = _job_parser(sub, "demo", "the main job: MDM vs VADD on the 2D toys, JS against steps", "runs/demo",
@@ -317,6 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# what rerunning an interrupted command does (training and the experiments resume from their checkpoints)
+RERUN = {"sample": "rerun the same command to resume: the (sampler, T) files in sample.json are kept",
+         "eval": "rerun the same command to start the evaluation again (it keeps no partial results)",
+         "fit-prior": "rerun the same command to fit the prior again (nothing was written)"}
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -327,8 +418,10 @@ def main(argv=None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    rerun = RERUN.get(args.command, "rerun the same command to resume")
+
     def on_sigterm(signum, frame):  # outside training (which saves first): stop with the scheduler's status
-        raise RunInterrupted(signum, -1, None)
+        raise RunInterrupted(signum, -1, None, rerun)
 
     previous = signal.signal(signal.SIGTERM, on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
@@ -342,8 +435,7 @@ def main(argv=None) -> int:
         print(f"vadd {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"vadd {args.command}: interrupted; rerun the same command to resume from the last checkpoint",
-              file=sys.stderr)
+        print(f"vadd {args.command}: interrupted; {rerun}", file=sys.stderr)
         return 130
     finally:
         if previous is not None:

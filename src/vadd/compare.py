@@ -67,10 +67,8 @@ class Target:
             raise ConfigError(f"--data {data} is a folder: vadd compare reads a token array or 2D points for now "
                               "(images and text corpora: vadd bench-images / bench-text, or vadd train per method)")
         if data.endswith(".npy"):
-            with open(data, "rb") as f:
-                if f.read(6) != b"\x93NUMPY":
-                    raise DataError(f"{data}: not a readable .npy array (no NumPy header)")
             try:
+                io.check_npy_header(data)
                 head = np.load(data, mmap_mode="r", allow_pickle=False)
             except (ValueError, OSError) as e:
                 raise DataError(f"{data}: not a readable .npy array ({first_line(e)})") from None

@@ -56,13 +56,14 @@ class TrainingDiverged(VaddError, FloatingPointError):
 class RunInterrupted(VaddError):
     """A run stopped by SIGTERM or SIGINT; training saved a checkpoint at the step it reached first."""
 
-    def __init__(self, signum: int, step: int = -1, checkpoint=None):
-        self.signum, self.step, self.checkpoint = int(signum), int(step), checkpoint
+    def __init__(self, signum: int, step: int = -1, checkpoint=None,
+                 rerun: str = "rerun the same command to resume"):
+        self.signum, self.step, self.checkpoint, self.rerun = int(signum), int(step), checkpoint, rerun
         where = f" at step {self.step}; checkpoint {checkpoint}" if self.step >= 0 else ""
-        super().__init__(f"interrupted by {signal.Signals(self.signum).name}{where}; rerun the same command to resume")
+        super().__init__(f"interrupted by {signal.Signals(self.signum).name}{where}; {rerun}")
 
     def __reduce__(self):  # crosses process boundaries (benchmark workers) with its fields, not its message
-        return type(self), (self.signum, self.step, self.checkpoint)
+        return type(self), (self.signum, self.step, self.checkpoint, self.rerun)
 
     @property
     def exit_code(self) -> int:

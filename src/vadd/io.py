@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .budget import check_alloc
 from .errors import CheckpointError, ConfigError, DataError, MissingFile, RunError
 
 WEIGHTS = "model.safetensors"
@@ -25,7 +26,7 @@ CONFIG = "config.json"
 FORMAT_VERSION = 1
 # filesystem failures a user fixes (space, permissions, a path that is a file): RunError, not a traceback
 USER_OS_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR,
-                  errno.EEXIST, errno.ENAMETOOLONG}
+                  errno.EEXIST, errno.ENAMETOOLONG, errno.EFBIG}
 
 
 def file_mode() -> int:
@@ -49,21 +50,6 @@ def check_output(path: str | os.PathLike, folder: bool = False) -> Path:
     return path
 
 
-def memory_bytes() -> int:
-    """Physical memory of this machine (a generous default where the OS does not say)."""
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 1 << 40
-
-
-def check_alloc(nbytes: float, what: str) -> None:
-    """Refuse a request whose outputs alone would take more than half of this machine's memory."""
-    if nbytes > memory_bytes() / 2:
-        raise ConfigError(f"{what} would take {nbytes / 2**30:,.1f} GiB, more than half of this machine's "
-                          f"{memory_bytes() / 2**30:,.0f} GiB; ask for less")
-
-
 def input_path(path: str | os.PathLike, what: str = "data file", folder_ok: bool = False) -> Path:
     """An input that exists and is a regular file (or, with ``folder_ok``, a folder): a FIFO or a device
     would hang or stream forever, a folder given for a file fails later with a stranger message."""
@@ -75,12 +61,45 @@ def input_path(path: str | os.PathLike, what: str = "data file", folder_ok: bool
     return path
 
 
+def check_npy_header(path: str | os.PathLike) -> None:
+    """Read a ``.npy`` header only: an array its file cannot hold (truncated or forged) or that would not fit
+    in memory is refused before numpy allocates it."""
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        version = fmt.read_magic(f)
+        read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+        if read is None:
+            return
+        shape, _, dtype = read(f)
+        offset = f.tell()
+    if dtype.hasobject:
+        return  # np.load refuses it without unpickling
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    held = os.path.getsize(path) - offset
+    if nbytes > held:
+        raise DataError(f"{path}: the header describes an array of shape {tuple(shape)} ({nbytes:,} bytes) but "
+                        f"the file holds {held:,}: truncated or not written by numpy")
+    check_alloc(3.0 * nbytes, f"{path}: an array of shape {tuple(shape)}", "the data (split the file)")
+
+
+TEMP_TAG = "vadd-tmp-"  # in the names of our temporary files, so a clean-up never touches a user's own
+
+
+def own_temp_files(folder: Path) -> list[Path]:
+    """The temporary files :func:`atomic_write_bytes` left in ``folder`` (a write killed midway): regular
+    files named by it, nothing else."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.glob(f".*.{TEMP_TAG}*.tmp") if p.is_file() and not p.is_symlink()]
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{TEMP_TAG}", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), file_mode())
             f.write(data)
@@ -168,7 +187,7 @@ def from_pretrained(folder, map_location: str = "cpu"):
                               f"format {FORMAT_VERSION}: upgrade vadd to load it")
     try:
         model = build_model(config["model"])
-    except (KeyError, TypeError) as e:
+    except (KeyError, TypeError, ConfigError) as e:
         raise CheckpointError(f"{folder / CONFIG}: invalid model spec ({e})") from None
     try:
         state = load_file(str(folder / WEIGHTS), device=map_location)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, DataError, first_line
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -220,8 +221,15 @@ def fit_mixture_prior(model, x0: torch.Tensor, components: int, seed: int = 0, b
         codes.append(post.rsample(eps).double().cpu())
     model.train(was_training)
     codes = torch.cat(codes)
-    gm = GaussianMixture(int(components), covariance_type="full", reg_covar=1e-4, max_iter=500,
-                         random_state=int(seed)).fit(codes.numpy())
+    if not torch.isfinite(codes).all():
+        raise DataError(f"the recognition model gives non-finite codes z for {int((~torch.isfinite(codes).all(1)).sum())} "
+                        "of the rows: no prior can be fitted to them (a diverged model?)")
+    try:
+        gm = GaussianMixture(int(components), covariance_type="full", reg_covar=1e-4, max_iter=500,
+                             random_state=int(seed)).fit(codes.numpy())
+    except (ValueError, np.linalg.LinAlgError) as e:  # scikit-learn's own checks and numerics
+        raise ConfigError(f"fitting a {components}-component prior to {codes.shape[0]} codes failed: "
+                          f"{first_line(e)}") from None
     prior = GaussianMixturePrior(model.latent_dim, components)
     prior.log_weights.copy_(torch.as_tensor(gm.weights_).log())
     prior.means.copy_(torch.as_tensor(gm.means_))

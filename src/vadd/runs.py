@@ -5,7 +5,9 @@
 - a lock file ``RUN/.vadd.lock`` (``flock``, released by the kernel when the process dies, even on
   SIGKILL): a second ``vadd train`` on the same folder stops with one line instead of merging two runs;
 - ``RUN/run.json``, the run's identity (algorithm, model, data, seed, global batch), written by :func:`claim`
-  when training starts (after the checkpoint to resume from, if any, has been checked). A later run into the same folder with another identity is refused, naming the differing keys,
+  once the run has trained its first step (or writes its first checkpoint): a start that fails before that
+  leaves the folder free for the fixed config. A later run into the same folder with another identity is
+  refused, naming the differing keys,
   unless ``overwrite`` is set; then the old folder is moved aside (``RUN.replaced-<time>``), never deleted.
   A run started with ``trainer.auto_resume=false`` on a folder that holds a run is refused the same way.
   Other changed keys (``trainer.max_steps``, ``trainer.lr``, ...) resume with one warning line per key.
@@ -96,6 +98,11 @@ def lock(run_dir: Path):
 
 
 def move_aside(run_dir: Path) -> Path:
+    here, target = Path.cwd().resolve(), run_dir.resolve()
+    if here == target or target in here.parents:
+        raise RunError(f"{run_dir}: moving it aside would move the folder this command runs in; run from outside "
+                       "it, or give run_dir as a path from there")
+    run_dir = Path(os.path.normpath(run_dir.absolute()))  # a link is moved as the link, as before
     aside = run_dir.with_name(f"{run_dir.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
     n = 1
     while aside.exists():
@@ -106,6 +113,8 @@ def move_aside(run_dir: Path) -> Path:
 
 
 def make_dir(run_dir: Path) -> None:
+    if run_dir.is_symlink() and not run_dir.exists():
+        raise RunError(f"{run_dir}: a symbolic link to nothing (or a loop of links); give a folder path")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
@@ -160,6 +169,41 @@ def owned_run(run_dir: str | os.PathLike, cfg: dict, overwrite: bool = False, re
                 if not line.startswith(DISPLAY_KEYS):  # how progress is shown changes nothing of the run
                     print(f"vadd: warning: resuming {run_dir} with a changed {line}", file=sys.stderr)
         yield run_dir
+
+
+def enclosing_run(path: str | os.PathLike) -> Path | None:
+    """The run folder ``path`` is or lies in (a folder holding ``run.json``, or ``manifest.json`` beside
+    ``model/``: a finished run of an older vadd), if any."""
+    p = Path(path).resolve()
+    for q in (p, *p.parents):
+        if (q / IDENTITY).is_file() or ((q / "manifest.json").is_file() and (q / "model" / "config.json").is_file()):
+            return q
+    return None
+
+
+def run_of_model(model_path: str | os.PathLike) -> Path | None:
+    """The run folder a model argument belongs to (``RUN`` or ``RUN/model``), if it is one."""
+    p = Path(model_path)
+    return enclosing_run(p) if p.exists() else None
+
+
+def check_outside_other_runs(path: str | os.PathLike, own_run: Path | None, flag: str = "--out") -> None:
+    """Refuse an output path in a run folder other than ``own_run`` (the run the command reads from)."""
+    inside = enclosing_run(path)
+    if inside is not None and (own_run is None or inside != Path(own_run).resolve()):
+        raise RunError(f"{flag} {path} is inside the run folder {inside}, which this command does not read from: "
+                       "give a path outside it")
+
+
+@contextlib.contextmanager
+def owned_output(out: str | os.PathLike, own_run: Path | None = None, flag: str = "--out"):
+    """An output folder of ``sample`` / ``fit-prior``: never inside another run's folder (inside the run the
+    command reads from is fine), created, and locked for the command's duration (a second writer stops)."""
+    out = Path(out)
+    check_outside_other_runs(out, own_run, flag)
+    make_dir(out)
+    with lock(out):
+        yield out
 
 
 def claim(run_dir: Path, cfg: dict, global_batch: int | None = None) -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .errors import ConfigError
-from .io import check_alloc
+from .budget import check_alloc
 
 SAMPLERS = {"mdm": "none", "vadd": "per_step", "vadd-cs": "fixed"}
 LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS", "ar": "AR"}  # samplers and algorithms, for tables
@@ -41,8 +41,7 @@ class SampleStats:
 
 def time_grid(steps: int, kind: str = "uniform", device=None) -> torch.Tensor:
     """Times ``1 = t_0 > t_1 > ... > t_T = 0`` as a ``[T + 1]`` tensor."""
-    if int(steps) != steps or steps < 1:
-        raise ConfigError(f"the number of sampling steps must be an integer >= 1, got {steps!r}")
+    check_steps(steps)
     u = torch.linspace(0.0, 1.0, int(steps) + 1, device=device, dtype=torch.float64)
     if kind == "uniform":
         t = 1.0 - u
@@ -52,6 +51,24 @@ def time_grid(steps: int, kind: str = "uniform", device=None) -> torch.Tensor:
         raise ConfigError(f"unknown time grid {kind!r}; choose 'uniform' or 'cosine'")
     t[0], t[-1] = 1.0, 0.0
     return t
+
+
+def check_steps(steps) -> None:
+    """``T`` an integer >= 1 whose per-step arrays (time grid, reveal counts) fit in memory."""
+    if isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ConfigError(f"the number of sampling steps must be an integer >= 1, got {steps!r}")
+    check_alloc(64.0 * (int(steps) + 1), f"{int(steps):,} sampling steps", "--steps")
+
+
+def check_request(model, num_samples, steps: int, sampler: str) -> None:
+    """What :func:`sample` would refuse, checked before anything is drawn or written: the sampler against
+    the model, the sample count and the output's memory, the steps."""
+    resolve_latent(model, sampler)
+    if num_samples is None or isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
+        raise ConfigError(f"give num_samples >= 1 (an integer) or x_init, got {num_samples!r}")
+    check_alloc(2 * 8 * float(num_samples) * model.seq_len, f"{int(num_samples):,} samples of {model.seq_len} tokens",
+                "--num-samples")
+    check_steps(steps)
 
 
 def resolve_latent(model, sampler: str) -> str:
@@ -276,9 +293,7 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
         tensors = itertools.chain(model.parameters(), model.buffers())
         device = next(tensors, torch.empty(0)).device
     if x_init is None:
-        if num_samples is None or isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
-            raise ConfigError(f"give num_samples >= 1 (an integer) or x_init, got {num_samples!r}")
-        check_alloc(2 * 8 * float(num_samples) * model.seq_len, f"{int(num_samples):,} samples of {model.seq_len} tokens")
+        check_request(model, num_samples, steps, sampler)
         x_init = torch.full((num_samples, model.seq_len), model.mask_id, dtype=torch.long)
     else:
         x_init = torch.as_tensor(x_init, dtype=torch.long)

@@ -25,6 +25,7 @@ from .data.batches import StepBatches
 from .errors import (
     CheckpointError,
     ConfigError,
+    DataError,
     MissingFile,
     RunError,
     RunInterrupted,
@@ -177,6 +178,7 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
     model = build_model(spec)  # a config the model rejects fails before the run folder is touched
     t = cfg["trainer"]
     global_batch = int(t["batch_size"]) * world_size(t) * accumulation_steps(t)
+    preflight(cfg, data)
     with runs.owned_run(run_dir, cfg, overwrite, resume, global_batch) as run_dir, _torch_settings(t):
         try:
             return _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed)
@@ -185,6 +187,45 @@ def train(cfg: dict, data: TokenData | None = None, run_dir: str | os.PathLike |
                 raise
             raise RunError(f"{run_dir}: {e.strerror} while training ({getattr(e, 'filename', None) or 'a run file'}); "
                            "free space or fix the permissions, then rerun the same command to resume") from None
+
+
+def preflight(cfg: dict, data: TokenData) -> None:
+    """What would otherwise fail at the first step or after the last one, checked before the run folder is
+    touched: the data against one global batch, and the mixture prior's rows against its components."""
+    t, algo = cfg["trainer"], cfg["algo"]
+    per_step = int(t["batch_size"]) * world_size(t)
+    if len(data.train) < per_step:
+        raise DataError(f"training data has {len(data.train)} sequences, fewer than one global batch ({per_step} = "
+                        "trainer.batch_size x devices x nodes): lower trainer.batch_size or give more data")
+    if algo.get("latent_dim") and algo.get("prior", "standard") != "standard":
+        rows = min(len(data.train), int(algo.get("prior_examples", 50_000)))
+        components = int(algo.get("prior_components", 16))
+        if rows < 2 * components:
+            raise ConfigError(f"algo.prior={algo['prior']} fits {components} components (algo.prior_components) to "
+                              f"{rows} training rows; it needs at least {2 * components}: lower "
+                              "algo.prior_components, or use algo.prior=standard")
+
+
+def first_step_claim(run_dir: Path, cfg: dict, global_batch: int):
+    """A callback that records the run's identity (:func:`vadd.runs.claim`) once it has trained a step, or
+    before any checkpoint is written, whichever comes first: a start that fails leaves the folder free."""
+    import lightning.pytorch as pl
+
+    class ClaimOnFirstStep(pl.Callback):
+        done = False
+
+        def _claim(self):
+            if not self.done:
+                runs.claim(run_dir, cfg, global_batch)
+                self.done = True
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self._claim()
+
+        def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+            self._claim()
+
+    return ClaimOnFirstStep()
 
 
 @contextlib.contextmanager
@@ -226,7 +267,7 @@ def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
     lit = LitDiffusion(model, cfg, diag_tokens=data.test[:1024], val_tokens=data.test[:val_rows])
     bs = int(cfg["trainer"]["batch_size"])
     trainer = build_trainer(cfg, run_dir, extra_callbacks=callbacks)
-    for tmp in (run_dir / "checkpoints").glob(".*.tmp") if (run_dir / "checkpoints").exists() else ():
+    for tmp in io.own_temp_files(run_dir / "checkpoints"):
         tmp.unlink()  # the remains of a save that was killed midway; the checkpoint it replaced is intact
     ckpt = resume
     if ckpt is None and cfg["trainer"].get("auto_resume", True) and (run_dir / "checkpoints" / "last.ckpt").exists():
@@ -246,7 +287,8 @@ def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
     loader = torch.utils.data.DataLoader(StepBatches(data.train, bs, seed, start_batch, data.train_transform), batch_size=None,
                                          num_workers=0)
     last = run_dir / "checkpoints" / "last.ckpt"
-    runs.claim(run_dir, cfg, bs * world_size(cfg["trainer"]) * trainer.accumulate_grad_batches)
+    trainer.callbacks.insert(0, first_step_claim(run_dir, cfg, bs * world_size(cfg["trainer"]) *
+                                                 trainer.accumulate_grad_batches))
     with stop_on_signals() as stop:
         trainer.callbacks.append(stop_checkpoint(last, stop))
         try:
@@ -264,11 +306,21 @@ def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
     ema_model.spec = spec
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(lit.event_metrics)  # the last diagnostics and validation of the run
+    prior_failed = None
     if model.latent_dim:
         metrics.update(collapse_diagnostics(ema_model, data.test[:1024]))
-        metrics.update(fit_prior(ema_model, cfg["algo"], data, seed))
+        try:
+            metrics.update(fit_prior(ema_model, cfg["algo"], data, seed))
+        except VaddError as e:  # keep what trained; the prior can be fitted again from the saved run
+            prior_failed = e
     record = {"train_metrics": metrics, "train_wall_s": time.time() - t0, "steps": int(trainer.global_step)}
+    if prior_failed is not None:
+        record["prior_fit_failed"] = str(prior_failed)
     if trainer.is_global_zero:
         io.save_pretrained(ema_model, run_dir / "model", extra={"data": data.info, "seed": seed})
         io.write_json(run_dir / "manifest.json", run_manifest(cfg, seed, time.time() - t0, record))
+    if prior_failed is not None:
+        raise RunError(f"{run_dir}: trained {record['steps']} steps and saved the model with the N(0, I) prior, but "
+                       f"fitting algo.prior={cfg['algo'].get('prior')} failed ({prior_failed}); fit it with: vadd "
+                       f"fit-prior {run_dir} --out {run_dir / 'model-gmm'}")
     return ema_model, run_dir, record

@@ -30,7 +30,7 @@ import torch
 
 from ..assets import asset_path
 from ..errors import DataError, MissingFile
-from ..io import input_path
+from ..io import check_npy_header, input_path
 from .tokens import TokenData
 
 
@@ -179,8 +179,12 @@ def load_user_images(path: str | os.PathLike) -> np.ndarray:
         return to_nchw(np.stack(imgs), str(path))
     if path.suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
+            if len(z.files) != 1:
+                raise DataError(f"{path}: the .npz holds {len(z.files)} arrays ({', '.join(z.files[:4])}); keep one "
+                                "array of images")
             return to_nchw(z[z.files[0]], str(path))
     if path.suffix == ".npy":
+        check_npy_header(path)
         return to_nchw(np.load(path, allow_pickle=False), str(path))
     raise DataError(f"{path}: unsupported image source; use a .npy/.npz uint8 array or a folder of images")
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, first_line
-from ..io import input_path
+from ..io import check_npy_header, input_path
 
 
 @dataclass
@@ -32,20 +32,32 @@ class TokenData:
         return int(self.train.shape[1])
 
 
+MAX_TOKEN_ID = 1 << 62  # an id beyond this is no vocabulary's (and would overflow int64 arithmetic)
+
+
 def validate_tokens(arr: np.ndarray, vocab_size: int | None, where: str) -> np.ndarray:
+    """An ``(N, L)`` int64 array of ids in ``[0, vocab_size)``, or one line saying what is wrong."""
+    arr = np.asarray(arr)
     if arr.ndim != 2:
         raise DataError(f"{where}: expected an integer array of shape (N, L), got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if np.issubdtype(arr.dtype, np.floating) and np.isfinite(arr).all() and (arr == np.round(arr)).all():
-            arr = arr.astype(np.int64)
-        else:
-            raise DataError(f"{where}: token ids must be integers, got dtype {arr.dtype}")
-    if arr.shape[0] < 2 or arr.shape[1] < 1:
+    if arr.size == 0:
+        raise DataError(f"{where}: holds no tokens (shape {arr.shape}; an empty file?)")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            raise DataError(f"{where}: token ids must be integers, got dtype {arr.dtype} with fractional or "
+                            "non-finite values")
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{where}: token ids must be integers, got dtype {arr.dtype}")
+    if arr.shape[0] < 2:
         raise DataError(f"{where}: too little data ({arr.shape[0]} sequences of length {arr.shape[1]})")
-    if arr.min() < 0:
-        raise DataError(f"{where}: negative token id {int(arr.min())}")
-    if vocab_size is not None and arr.max() >= vocab_size:
-        raise DataError(f"{where}: token id {int(arr.max())} is outside the vocabulary [0, {vocab_size})")
+    lo, hi = arr.min(), arr.max()  # compared in the file's own dtype: no wrap-around before the checks
+    show = (lambda v: f"{float(v):g}") if np.issubdtype(arr.dtype, np.floating) else (lambda v: str(int(v)))
+    if lo < 0:
+        raise DataError(f"{where}: negative token id {show(lo)}")
+    if hi >= MAX_TOKEN_ID:
+        raise DataError(f"{where}: token id {show(hi)} is beyond any vocabulary (ids must be below 2^62)")
+    if vocab_size is not None and hi >= vocab_size:
+        raise DataError(f"{where}: token id {show(hi)} is outside the vocabulary [0, {vocab_size})")
     return arr.astype(np.int64)
 
 
@@ -62,11 +74,20 @@ def load_array(path: str) -> np.ndarray:
 def _load_array(path: str) -> np.ndarray:
     if path.endswith(".npz"):
         with np.load(path, allow_pickle=False) as z:
-            return z[z.files[0]]
+            if not z.files:
+                raise DataError(f"{path}: the .npz holds no arrays")
+            if len(z.files) > 1 and "tokens" not in z.files:
+                raise DataError(f"{path}: the .npz holds {len(z.files)} arrays ({', '.join(z.files[:4])}"
+                                f"{' ...' if len(z.files) > 4 else ''}); keep one (N, L) array, or name it 'tokens'")
+            return z["tokens" if "tokens" in z.files else z.files[0]]
     if path.endswith(".npy"):
+        check_npy_header(path)
         return np.load(path, allow_pickle=False)
     if path.endswith((".txt", ".csv", ".tsv")):
-        return np.loadtxt(path, dtype=np.int64, delimiter="," if path.endswith(".csv") else None, ndmin=2)
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": validate_tokens says it
+            return np.loadtxt(path, dtype=np.int64, delimiter="," if path.endswith(".csv") else None, ndmin=2)
     raise DataError(f"{path}: unsupported token file type; use .npy, .npz, .txt or .csv")
 
 

@@ -17,7 +17,7 @@ import os
 import numpy as np
 
 from ..errors import DataError, first_line
-from ..io import input_path
+from ..io import check_npy_header, input_path
 
 TOYS = ("checkerboard", "swissroll", "circles")
 
@@ -44,6 +44,7 @@ def toy_points(name: str, n: int, rng: np.random.Generator) -> np.ndarray:
 def load_point_file(path: str) -> np.ndarray:
     input_path(path, "data file")
     try:
+        check_npy_header(path)
         arr = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npy array of points ({first_line(e)})") from None
