@@ -400,6 +400,9 @@ def check_request(ks, num_t: int) -> list[int]:
         raise ConfigError(f"K = {ks[-1]:,} importance samples is beyond what this evaluation supports ({MAX_K:,})")
     if int(num_t) < 1:
         raise ConfigError(f"the number of Monte-Carlo draws per example must be >= 1, got {num_t}")
+    if int(num_t) > MAX_K:  # as for K: days of work per example, more likely a typo than a plan
+        raise ConfigError(f"{int(num_t):,} Monte-Carlo draws per example (--num-t) is beyond what this evaluation "
+                          f"supports ({MAX_K:,})")
     return ks
 
 

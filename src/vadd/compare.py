@@ -32,12 +32,13 @@ import torch
 
 from . import bounds, io
 from .algorithms import ALGORITHMS
+from .budget import check_alloc
 from .api import load
 from .config import compose
 from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, is_toy_name
 from .errors import ConfigError, DataError, first_line
 from .jobs import plan_workers, report_progress, run_jobs, stamp
-from .sampling import LABELS
+from .sampling import LABELS, check_steps
 from .train import step_reporter, train
 
 STEPS = (1, 2, 5, 10, 20, 50)
@@ -204,9 +205,12 @@ def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=S
     for v in settings.values():
         if v < 1:
             raise ConfigError(f"sample and bound counts must be positive, got {settings}")
+    check_steps(steps[-1])  # what sampling and scoring would refuse, refused before any training
+    td = target.token_data(cfgs[("vadd", seeds[0])], seeds[0])
+    per_sample = 16.0 * (settings["reference_factor"] if target.kind == "toy2d" else 2 * td.seq_len)
+    check_alloc(n * per_sample, f"--num-samples {n:,} (with the reference data it is scored against)", "--num-samples")
     budget = {}
     if matched_mdm:
-        td = target.token_data(cfgs[("vadd", seeds[0])], seeds[0])
         flops = {a: training_flops(cfgs[(a, seeds[0])], td) for a in ("vadd", "mdm")}
         mdm_steps = int(cfgs[("mdm", seeds[0])]["trainer"]["max_steps"])
         matched = int(math.ceil(mdm_steps * flops["vadd"] / flops["mdm"]))

@@ -22,7 +22,8 @@ from .data import toy2d_data
 from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, reference_cell_probs
 from .jobs import plan_workers, report_progress, run_jobs, stamp
 from .metrics import histogram_js
-from .sampling import LABELS, sample
+from .budget import check_alloc
+from .sampling import LABELS, check_steps, sample
 from .train import step_reporter, train
 
 STEPS = (1, 2, 5, 10, 20, 50)
@@ -95,6 +96,9 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
     names = [data] if data else list(TOYS)
     for name in names:  # a bad toy name or points file fails before anything is written
         PointSource(name)
+    check_steps(max(steps))
+    factor = int(base["demo"]["reference_factor"])
+    check_alloc(16.0 * n * factor, f"--num-samples {n:,} (with a reference of {factor}x as many points)", "--num-samples")
     out.mkdir(parents=True, exist_ok=True)
     workers, threads = plan_workers(workers)
     results = {"datasets": {}, "steps": list(steps), "num_samples": n, "seed": seed, "workers": workers}

@@ -120,7 +120,7 @@ def make_dir(run_dir: Path) -> None:
     except FileExistsError:
         raise RunError(f"{run_dir}: run_dir is a file; give a folder path") from None
     except OSError as e:
-        raise RunError(f"{run_dir}: cannot create the run folder ({e.strerror})") from None
+        raise RunError(f"{run_dir}: cannot create the folder ({e.strerror})") from None
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise RunError(f"{run_dir}: the run folder is not writable")
 
