@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import pickle
 import signal
 import threading
 from pathlib import Path
@@ -142,5 +143,6 @@ def read_checkpoint(path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         int(ckpt["global_step"]), ckpt["state_dict"]
         return ckpt
-    except Exception as e:
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as e:
+        # torch.load's errors for what is not a checkpoint (zip and pickle layers), and a dict without its keys
         raise CheckpointError(f"{path}: not a readable vadd training checkpoint ({first_line(e)})") from None

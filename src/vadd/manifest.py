@@ -12,7 +12,7 @@ def git_commit() -> str | None:
         here = os.path.dirname(os.path.abspath(__file__))
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         return out.stdout.strip() or None
-    except Exception:
+    except (OSError, subprocess.SubprocessError):  # no git, or it hung
         return None
 
 
@@ -26,7 +26,7 @@ def versions() -> dict:
     for mod in ("lightning", "hydra", "sklearn"):
         try:
             v[mod] = __import__(mod).__version__
-        except Exception:
+        except (ImportError, AttributeError):
             pass
     return v
 

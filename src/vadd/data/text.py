@@ -151,7 +151,7 @@ def _read_arrow(files, field: str) -> list[str]:
         with open(f, "rb") as fh:
             try:
                 table = ipc.open_stream(fh).read_all()
-            except Exception:
+            except _pyarrow("lib").ArrowInvalid:  # not the stream format: the file (random access) format
                 fh.seek(0)
                 table = ipc.open_file(fh).read_all()
         if field not in table.column_names:
