@@ -522,3 +522,17 @@ def test_sample_outputs_are_owned_and_an_interrupted_sampling_resumes(world, tmp
     assert cli.main([*args[:-4], "--num-samples", "4", "--sampler", "vadd", "--out", str(part)]) == 2
     assert cli.main([*args[:-4], "--num-samples", "4", "--sampler", "vadd", "--out", str(part), "--overwrite"]) == 0
     assert np.load(part / "vadd_T1.npy").shape[0] == 4 and (part / "notes.md").read_text() == "kept"
+
+
+def test_eval_of_a_token_file_run_rebuilds_its_held_out_split(tmp_path, capsys):
+    """`vadd eval RUN` on a run trained from a token file: the run's own test split (it used to ask for --data)."""
+    from vadd.data import build_data
+    data = tmp_path / "tok.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 5, size=(300, 6)))
+    run = tmp_path / "run"
+    assert cli.main(["train", "data=tokens", f"data.train={data}", "trainer.max_steps=2", "trainer.batch_size=8",
+                     "trainer.progress=false", *TINY[:7], f"run_dir={run}"]) == 0
+    assert cli.main(["eval", str(run / "model"), "-K", "1", "--out", str(tmp_path / "e.json")]) == 0
+    res = json.loads((tmp_path / "e.json").read_text())
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert res["num_examples"] == len(build_data(manifest["config"]["data"], seed=manifest["seed"]).test) == 30
