@@ -536,3 +536,14 @@ def test_eval_of_a_token_file_run_rebuilds_its_held_out_split(tmp_path, capsys):
     res = json.loads((tmp_path / "e.json").read_text())
     manifest = json.loads((run / "manifest.json").read_text())
     assert res["num_examples"] == len(build_data(manifest["config"]["data"], seed=manifest["seed"]).test) == 30
+
+
+def test_overwrite_never_moves_the_folder_the_command_runs_in(tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    assert cli.main(["train", *TINY, "algo=mdm", "trainer.max_steps=2", f"run_dir={run}"]) == 0
+    monkeypatch.chdir(run)
+    capsys.readouterr()
+    assert cli.main(["train", *TINY, "algo=vadd", "trainer.max_steps=2", "run_dir=.", "--overwrite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would move the folder this command runs in" in err[0]
+    assert json.loads((run / "run.json").read_text())["identity"]["algo"]["name"] == "mdm"
