@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, List, Optional
 
-from omegaconf import MISSING
+MISSING = "???"  # OmegaConf's marker of a value that must be given (the same string), without importing it
 
 
 def _key(lo=None, hi=None, *, gt=None, below=None, choices=None, doc: str = ""):
