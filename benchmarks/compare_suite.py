@@ -125,7 +125,11 @@ def main(argv=None) -> int:
 
     out = Path(args.out)
     (out / "data").mkdir(parents=True, exist_ok=True)
-    rows, t0 = [], time.time()
+    t0 = time.time()
+    # rows of data sets this invocation does not run stay in the summary (a partial --only adds to it)
+    old = json.loads((out / "suite.json").read_text()) if (out / "suite.json").exists() else {}
+    kept = [r for r in old.get("rows", []) if r["data"] not in args.only and old.get("seeds") == list(args.seeds)]
+    rows = list(kept)
     for name in args.only:
         if name in TOYS:  # 2 tokens of 64 values: the demo's grid
             data, (L, V) = name, (2, 64)
