@@ -499,10 +499,16 @@ def test_sample_outputs_are_owned_and_an_interrupted_sampling_resumes(world, tmp
 
     def interrupted(self, tokens, folder, stem):
         paths = real(self, tokens, folder, stem)
-        if stem.endswith("T2"):
+        if stem.endswith(stop_at):
             raise KeyboardInterrupt
         return paths
 
+    stop_at = "T1"  # the first T: no record yet, the folder is left empty
+    with monkeypatch.context() as m:
+        m.setattr(Pipeline, "save_samples", interrupted)
+        assert cli.main([*args, "--out", str(part)]) == 130
+    assert not [p for p in part.iterdir() if not p.name.startswith(".")]
+    stop_at = "T2"
     with monkeypatch.context() as m:
         m.setattr(Pipeline, "save_samples", interrupted)
         assert cli.main([*args, "--out", str(part)]) == 130

@@ -68,8 +68,12 @@ def _cmd_sample(args) -> int:
                                            "files": [f.name for f in files]})
                     io.write_json(out / SAMPLE_RECORD, record)  # after each T: the record describes what is there
                 except BaseException:  # stopped between the files and their record: remove the undescribed ones
-                    on_disk = _sample_record(out, setting, False)["runs"]
-                    if not any((r["sampler"], r["steps"]) == (sampler, T) for r in on_disk):
+                    try:
+                        on_disk = list(io.read_json(out / SAMPLE_RECORD).get("runs", []))
+                    except (OSError, ValueError, TypeError, AttributeError):  # none yet, or unreadable
+                        on_disk = []
+                    if not any(isinstance(r, dict) and (r.get("sampler"), r.get("steps")) == (sampler, T)
+                               for r in on_disk):
                         for f in out.iterdir():
                             if f.name.startswith((f"{stem}.", f"{stem}_")) and f.is_file():
                                 f.unlink()
