@@ -145,15 +145,9 @@ class Pipeline:
 def as_tokens(tokens, what: str) -> torch.Tensor:
     """Integer token ids as int64, without truncating: floats must hold whole numbers (a fractional or
     non-finite value, or a boolean array, is an error); the range is checked by the model."""
-    a = tokens.detach().cpu().numpy() if torch.is_tensor(tokens) else np.asarray(tokens)
-    if a.dtype.kind == "f":
-        if not (np.isfinite(a).all() and (a == np.round(a)).all() and (np.abs(a) < 2.0**62).all()):
-            raise DataError(f"{what}: token ids must be whole numbers, got {a.dtype} values that are not")
-    elif a.dtype.kind == "u" and a.size and a.max() >= 2**62:
-        raise DataError(f"{what}: token id {int(a.max())} is beyond any vocabulary")
-    elif a.dtype.kind not in "iu":
-        raise DataError(f"{what}: token ids must be integers, got dtype {a.dtype}")
-    return torch.from_numpy(a.astype(np.int64))
+    from .data.tokens import integer_ids
+    a = tokens.detach().cpu().numpy() if torch.is_tensor(tokens) else tokens
+    return torch.from_numpy(integer_ids(a, what))
 
 
 def load(path: str | Path, map_location: str = "cpu") -> Pipeline:

@@ -60,27 +60,20 @@ def _cmd_sample(args) -> int:
                 t0 = time.time()
                 tokens, st = pipe.sample(args.num_samples, steps=T, sampler=sampler, seed=args.seed,
                                          cache=not args.no_cache, return_stats=True, progress=True, grid=args.grid)
-                stem = f"{sampler}_T{T}"
+                stem, recorded = f"{sampler}_T{T}", False
                 try:
                     files = pipe.save_samples(tokens, out, stem)
                     record["runs"].append({"sampler": sampler, "steps": T, "grid": args.grid, "nfe": st.nfe,
                                            "row_evals": st.row_evals, "wall_s": time.time() - t0,
                                            "files": [f.name for f in files]})
                     io.write_json(out / SAMPLE_RECORD, record)  # after each T: the record describes what is there
-                except BaseException:  # stopped between the files and their record: remove the undescribed ones
-                    try:
-                        on_disk = list(io.read_json(out / SAMPLE_RECORD).get("runs", []))
-                    except (OSError, ValueError, TypeError, AttributeError):  # none yet, or unreadable
-                        on_disk = []
-                    if not any(isinstance(r, dict) and (r.get("sampler"), r.get("steps")) == (sampler, T)
-                               for r in on_disk):
+                    recorded = True
+                finally:  # stopped between the files and their record: remove the undescribed ones
+                    if not recorded:
                         for f in out.iterdir():
                             if f.name.startswith((f"{stem}.", f"{stem}_")) and f.is_file():
                                 f.unlink()
-                    raise
-                done.add((sampler, T))
                 print(f"{sampler} T={T}: {args.num_samples} samples -> {files[0]}")
-        io.write_json(out / SAMPLE_RECORD, record)
     return 0
 
 

@@ -35,6 +35,23 @@ class TokenData:
 MAX_TOKEN_ID = 1 << 62  # an id beyond this is no vocabulary's (and would overflow int64 arithmetic)
 
 
+def integer_ids(arr, where: str) -> np.ndarray:
+    """Token ids as int64 without wrapping or truncating: floats must be whole and finite, booleans and other
+    dtypes are refused, and no id may exceed ``MAX_TOKEN_ID`` (checked in the array's own dtype)."""
+    arr = np.asarray(arr)
+    if np.issubdtype(arr.dtype, np.floating):
+        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            raise DataError(f"{where}: token ids must be integers (whole numbers), got dtype {arr.dtype} with "
+                            "fractional or non-finite values")
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise DataError(f"{where}: token ids must be integers, got dtype {arr.dtype}")
+    if arr.size and arr.max() >= MAX_TOKEN_ID:
+        hi = arr.max()
+        shown = f"{float(hi):g}" if np.issubdtype(arr.dtype, np.floating) else str(int(hi))
+        raise DataError(f"{where}: token id {shown} is beyond any vocabulary (ids must be below 2^62)")
+    return arr.astype(np.int64)
+
+
 def validate_tokens(arr: np.ndarray, vocab_size: int | None, where: str) -> np.ndarray:
     """An ``(N, L)`` int64 array of ids in ``[0, vocab_size)``, or one line saying what is wrong."""
     arr = np.asarray(arr)
@@ -42,23 +59,14 @@ def validate_tokens(arr: np.ndarray, vocab_size: int | None, where: str) -> np.n
         raise DataError(f"{where}: expected an integer array of shape (N, L), got shape {arr.shape}")
     if arr.size == 0:
         raise DataError(f"{where}: holds no tokens (shape {arr.shape}; an empty file?)")
-    if np.issubdtype(arr.dtype, np.floating):
-        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
-            raise DataError(f"{where}: token ids must be integers, got dtype {arr.dtype} with fractional or "
-                            "non-finite values")
-    elif not np.issubdtype(arr.dtype, np.integer):
-        raise DataError(f"{where}: token ids must be integers, got dtype {arr.dtype}")
+    arr = integer_ids(arr, where)
     if arr.shape[0] < 2:
         raise DataError(f"{where}: too little data ({arr.shape[0]} sequences of length {arr.shape[1]})")
-    lo, hi = arr.min(), arr.max()  # compared in the file's own dtype: no wrap-around before the checks
-    show = (lambda v: f"{float(v):g}") if np.issubdtype(arr.dtype, np.floating) else (lambda v: str(int(v)))
-    if lo < 0:
-        raise DataError(f"{where}: negative token id {show(lo)}")
-    if hi >= MAX_TOKEN_ID:
-        raise DataError(f"{where}: token id {show(hi)} is beyond any vocabulary (ids must be below 2^62)")
-    if vocab_size is not None and hi >= vocab_size:
-        raise DataError(f"{where}: token id {show(hi)} is outside the vocabulary [0, {vocab_size})")
-    return arr.astype(np.int64)
+    if arr.min() < 0:
+        raise DataError(f"{where}: negative token id {int(arr.min())}")
+    if vocab_size is not None and arr.max() >= vocab_size:
+        raise DataError(f"{where}: token id {int(arr.max())} is outside the vocabulary [0, {vocab_size})")
+    return arr
 
 
 def load_array(path: str) -> np.ndarray:
