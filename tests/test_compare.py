@@ -97,14 +97,57 @@ def test_one_seed_says_it_has_no_interval():
 
 
 def test_data_resolution(tmp_path):
+    """``--data`` picks the modality: toys and 2D points, token arrays (numeric text too), images (a folder of
+    PNG files, a uint8 array of images, a named set) and text (a corpus name, a prose .txt, .jsonl, a folder of
+    .txt files)."""
+    from PIL import Image
     pts = tmp_path / "pts.npy"
     np.save(pts, np.random.default_rng(0).normal(size=(100, 2)))
     tok = tmp_path / "tok.npy"
     np.save(tok, np.zeros((10, 3), dtype=np.int64))
-    assert Target.resolve(str(pts)).kind == "toy2d" and Target.resolve("swissroll").kind == "toy2d"
-    assert Target.resolve(str(tok)) == Target(str(tok), "tokens", "tok")
-    with pytest.raises(ConfigError, match="neither a 2D toy"):
+    imgs = tmp_path / "imgs.npy"
+    np.save(imgs, np.zeros((10, 8, 8), dtype=np.uint8))
+    (tmp_path / "pngs").mkdir()
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "pngs" / "a.png")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("Some prose.\n")
+    (tmp_path / "numbers.txt").write_text("0 1 2\n2 1 0\n")
+    (tmp_path / "prose.txt").write_text("It was a bright cold day in April.\n")
+    (tmp_path / "c.jsonl").write_text('{"text": "hi"}\n')
+    want = {str(pts): "toy2d", "swissroll": "toy2d", str(tok): "tokens", str(tmp_path / "numbers.txt"): "tokens",
+            str(imgs): "images", str(tmp_path / "pngs"): "images", "fashion-mnist": "images",
+            "brown": "text", str(tmp_path / "prose.txt"): "text", str(tmp_path / "c.jsonl"): "text",
+            str(tmp_path / "docs"): "text"}
+    for data, kind in want.items():
+        t = Target.resolve(data)
+        assert t.kind == kind, data
+        assert Target.from_spec(t.spec()).spec() == t.spec()
+    assert Target.resolve(str(tok)).label == "tok" and Target.resolve(str(tmp_path / "pngs")).label == "pngs"
+    with pytest.raises(ConfigError, match="not a 2D toy"):
         Target.resolve(str(tmp_path / "missing.npy"))
+
+
+def test_matched_entropy_temperature_and_mauve():
+    """The temperature search lands within the tolerance where the target is reachable, says None where it
+    is not, and reuses the untempered draw when that already matches; MAUVE is near 1 for one distribution
+    and near 0 for two far apart."""
+    from vadd.metrics.genppl import match_temperature, mauve_score
+    calls = []
+
+    def entropy_at(tau):  # increasing and saturating, like a sample's unigram entropy
+        calls.append(tau)
+        return 5.0 + math.tanh(tau - 1.0), f"draw at {tau}"
+    for target in (5.7, 5.5, 4.5):
+        calls.clear()
+        tau, ent, payload = match_temperature(entropy_at, target, tol=0.001)
+        assert abs(ent - target) <= 0.001 and payload == f"draw at {tau}" and abs(math.tanh(tau - 1) + 5 - target) <= 1e-3
+        assert len(calls) <= 12
+    assert match_temperature(entropy_at, 6.5) is None and match_temperature(entropy_at, 3.0) is None
+    calls.clear()
+    assert match_temperature(entropy_at, 5.0)[0] == 1.0 and calls == [1.0]
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 8)), rng.normal(size=(200, 8))
+    assert mauve_score(a, b) > 0.9 and mauve_score(a, b + 4.0) < 0.1
 
 
 def _modes(path, n=3000, L=6, V=3, seed=0):
@@ -161,7 +204,92 @@ def test_compare_cli_end_to_end_and_the_same_numbers_with_any_number_of_workers(
 
 
 def test_compare_refuses_bad_requests_with_one_line(tmp_path):
-    for args, msg in ((["--data", "nowhere.npy"], "neither a 2D toy"), (["--data", "swissroll", "--seeds", "-1"], "seeds"),
+    for args, msg in ((["--data", "nowhere.npy"], "not a 2D toy"), (["--data", "swissroll", "--seeds", "-1"], "seeds"),
                       (["--data", "swissroll", "--steps", "0"], "steps")):
         r = subprocess.run([VADD_BIN, "compare", *args, "--out", str(tmp_path / "o")], capture_output=True, text=True)
         assert r.returncode == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_compare_on_an_image_folder_scores_fid_and_pixels(tmp_path):
+    """A folder of PNG files runs the image recipe end to end: FID against held-out images (here on the fixed
+    random features, which exercise the path and measure nothing) as the primary statistic, the pixel-pair
+    statistic beside it, sample grids saved, sentences that match the tables."""
+    from PIL import Image
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        img = np.zeros((8, 8), dtype=np.uint8)
+        img[:, rng.integers(1, 7)] = 255  # one bright column per image: positions correlated within a column
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+    out = tmp_path / "cmp"
+    r = subprocess.run([VADD_BIN, "compare", "--data", str(folder), "--quick", "--steps", "1", "2", "--workers", "1",
+                        "--fid-features", "random", "--no-matched-mdm", "--out", str(out)], capture_output=True,
+                       text=True, env=dict(os.environ, PYTHONWARNINGS="ignore"), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["kind"] == "images" and res["statistic"] == "fid" and res["secondary"] == ["pair_js"]
+    assert "random features" in res["note"] and res["floor"]["fid"] >= 0
+    for m in ("mdm", "vadd", "vadd-cs"):
+        for T in ("1", "2"):
+            row = res["per_seed"]["0"]["stats"][m][T]
+            assert row["fid"] >= 0 and 0 <= row["pair_js"] <= math.log(2)
+            assert (out / "samples" / "seed0" / f"{m}_T{T}.png").stat().st_size > 0
+            assert np.load(out / "samples" / "seed0" / f"{m}_T{T}.npy").shape == (16, 64)
+    tables = (out / "tables.md").read_text()
+    assert res["sentences"] == sentences(res) and all(line in tables for line in res["sentences"])
+    assert "pair_js (lower is better)" in tables
+
+
+@pytest.fixture(scope="module")
+def tiny_judge(tmp_path_factory):
+    """A one-layer GPT-2 with random weights and the real GPT-2 tokenizer (the offline asset), saved as a
+    local causal-LM folder: a judge that runs in a second and exercises every path of the real one."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from vadd.assets import asset_path
+    enc = asset_path("gpt2-tokenizer")
+    vocab = json.loads((enc / "encoder.json").read_text(encoding="utf-8"))
+    lines = (enc / "vocab.bpe").read_text(encoding="utf-8").split("\n")[1:]
+    tok = transformers.GPT2TokenizerFast(vocab=vocab, merges=[tuple(ln.split()) for ln in lines if ln.strip()])
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=1, n_head=2, n_embd=16, n_positions=256,
+                                                                  vocab_size=len(tok)))
+    path = tmp_path_factory.mktemp("judge")
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def test_compare_on_a_text_corpus_scores_with_the_judge(tmp_path, tiny_judge):
+    """A prose file runs the text recipe end to end with a judge: gen-PPL at the sampler's temperature, at
+    matched entropy where a temperature reaches the held-out rows' entropy (else None, said in the tables),
+    MAUVE on the judge's features, the entropy and the token statistic; texts saved beside the tokens."""
+    pytest.importorskip("mauve")
+    from vadd.compare import run_compare
+    from vadd.metrics.genppl import unigram_entropy
+    words = "the a cat dog sat ran on under mat tree and then quickly slowly red big".split()
+    rng = np.random.default_rng(0)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words, 30)) for _ in range(80)) + "\n")
+    out = tmp_path / "cmp"
+    res = run_compare(str(corpus), out=out, quick=True, steps=(1, 2), workers=1, matched_mdm=False, judge=tiny_judge,
+                      overrides=["data.test_fraction=0.3"], log=lambda *a: None)
+    assert res["kind"] == "text" and res["statistic"] == "gen_ppl_matched" and "judge:" in res["note"]
+    assert res["floor"]["gen_ppl"] > 1 and 0 <= res["floor"]["mauve"] <= 1
+    for m in ("mdm", "vadd", "vadd-cs"):
+        for T in ("1", "2"):
+            row = res["per_seed"]["0"]["stats"][m][T]
+            assert row["gen_ppl"] > 1 and 0 <= row["mauve"] <= 1 and row["entropy"] > 0
+            tokens = np.load(out / "samples" / "seed0" / f"{m}_T{T}.npy")
+            assert row["entropy"] == pytest.approx(unigram_entropy(tokens))
+            assert len(json.loads((out / "samples" / "seed0" / f"{m}_T{T}.json").read_text())) == len(tokens)
+            if row["temperature_matched"] is None:
+                assert row["gen_ppl_matched"] is None
+            else:
+                assert 0.25 <= row["temperature_matched"] <= 4.0 and row["gen_ppl_matched"] > 1
+                assert abs(row["entropy_matched"] - res["floor"]["entropy"]) <= 0.01 or row["temperature_matched"] in (0.25, 4.0)
+    tables = (out / "tables.md").read_text()
+    assert res["sentences"] == sentences(res) and all(line in tables for line in res["sentences"])
+    assert "MAUVE" in tables and "Unigram entropy" in tables

@@ -44,6 +44,9 @@ def world(tmp_path_factory):
     np.save(d / "nanpts.npy", np.full((100, 2), np.nan))
     np.save(d / "fewpts.npy", np.zeros((5, 2)))
     (d / "junk.npy").write_bytes(b"not a numpy file")
+    (d / "nothing").mkdir()
+    (d / "prose.txt").write_text("One document.\nAnother document.\n")
+    (d / "nothing" / "notes.bin").write_bytes(b"neither images nor text")
     (d / "junk.ckpt").write_bytes(b"not a checkpoint")
     (d / "empty.ckpt").write_bytes(b"")
     (d / "bad.jsonl").write_text('{"text": "fine"}\n{not json\n')
@@ -205,6 +208,8 @@ def cases(w: Path):
         ("sample-memory", ["sample", V, "--num-samples", str(10**13), "--out", "{R}"], "more than half"),
         ("sample-sampler", ["sample", M, "--sampler", "vadd", "--out", "{R}"], "needs a model with a latent"),
         ("sample-grid", ["sample", V, "--grid", "spiral"], "invalid choice"),
+        ("sample-temperature", ["sample", V, "--temperature", "0", "--out", "{R}"], "temperature must be a number"),
+        ("sample-temperature-nan", ["sample", V, "--temperature", "nan", "--out", "{R}"], "temperature must be a number"),
         ("sample-nowhere", ["sample", str(w / "nowhere")], "not a saved vadd model"),
         ("sample-out-file", ["sample", V, "--out", str(d / "afile")], "is a file"),
         ("load-truncated", ["sample", str(w / "trunc"), "--out", "{R}"], "truncated"),
@@ -235,9 +240,11 @@ def cases(w: Path):
         ("eval-max-examples", ["eval", V, "--max-examples", "-5"], "argument --max-examples: must be an integer >= 1"),
         ("fit-prior-components", ["fit-prior", V, "--components", "0", "--out", "{R}"], "must be an integer >= 1"),
         ("load-newer-format", ["sample", str(w / "newer"), "--out", "{R}"], "model format 99, written by a newer vadd"),
-        ("compare-data", ["compare", "--data", str(d / "missing.npy"), "--out", "{R}"], "neither a 2D toy"),
+        ("compare-data", ["compare", "--data", str(d / "missing.npy"), "--out", "{R}"], "not a 2D toy"),
         ("compare-junk", ["compare", "--data", str(d / "junk.npy"), "--out", "{R}"], "not a readable .npy array"),
-        ("compare-folder", ["compare", "--data", str(d), "--out", "{R}"], "is a folder"),
+        ("compare-judge", ["compare", "--data", str(d / "prose.txt"), "--judge", str(d / "no-judge"), "--out", "{R}"],
+         "choose auto, smollm2, none or a local causal-LM folder"),
+        ("compare-folder", ["compare", "--data", str(d / "nothing"), "--out", "{R}"], "found neither"),
         ("compare-seeds", ["compare", "--data", "swissroll", "--seeds", "-1", "--out", "{R}"], "must be an integer >= 0"),
         ("compare-steps", ["compare", "--data", "swissroll", "--steps", "0", "--out", "{R}"], "--steps must be positive"),
         ("compare-workers", ["compare", "--data", "swissroll", "--workers", "0", "--out", "{R}"], "must be an integer >= 1"),

@@ -5,6 +5,7 @@ import torch
 from conftest import ExactDenoiser, random_table
 
 from vadd.algorithms import VADD, MaskedDiffusion
+from vadd.errors import ConfigError
 from vadd.models import MLPDenoiser, MLPEncoder
 from vadd.sampling import SAMPLERS, sample, sample_batch, time_grid
 from vadd.schedules import Cosine, Linear, LogLinear
@@ -96,7 +97,8 @@ def test_bufferless_blocked_sampling_matches_the_cached_buffer(d, sampler, float
                         cache_bytes=0, eval_rows=7)
     assert torch.equal(x, ref)
     real = smp._draw_chunked
-    smp._draw_chunked = lambda rows, u, V_, budget=1 << 24: real(rows, u, V_, budget=2 * V_)  # 2 positions a chunk
+    smp._draw_chunked = lambda rows, u, V_, budget=1 << 24, temperature=1.0: real(  # 2 positions a chunk
+        rows, u, V_, budget=2 * V_, temperature=temperature)
     try:
         x2, _ = sample_batch(model, x_init, 1, SAMPLERS[sampler], generator=torch.Generator().manual_seed(5),
                              cache_bytes=0)
@@ -151,6 +153,27 @@ def test_one_step_mdm_is_product_of_marginals_and_many_steps_is_exact():
     assert (freq(one) - product).abs().max() < 0.01
     many, _ = sample(model, n, 200, "mdm", seed=0)
     assert (freq(many) - p).abs().max() < 0.01
+
+
+def test_temperature_draws_from_the_tempered_renormalised_distribution():
+    """At T = 1 with the exact denoiser each position is drawn from its marginal raised to 1 / tau and
+    renormalised; tau = 1 is the untempered sampler token for token; bad temperatures are errors."""
+    Vs, Ls = 3, 2
+    p = random_table(Vs, Ls, seed=4)
+    model = MaskedDiffusion(ExactDenoiser(p, Vs, Ls), Linear(), Vs, Ls)
+    n, tau = 60000, 0.5
+    x, _ = sample(model, n, 1, "mdm", seed=0, temperature=tau)
+    pt = p.view(Vs, Vs)
+    for pos, marg in ((0, pt.sum(1)), (1, pt.sum(0))):
+        want = marg ** (1 / tau) / (marg ** (1 / tau)).sum()
+        got = torch.bincount(x[:, pos], minlength=Vs).double() / n
+        assert (got - want).abs().max() < 0.01
+    a, _ = sample(model, 500, 3, "mdm", seed=1)
+    b, _ = sample(model, 500, 3, "mdm", seed=1, temperature=1.0)
+    assert torch.equal(a, b)
+    for bad in (0, -1.0, float("nan"), True, "1"):
+        with pytest.raises(ConfigError, match="temperature"):
+            sample(model, 4, 1, "mdm", temperature=bad)
 
 
 def test_time_grid():

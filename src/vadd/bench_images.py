@@ -27,7 +27,7 @@ from .data import build_data
 from .data.images import ImageGrid, save_grid_png
 from .errors import ConfigError
 from .jobs import plan_workers, report, report_progress, run_jobs, stamp
-from .metrics.fid import feature_stats, frechet_distance
+from .metrics.fid import RandomFeatures, feature_stats, frechet_distance, make_features  # noqa: F401 (re-exported)
 from .sampling import LABELS, sample
 from .train import step_reporter, train
 
@@ -38,35 +38,6 @@ QUICK = ["data.n_train=256", "data.n_test=32", "model.denoiser.ch=8", "model.enc
          "trainer.log_every=2", "trainer.print_every=0", "bench.steps=[2,5]", "bench.grid_samples=8",
          "bench.bpd_images=8", "bench.bpd_k=[1,4]", "bench.bpd_k_max=8", "bench.bpd_k_max_images=4",
          "bench.bound_steps=[2]", "bench.bound_steps_images=4", "bench.path_images=2", "bench.path_k=[1,2]"]
-
-
-class RandomFeatures:
-    """A fixed random convolutional feature map (64-d): a stand-in for Inception in tests and quick runs.
-    It is not a quality metric; runs that use it say so in their JSON."""
-
-    def __init__(self, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.w1 = torch.randn(16, 3, 5, 5, generator=g) / 8.0
-        self.w2 = torch.randn(64, 16, 3, 3, generator=g) / 12.0
-
-    @torch.no_grad()
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(np.asarray(images)).float() / 128.0 - 1.0
-        if x.shape[1] == 1:
-            x = x.repeat(1, 3, 1, 1)
-        x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
-        h = torch.tanh(torch.nn.functional.conv2d(x, self.w1, stride=2))
-        h = torch.tanh(torch.nn.functional.conv2d(h, self.w2, stride=2))
-        return h.mean(dim=(2, 3)).double().numpy()
-
-
-def make_features(kind: str):
-    if kind == "inception":
-        from .metrics.fid import InceptionFeatures
-        return InceptionFeatures()
-    if kind == "random":
-        return RandomFeatures()
-    raise ConfigError(f"unknown FID feature network {kind!r}; choose 'inception' or 'random'")
 
 
 @torch.no_grad()

@@ -46,8 +46,11 @@ def _cmd_sample(args) -> int:
     for sampler in samplers:  # before any file is written
         for T in args.steps:
             pipe.check_sample_request(args.num_samples, T, sampler)
+    from .sampling import check_temperature
+    check_temperature(args.temperature)
     setting = {"weights_sha256": io.tensors_digest(pipe.model.state_dict()), "seed": args.seed,
-               "num_samples": args.num_samples, "grid": args.grid, "cache": not args.no_cache}
+               "num_samples": args.num_samples, "grid": args.grid, "cache": not args.no_cache,
+               **({"temperature": args.temperature} if args.temperature != 1.0 else {})}
     with runs.owned_output(out, own_run=runs.run_of_model(args.model)) as out:
         record = dict(model=str(args.model), **_sample_record(out, setting, args.overwrite))
         done = {(r["sampler"], r["steps"]) for r in record["runs"]}
@@ -59,7 +62,8 @@ def _cmd_sample(args) -> int:
                     continue
                 t0 = time.time()
                 tokens, st = pipe.sample(args.num_samples, steps=T, sampler=sampler, seed=args.seed,
-                                         cache=not args.no_cache, return_stats=True, progress=True, grid=args.grid)
+                                         cache=not args.no_cache, return_stats=True, progress=True, grid=args.grid,
+                                         temperature=args.temperature)
                 stem, recorded = f"{sampler}_T{T}", False
                 try:
                     files = pipe.save_samples(tokens, out, stem)
@@ -233,7 +237,8 @@ def _cmd_compare(args) -> int:
 
     run_compare(args.data, out=args.out, seeds=args.seeds, steps=args.steps, quick=args.quick,
                 num_samples=args.num_samples, bound_examples=args.bound_examples, bound_k=args.bound_k,
-                matched_mdm=not args.no_matched_mdm, overrides=args.overrides, workers=args.workers)
+                matched_mdm=not args.no_matched_mdm, overrides=args.overrides, workers=args.workers,
+                judge=args.judge, fid_features=args.fid_features)
     return 0
 
 
@@ -314,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-cache", action="store_true")
     s.add_argument("--grid", choices=["uniform", "cosine"], default="uniform", help="time grid of the T steps")
+    s.add_argument("--temperature", type=float, default=1.0,
+                   help="draw each token from p^(1/temperature) renormalised (1: the model; <1 sharper, less diverse)")
     s.add_argument("--out", default="samples")
     s.add_argument("--overwrite", action="store_true",
                    help="replace samples of other settings in --out (a rerun of the same command resumes)")
@@ -372,12 +379,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="parallel worker processes (default: one per core, at most 2); 1 runs in-process")
     c.add_argument("overrides", nargs="*", help="Hydra overrides for both methods (algo.* for VADD only)")
     c.add_argument("--data", required=True,
-                   help="a 2D toy name, a .npy of 2D points, or an integer token array (N, L) (.npy/.npz/.txt/.csv)")
+                   help="a 2D toy or .npy of 2D points; an integer token array (N, L) (.npy/.npz/.txt/.csv); images "
+                        "(binarized-mnist, fashion-mnist, a folder of PNG/JPEG or a uint8 .npy); a text corpus "
+                        "(brown, bbc, kjv, a .txt/.jsonl/.parquet file or a folder of .txt)")
     c.add_argument("--seeds", type=_seed, nargs="+", default=[0], help="training seeds (an axis: mean, spread, paired)")
     c.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50], help="sampling steps T")
     c.add_argument("--num-samples", type=_int_at_least(1), default=None, help="samples per sampler and T (default 20,000; toys 100,000)")
     c.add_argument("--bound-examples", type=_int_at_least(1), default=None, help="held-out rows bounded (default 1,000)")
     c.add_argument("--bound-k", type=_int_at_least(1), default=None, help="VADD's importance samples of z (default 100)")
+    c.add_argument("--judge", default="auto",
+                   help="text: the judge LM for gen-PPL at matched entropy and MAUVE: auto (SmolLM2 when installed), "
+                        "smollm2, none, or a local causal-LM folder")
+    c.add_argument("--fid-features", default="auto", choices=["auto", "inception", "random", "none"],
+                   help="images: FID's feature network (auto: Inception when installed; random measures nothing)")
     c.add_argument("--no-matched-mdm", action="store_true",
                    help="skip the third model: MDM trained for VADD's training FLOPs (the compute-matched baseline)")
     c.set_defaults(func=_cmd_compare)

@@ -8,13 +8,18 @@ bound; valid upper bounds, VADD importance-weighted). Seeds are an axis: per-see
 spread, and every VADD-minus-MDM difference paired by seed with a 95% interval. The run ends with plain
 sentences that say where VADD wins, by how much, and how sure that is.
 
-Data (``--data``):
+Data (``--data``), one :class:`Target` class per modality:
 
-- a 2D toy name or a ``.npy`` file of 2D points: the demo's recipe (``experiment=demo``), scored by the
-  JS divergence of the samples' grid histogram to the target cells (:mod:`vadd.demo`);
-- a plain integer array ``(N, L)`` (``.npy``, ``.npz``, ``.txt``, ``.csv``): the library defaults
-  (``data=tokens``), a fixed seeded 10% held out, scored by :func:`vadd.metrics.tokens.token_stats`
-  (the exact sequence distribution where ``V^L`` is small, else pairs of positions).
+- :class:`Points2D`: a 2D toy name or a ``.npy`` file of 2D points: the demo's recipe, scored by the JS
+  divergence of the samples' grid histogram to the target cells (:mod:`vadd.demo`);
+- :class:`Tokens`: a plain integer array ``(N, L)`` (``.npy``, ``.npz``, ``.csv``, a ``.txt`` of integers): the
+  library defaults (``data=tokens``), a fixed seeded 10% held out, scored by
+  :func:`vadd.metrics.tokens.token_stats` (the exact sequence distribution where ``V^L`` is small, else pairs);
+- :class:`Images`: a named set, a folder of PNG / JPEG files or a uint8 array of images: the image recipes,
+  scored by FID (Inception, when installed) and the pixel-pair statistic;
+- :class:`Text`: a corpus name, a prose ``.txt`` / ``.jsonl`` / ``.parquet`` file or a folder: the CPU text recipe,
+  scored by the judge LM's generative perplexity at matched entropy and MAUVE (when the judge is installed),
+  the unigram entropy and the token statistics.
 
 Every job uses the same number of threads whatever ``--workers`` is, so a rerun of the same command on
 the same machine gives the same numbers with any number of workers.
@@ -48,72 +53,274 @@ NAMES = {**LABELS, "mdm-matched": "MDM-matched"}
 DATA_SPLIT_SEED = 0  # a token file's held-out rows are the same for every training seed (paired across seeds)
 
 
-# ---- what is compared: the data and its statistic ----------------------------------------------------------
-@dataclass
+# ---- what is compared: the data and its statistics, one class per modality ---------------------------------
 class Target:
-    """The data of a comparison and how samples are scored: ``kind`` ``toy2d`` or ``tokens``."""
+    """The data of a comparison: how its two methods are configured, its training and held-out rows, and the
+    :class:`Scorer` its samples are measured with. :meth:`resolve` picks the modality from ``--data``."""
 
-    data: str
-    kind: str
-    label: str
+    kind = ""
+    # samples per sampler and T, held-out rows bounded, VADD's K, bound draws per row: (full run, --quick)
+    counts = {"num_samples": (20_000, 2000), "bound_examples": (1000, 64), "bound_k": (100, 4), "bound_draws": (2, 1)}
 
-    @classmethod
-    def resolve(cls, data: str) -> "Target":
+    def __init__(self, data: str, label: str):
+        self.data, self.label = data, label
+
+    def spec(self) -> dict:  # what a worker process needs to rebuild this target
+        return {"kind": self.kind, "data": self.data, "label": self.label}
+
+    @staticmethod
+    def from_spec(spec: dict) -> "Target":
+        return TARGETS[spec["kind"]](spec["data"], spec["label"])
+
+    @staticmethod
+    def resolve(data: str) -> "Target":
         if is_toy_name(data):
-            return cls(data, "toy2d", data)
+            return Points2D(data, data)
+        if data in IMAGE_SETS:
+            return Images(data, data)
+        if data in TEXT_CORPORA:
+            return Text(data, data)
         if not os.path.exists(data):
-            raise ConfigError(f"--data {data}: neither a 2D toy ({', '.join(TOYS)}) nor an existing file")
-        label = os.path.splitext(os.path.basename(data.rstrip("/")))[0]
+            raise ConfigError(f"--data {data}: not a 2D toy ({', '.join(TOYS)}), an image set "
+                              f"({', '.join(IMAGE_SETS)}), a corpus ({', '.join(TEXT_CORPORA)}) or an existing file "
+                              "or folder")
+        label = os.path.splitext(os.path.basename(os.path.abspath(data)))[0]
         if os.path.isdir(data):
-            raise ConfigError(f"--data {data} is a folder: vadd compare reads a token array or 2D points for now "
-                              "(images and text corpora: vadd bench-images / bench-text, or vadd train per method)")
+            names = [n.lower() for n in os.listdir(data)]
+            if any(n.endswith(IMAGE_SUFFIXES) for n in names):
+                return Images(data, label)
+            if any(n.endswith(".txt") for n in names) or next(Path(data).glob("**/*.arrow"), None) is not None:
+                return Text(data, label)
+            raise ConfigError(f"--data {data}: a folder of images ({', '.join(IMAGE_SUFFIXES)}) or of text (.txt files, "
+                              "or a datasets folder with .arrow files); found neither")
+        if data.lower().endswith((".jsonl", ".json", ".parquet")):
+            return Text(data, label)
         if data.endswith(".npy"):
             try:
                 io.check_npy_header(data)
                 head = np.load(data, mmap_mode="r", allow_pickle=False)
             except (ValueError, OSError) as e:
                 raise DataError(f"{data}: not a readable .npy array ({first_line(e)})") from None
+            if head.ndim in (3, 4) and head.dtype == np.uint8:
+                return Images(data, label)
             if head.ndim == 2 and head.shape[1] == 2 and np.issubdtype(head.dtype, np.floating) \
                     and not np.array_equal(np.asarray(head[:1000]), np.round(np.asarray(head[:1000]))):
                 PointSource(data)  # checks the file
-                return cls(data, "toy2d", label)
-        return cls(data, "tokens", label)
+                return Points2D(data, label)
+        if data.lower().endswith(".txt") and not _looks_numeric(data):
+            return Text(data, label)
+        return Tokens(data, label)
+
+    def base(self, quick: bool) -> list:
+        """The overrides that select this data and its recipe."""
+        raise NotImplementedError
 
     def config(self, algo: str, seed: int, quick: bool, overrides=()) -> dict:
-        """The training config of one method: the demo's recipe for 2D data, the library defaults else."""
+        """The training config of one method: the modality's recipe, then ``overrides`` (``algo.*`` for VADD only)."""
         own = [o for o in overrides if algo == "vadd" or not o.lstrip("+~").startswith("algo.")]
-        if self.kind == "toy2d":
-            base = ["experiment=demo_quick" if quick else "experiment=demo", f"data.name={self.data}"]
-        else:
-            base = ["data=tokens", f"data.train={os.path.abspath(self.data)}"]
-            base += ["experiment=compare_quick"] if quick else []
-        return compose([*base, f"seed={seed}", f"algo={algo}", *own])
+        return compose([*self.base(quick), f"seed={seed}", f"algo={algo}", *own])
 
     def token_data(self, cfg: dict, seed: int):
-        """The training data (toys: drawn with the seed, as the demo; token files: a fixed split)."""
+        """The training data: a fixed split, the same for every training seed (paired across seeds)."""
         from .data import build_data
-        return build_data(cfg["data"], seed=seed if self.kind == "toy2d" else DATA_SPLIT_SEED)
+        return build_data(cfg["data"], seed=DATA_SPLIT_SEED)
 
     def heldout(self, cfg: dict, n: int, seed: int) -> np.ndarray:
-        """Held-out rows for the likelihood bounds (toys: fresh points, else the first rows of the test split)."""
-        if self.kind == "toy2d" and is_toy_name(self.data):
-            return heldout_tokens(cfg["data"], n, seed)
+        """Held-out rows for the likelihood bounds: the first rows of the test split."""
         return self.token_data(cfg, seed).test[:n].numpy()
 
-    def scorer(self, cfg: dict, n: int, seed: int, reference_factor: int = 100) -> "Scorer":
-        if self.kind == "toy2d":
-            from .demo import demo_target
-            grid = Grid2D.from_info(cfg["data"])
-            target, floor = demo_target(PointSource(self.data), grid, n, seed, reference_factor)
-            return Scorer("js", {"js": floor}, lambda tok: {"js": _grid_js(grid, target, tok)}, grid.decode)
+    def scorer(self, cfg: dict, settings: dict, seed: int, out: Path) -> "Scorer":
+        """How samples are scored; its reference statistics are computed once and kept under ``out``."""
         from .metrics.tokens import primary_stat, token_stats
         td = self.token_data(cfg, seed)
-        ref = td.test.numpy()
+        ref, n = td.test.numpy(), int(settings["num_samples"])
         # the floor: n training rows (a perfect model's sample, up to overfitting) against the same reference
         rows = np.random.default_rng([seed, 23]).integers(0, len(td.train), n)
         floor = token_stats(td.train.numpy()[rows], ref, td.vocab_size)
         return Scorer(primary_stat(td.vocab_size, td.seq_len), floor,
-                      lambda tok: token_stats(tok, ref, td.vocab_size), None)
+                      lambda tok, resample: token_stats(tok, ref, td.vocab_size))
+
+
+def _looks_numeric(path: str) -> bool:
+    """A ``.txt`` whose first line is whitespace- or comma-separated integers is a token array, else text."""
+    with open(path, "rb") as f:
+        first = f.readline(4096).decode("utf-8", "replace").replace(",", " ").split()
+    return bool(first) and all(w.lstrip("-").isdigit() for w in first)
+
+
+class Tokens(Target):
+    """A plain integer array ``(N, L)``: the library defaults (``data=tokens``), 10% held out, scored by
+    :func:`vadd.metrics.tokens.token_stats` (whole sequences where ``V^L`` is small, else pairs)."""
+
+    kind = "tokens"
+
+    def base(self, quick: bool) -> list:
+        return ["data=tokens", f"data.train={os.path.abspath(self.data)}", *(["experiment=compare_quick"] if quick else [])]
+
+
+class Points2D(Target):
+    """A 2D toy or a ``.npy`` of 2D points: the demo's recipe, scored by the JS divergence of the samples' grid
+    histogram to the target cells. A toy's points are drawn with the training seed, as the demo does."""
+
+    kind = "toy2d"
+    counts = {"num_samples": (100_000, 5000), "bound_examples": (1000, 64), "bound_k": (100, 4), "bound_draws": (2, 1)}
+
+    def base(self, quick: bool) -> list:
+        return ["experiment=demo_quick" if quick else "experiment=demo", f"data.name={self.data}"]
+
+    def token_data(self, cfg: dict, seed: int):
+        from .data import build_data
+        return build_data(cfg["data"], seed=seed)
+
+    def heldout(self, cfg: dict, n: int, seed: int) -> np.ndarray:
+        if is_toy_name(self.data):  # fresh points
+            return heldout_tokens(cfg["data"], n, seed)
+        return self.token_data(cfg, seed).test[:n].numpy()
+
+    def scorer(self, cfg: dict, settings: dict, seed: int, out: Path) -> "Scorer":
+        from .demo import demo_target
+        grid, n = Grid2D.from_info(cfg["data"]), int(settings["num_samples"])
+        target, floor = demo_target(PointSource(self.data), grid, n, seed, int(settings["reference_factor"]))
+        return Scorer("js", {"js": floor}, lambda tok, resample: {"js": _grid_js(grid, target, tok)},
+                      save=lambda tok, stem: io.write_npy(f"{stem}.npy", grid.decode(tok).astype(np.float32)))
+
+
+IMAGE_SETS = ("binarized-mnist", "fashion-mnist")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+class Images(Target):
+    """Images (a named set, a folder of same-size PNG / JPEG files or a uint8 ``.npy`` ``(N, H, W[, C])``): the
+    image recipes (U-Net; ``experiment=images_mnist`` for binarized MNIST, ``images_fmnist`` otherwise).
+    Scored by FID against held-out images when a feature network is chosen (``fid_features``: the Inception
+    network when installed), and always by the pixel statistics of :func:`vadd.metrics.tokens.token_stats`."""
+
+    kind = "images"
+    counts = {"num_samples": (1000, 16), "bound_examples": (200, 8), "bound_k": (100, 4), "bound_draws": (1, 1)}
+
+    def base(self, quick: bool) -> list:
+        from .bench_images import QUICK
+        exp = "images_mnist" if self.data == "binarized-mnist" else "images_fmnist"
+        data = [f"data.name={self.data}"] if self.data in IMAGE_SETS else \
+            ["data.name=images", f"data.path={os.path.abspath(self.data)}"]
+        return [f"experiment={exp}", *data, *([o for o in QUICK if not o.startswith("bench.")] if quick else [])]
+
+    def scorer(self, cfg: dict, settings: dict, seed: int, out: Path) -> "Scorer":
+        from .data.images import ImageGrid, save_grid_png
+        from .metrics.fid import feature_stats, frechet_distance, make_features
+        base = super().scorer(cfg, settings, seed, out)
+        td = self.token_data(cfg, seed)
+        grid = ImageGrid.from_info(td.info)
+        decode = (lambda tok: grid.decode(tok)) if td.decode is None else (lambda tok: np.asarray(td.decode(tok)))
+
+        def save(tok, stem):
+            io.write_npy(f"{stem}.npy", tok)
+            save_grid_png(decode(tok[:64]), f"{stem}.png")
+
+        kind = settings["fid_features"]
+        if kind == "none":
+            return Scorer(base.primary, base.floor, base.score, save=save)
+        n = int(settings["num_samples"])
+
+        feats = make_features(kind)
+
+        def reference():  # held-out images (up to fid_reference of them) and the floor: n training images
+            ref = feats(decode(td.test[: int(settings["fid_reference"])].numpy()))
+            rows = np.random.default_rng([seed, 29]).choice(len(td.train), min(n, len(td.train)), replace=False)
+            train = feature_stats(feats(decode(td.train[np.sort(rows)].numpy())))
+            return ref, {"fid": frechet_distance(train, feature_stats(ref))}
+
+        ref_feats, fid_floor = _cached(out / "reference" / f"fid-{kind}", reference)
+        ref = feature_stats(ref_feats)
+
+        def score(tok, resample):
+            return {"fid": frechet_distance(feature_stats(feats(decode(tok))), ref), **base.score(tok, resample)}
+
+        return Scorer("fid", {**fid_floor, **base.floor}, score, save=save, secondary=(base.primary,),
+                      note=None if kind == "inception" else "FID on random features: not a quality metric")
+
+
+TEXT_CORPORA = ("brown", "bbc", "kjv")
+
+
+class Text(Target):
+    """A text corpus (an installed one by name, a ``.txt`` (one document per line) / ``.jsonl`` / ``.parquet``
+    file, a folder of ``.txt`` files or a datasets folder): the CPU text recipe (``experiment=text_cpu``: GPT-2
+    tokens limited to the 4,095 most frequent, rows of 64, a DiT). Scored with the judge LM when one is
+    chosen (``judge``): generative perplexity at the sampler's own temperature and **at matched entropy** (the
+    temperature at which the samples' unigram entropy equals the held-out rows'), and MAUVE of the samples
+    against held-out rows on the judge's features; always the unigram entropy and the token statistics."""
+
+    kind = "text"
+    counts = {"num_samples": (256, 16), "bound_examples": (256, 8), "bound_k": (100, 4), "bound_draws": (2, 1)}
+
+    def base(self, quick: bool) -> list:
+        from .bench_text import QUICK
+        data = [f"data.corpus={self.data}"] if self.data in TEXT_CORPORA else \
+            ["data.corpus=user", f"data.path={os.path.abspath(self.data)}"]
+        return ["experiment=text_cpu", *data, *([o for o in QUICK if not o.startswith("bench.")] if quick else [])]
+
+    def scorer(self, cfg: dict, settings: dict, seed: int, out: Path) -> "Scorer":
+        from .metrics.genppl import Judge, match_temperature, mauve_score, unigram_entropy
+        base = super().scorer(cfg, settings, seed, out)
+        td = self.token_data(cfg, seed)
+        n, judge_name = int(settings["num_samples"]), settings["judge"]
+        ref = td.test[:n].numpy()
+        data_entropy = unigram_entropy(ref)
+
+        def save(tok, stem):
+            io.write_npy(f"{stem}.npy", tok)
+            io.write_json(f"{stem}.json", td.decode(tok))
+
+        if judge_name == "none":
+            return Scorer(base.primary, {**base.floor, "entropy": data_entropy},
+                          lambda tok, resample: {**base.score(tok, resample), "entropy": unigram_entropy(tok)},
+                          save=save, secondary=("entropy",), note="no judge LM: token statistics only")
+        judge = Judge.smollm2() if judge_name == "smollm2" else Judge.from_pretrained(judge_name)
+
+        def reference():  # the judge on held-out rows and on n training rows (what a perfect model reaches)
+            rows = np.random.default_rng([seed, 23]).integers(0, len(td.train), len(ref))
+            held, train = judge.score(td.decode(ref), features=True), judge.score(td.decode(td.train.numpy()[rows]),
+                                                                                  features=True)
+            floor = {"gen_ppl": train["gen_ppl"], "gen_ppl_matched": train["gen_ppl"],
+                     "mauve": mauve(train["features"], held["features"])}
+            return held["features"], floor
+
+        def mauve(feats, ref_feats):  # None with fewer than MAUVE's 4 texts a side (a tiny held-out split)
+            return mauve_score(feats, ref_feats, seed) if min(len(feats), len(ref_feats)) >= 4 else None
+
+        ref_feats, judge_floor = _cached(out / "reference" / "judge", reference)
+
+        def score(tok, resample):
+            own = judge.score(td.decode(tok), features=True)
+            hit = match_temperature(lambda tau: (unigram_entropy(t := resample(tau)), t), data_entropy,
+                                    tol=float(settings["entropy_tolerance"]))
+            matched = {"gen_ppl_matched": None, "temperature_matched": None, "entropy_matched": None}
+            if hit is not None:
+                tau, ent, tok_m = hit
+                ppl = own["gen_ppl"] if tau == 1.0 else judge.score(td.decode(tok_m))["gen_ppl"]
+                matched = {"gen_ppl_matched": ppl, "temperature_matched": tau, "entropy_matched": ent}
+            return {**matched, "gen_ppl": own["gen_ppl"], "mauve": mauve(own["features"], ref_feats),
+                    "entropy": unigram_entropy(tok), **base.score(tok, resample)}
+
+        return Scorer("gen_ppl_matched", {**base.floor, **judge_floor, "entropy": data_entropy}, score, save=save,
+                      note=f"judge: {judge.name}", higher_better=("mauve",),
+                      secondary=("mauve", "gen_ppl", "entropy", "temperature_matched", base.primary))
+
+
+TARGETS = {c.kind: c for c in (Tokens, Points2D, Images, Text)}
+
+
+def _cached(stem: Path, compute) -> tuple:
+    """``compute() -> (features array, floor dict)`` once per comparison folder, kept as ``stem.npy`` and
+    ``stem.json`` for the worker processes (the runner computes it before any job starts)."""
+    arr, rec = Path(f"{stem}.npy"), Path(f"{stem}.json")
+    if arr.exists() and rec.exists():
+        return np.load(arr, allow_pickle=False), io.read_json(rec)
+    feats, floor = compute()
+    io.write_npy(arr, np.asarray(feats, dtype=np.float32))
+    io.write_json(rec, floor)
+    return np.asarray(feats, dtype=np.float32), floor
 
 
 def _grid_js(grid, target, tokens) -> float:
@@ -125,14 +332,20 @@ def _grid_js(grid, target, tokens) -> float:
 class Scorer:
     primary: str          # the statistic the sentences are about (lower is better)
     floor: dict           # the statistics of true data of the same size: what a perfect model reaches
-    score: object         # tokens (N, L) -> {statistic: value}
-    decode: object        # tokens -> what is saved beside them (2D points), or None
+    score: object         # (tokens (N, L), resample(temperature) -> tokens) -> {statistic: value or None}
+    save: object = None   # (tokens, path stem) -> writes the samples in the modality's formats
+    note: str | None = None           # what a reader must know about the numbers (the judge, the features)
+    secondary: tuple = ()             # the other statistics tabled beside the primary one
+    higher_better: tuple = ()         # secondary statistics where higher is better (MAUVE)
+
+    def __post_init__(self):
+        self.save = self.save or (lambda tok, stem: io.write_npy(f"{stem}.npy", tok))
 
 
 # ---- the jobs (run in worker processes) -----------------------------------------------------------------
 def _job(p: dict) -> dict:
     torch.set_num_threads(int(p["threads"]))
-    target, cfg, seed, out = Target(**p["target"]), p["cfg"], p["seed"], Path(p["out"])
+    target, cfg, seed, out = Target.from_spec(p["target"]), p["cfg"], p["seed"], Path(p["out"])
     run_dir = out / "runs" / f"seed{seed}" / p["run"]
     if p["kind"] == "train":
         _, run_dir, rec = train(cfg, data=target.token_data(cfg, seed), run_dir=run_dir,
@@ -147,15 +360,19 @@ def _job(p: dict) -> dict:
         res = bounds.evaluate(model, x, ks, bounds.specs(p["steps"]), num_t=int(p["bound_draws"]), seed=seed)
         return {"bounds": bounds.records(res, model.seq_len), "wall_s": time.time() - t0}
     from .sampling import sample
-    scorer = target.scorer(cfg, p["n"], seed, int(p.get("reference_factor", 100)))
+    scorer = target.scorer(cfg, p, seed, out)
     rows = {}
     for T in p["steps"]:
         t0 = time.time()
         x, st = sample(model, p["n"], T, p["sampler"], seed=seed)
         tokens = x.numpy()
-        rows[str(T)] = {**scorer.score(tokens), "nfe": st.nfe, "wall_s": time.time() - t0}
-        io.write_npy(out / "samples" / f"seed{seed}" / f"{p['method']}_T{T}.npy",
-                     tokens if scorer.decode is None else scorer.decode(tokens).astype(np.float32))
+
+        def resample(tau, T=T, tokens=tokens):  # the same seed at another temperature (1: these samples)
+            return tokens if tau == 1.0 else sample(model, p["n"], T, p["sampler"], seed=seed,
+                                                    temperature=tau)[0].numpy()
+
+        rows[str(T)] = {**scorer.score(tokens, resample), "nfe": st.nfe, "wall_s": time.time() - t0}
+        scorer.save(tokens, out / "samples" / f"seed{seed}" / f"{p['method']}_T{T}")
     return {"stats": rows}
 
 
@@ -179,10 +396,14 @@ def training_flops(cfg: dict, data) -> int:
 def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=STEPS, quick: bool = False,
                 num_samples: int | None = None, bound_examples: int | None = None, bound_k: int | None = None,
                 bound_draws: int | None = None, matched_mdm: bool = True, overrides=(), workers: int | None = None,
-                log=print) -> dict:
+                judge: str = "auto", fid_features: str = "auto", log=print) -> dict:
     """Train, sample, score and bound MDM and VADD (and MDM given VADD's training FLOPs, unless
     ``matched_mdm`` is false) on ``data`` for every seed; returns (and writes under ``out``) the results:
-    ``results.json``, ``tables.md``, ``compare.png`` and ``samples/``."""
+    ``results.json``, ``tables.md``, ``compare.png`` and ``samples/``.
+
+    ``judge`` (text): ``auto`` (the installed SmolLM2 judge, else none), ``smollm2``, ``none`` or a local
+    causal-LM folder. ``fid_features`` (images): ``auto`` (Inception when installed, else none),
+    ``inception``, ``random`` (a fixed random network: exercises the path, measures nothing) or ``none``."""
     t_start = time.time()
     target = Target.resolve(str(data))
     seeds = [int(s) for s in dict.fromkeys(seeds)]
@@ -196,15 +417,17 @@ def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=S
     workers, threads = plan_workers(workers)
     for cfg in cfgs.values():  # a progress bar only where one job runs at a time (else one line per 20 s)
         cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
-    d = cfgs[("vadd", seeds[0])].get("demo", {})
-    n = int(num_samples or d.get("num_samples") or (2000 if quick else 20_000))
-    settings = {"num_samples": n, "bound_examples": int(bound_examples or d.get("bound_examples") or (64 if quick else 1000)),
-                "bound_k": int(bound_k or max(d.get("bound_k") or [4 if quick else 100])),
-                "bound_draws": int(bound_draws or d.get("bound_draws") or (1 if quick else 2)),
-                "reference_factor": int(d.get("reference_factor", 100))}
-    for v in settings.values():
-        if v < 1:
+    d = cfgs[("vadd", seeds[0])].get("demo", {}) if target.kind == "toy2d" else {}
+    given = {"num_samples": num_samples, "bound_examples": bound_examples, "bound_k": bound_k, "bound_draws": bound_draws}
+    settings = {k: int(given[k] or (max(d[k]) if k == "bound_k" and d.get(k) else d.get(k))
+                       or target.counts[k][1 if quick else 0]) for k in given}
+    settings.update(reference_factor=int(d.get("reference_factor", 100)), judge=_resolve_judge(judge, target),
+                    fid_features=_resolve_features(fid_features, target), fid_reference=2000 if not quick else 32,
+                    entropy_tolerance=0.01)
+    for k in given:
+        if settings[k] < 1:
             raise ConfigError(f"sample and bound counts must be positive, got {settings}")
+    n = settings["num_samples"]
     check_steps(steps[-1])  # what sampling and scoring would refuse, refused before any training
     td = target.token_data(cfgs[("vadd", seeds[0])], seeds[0])
     per_sample = 16.0 * (settings["reference_factor"] if target.kind == "toy2d" else 2 * td.seq_len)
@@ -222,10 +445,14 @@ def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=S
             f"trains {matched} steps instead of {mdm_steps}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # the scorer's reference statistics (FID features, the judge on held-out text) once, before any worker needs them
+    scorer = target.scorer(cfgs[("mdm", seeds[0])], settings, seeds[0], out)
     results = {"data": str(data), "kind": target.kind, "label": target.label, "seeds": seeds, "steps": steps,
                **settings, "compute_matching": budget, "workers": workers, "threads_per_job": threads,
                "overrides": list(overrides), "per_seed": {str(s): {"train": {}, "stats": {}, "bounds": {}} for s in seeds}}
-    jobs = [{"kind": "train", "target": target.__dict__, "cfg": cfgs[(r if r == "mdm-matched" else a, s)], "run": r,
+    results.update(statistic=scorer.primary, floor=scorer.floor, note=scorer.note,
+                   secondary=list(scorer.secondary), higher_better=list(scorer.higher_better))
+    jobs = [{"kind": "train", "target": target.spec(), "cfg": cfgs[(r if r == "mdm-matched" else a, s)], "run": r,
              "algo": a, "seed": s, "n": n, "steps": steps, "out": str(out), "threads": threads,
              "desc": f"seed {s} {NAMES[r]}", **settings} for s in seeds for r, a in runs]
     total = len(jobs) + sum(len(ALGORITHMS[j["algo"]].samplers) + 1 for j in jobs)
@@ -257,8 +484,6 @@ def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=S
         return []
 
     run_jobs(jobs, _job, workers, collect, log=log)
-    scorer = target.scorer(cfgs[("mdm", seeds[0])], n, seeds[0], settings["reference_factor"])
-    results["statistic"], results["floor"] = scorer.primary, scorer.floor
     results["summary"] = summarize(results)
     results["sentences"] = sentences(results)
     stamp(results, t_start)
@@ -272,10 +497,48 @@ def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=S
     return results
 
 
+def _resolve_judge(judge: str, target: Target) -> str:
+    """The judge LM for text (``none`` for other data): ``auto`` is the installed SmolLM2 judge or none."""
+    if target.kind != "text" or judge == "none":
+        return "none"
+    if judge == "auto":
+        from .assets import asset_path
+        from .errors import MissingAsset
+        try:
+            asset_path("judge")
+            import transformers  # noqa: F401  (the judge's runtime)
+            return "smollm2"
+        except (MissingAsset, ImportError):
+            return "none"
+    if judge != "smollm2" and not os.path.isdir(judge):
+        raise ConfigError(f"--judge {judge}: choose auto, smollm2, none or a local causal-LM folder")
+    return judge
+
+
+def _resolve_features(kind: str, target: Target) -> str:
+    """The FID feature network for images (``none`` for other data): ``auto`` is Inception when installed."""
+    if target.kind != "images" or kind == "none":
+        return "none"
+    if kind == "auto":
+        from .assets import asset_path
+        from .errors import MissingAsset
+        try:
+            asset_path("fid-inception")
+            return "inception"
+        except MissingAsset:
+            return "none"
+    if kind not in ("inception", "random"):
+        raise ConfigError(f"--fid-features {kind}: choose auto, inception, random or none")
+    return kind
+
+
 # ---- statistics over seeds ---------------------------------------------------------------------------------
 def spread(values) -> dict:
-    """Mean, sample standard deviation and the 95% t-interval half-width of the mean over seeds."""
-    v = np.asarray(list(values), dtype=np.float64)
+    """Mean, sample standard deviation and the 95% t-interval half-width of the mean over seeds (``None``
+    values, e.g. an entropy a sampler cannot be tempered to, are left out; ``n`` counts the rest)."""
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if not len(v):
+        return {"mean": None, "std": None, "ci95": None, "n": 0}
     if len(v) < 2:
         return {"mean": float(v.mean()), "std": None, "ci95": None, "n": len(v)}
     from scipy.stats import t as student_t  # scipy comes with scikit-learn, a dependency
@@ -314,10 +577,14 @@ def summarize(results: dict) -> dict:
         for base in (b for b in BASELINES if b in methods):
             rows = out["paired"].setdefault(m, {}).setdefault(base, {})
             for T in out["stats"][m]:
-                a = np.array([per[k]["stats"][m][T][stat] for k in seeds])
-                b = np.array([per[k]["stats"][base][T][stat] for k in seeds])
+                both = [k for k in seeds if per[k]["stats"][m][T][stat] is not None
+                        and per[k]["stats"][base][T][stat] is not None]  # seeds where both were measured
+                if not both:
+                    continue
+                a = np.array([per[k]["stats"][m][T][stat] for k in both])
+                b = np.array([per[k]["stats"][base][T][stat] for k in both])
                 ratio = np.exp(np.mean(np.log(np.maximum(b, 1e-12) / np.maximum(a, 1e-12))))
-                rows[T] = {"diff": spread(a - b), "wins": int((a < b).sum()), "seeds": len(seeds),
+                rows[T] = {"diff": spread(a - b), "wins": int((a < b).sum()), "seeds": len(both),
                            "ratio_mdm_over": float(ratio)}
     runs = [r for r in ("mdm", "mdm-matched", "vadd") if all(r in per[k]["bounds"] for k in seeds)]
     for r in runs:
@@ -365,9 +632,15 @@ def sentences(results: dict) -> list[str]:
     for m, by_base in S["paired"].items():
         for base, byT in by_base.items():
             Ts = sorted(byT, key=int)
+            who = NAMES[base] + (" (MDM given VADD's training FLOPs)" if base == "mdm-matched" else "")
+            missing = sorted((T for T in S["stats"][m] if T not in byT), key=int)
+            if missing:
+                lines.append(f"{NAMES[m]} against {who}: {stat} was not measured for both at T = {_ts(missing)} "
+                             "(see the tables).")
+            if not Ts:
+                continue
             v = {T: _verdict(byT[T]) for T in Ts}
             win, loss, mixed = ([T for T in Ts if v[T] == w] for w in ("win", "loss", "mixed"))
-            who = NAMES[base] + (" (MDM given VADD's training FLOPs)" if base == "mdm-matched" else "")
             head = f"{NAMES[m]} against {who} ({stat}, lower is better; {seeds}): "
             if win:
                 T0 = min(win, key=int)
@@ -401,7 +674,17 @@ def sentences(results: dict) -> list[str]:
 def _cell(sp: dict, digits: int = 4) -> str:
     """``mean ± sd``: ``digits`` significant figures for the mean, two for the spread (statistics near 0 keep
     their digits; bounds of a few nats read to the third decimal)."""
+    if sp["mean"] is None:
+        return "-"
     return f"{sp['mean']:.{digits}g}" + (f" ± {sp['std']:.2g}" if sp["std"] is not None else "")
+
+
+SECONDARY = {  # how the secondary statistics read in the tables
+    "mauve": "MAUVE of the samples against held-out text on the judge's features (higher is better)",
+    "gen_ppl": "Generative perplexity at the sampler's own temperature (1; lower is better, but read it with the entropy)",
+    "entropy": "Unigram entropy of the samples (nats, mean over samples; the held-out rows' value is the target)",
+    "temperature_matched": "The temperature at which the samples' entropy matches the held-out rows' (- : not reachable)",
+}
 
 
 def format_tables(results: dict) -> str:
@@ -426,7 +709,18 @@ def format_tables(results: dict) -> str:
         for base, byT in by_base.items():
             out.append(f"| *{NAMES[base]} / {NAMES[m]}* | " + " | ".join(
                 f"*{byT[str(T)]['ratio_mdm_over']:.1f}x ({byT[str(T)]['wins']}/{byT[str(T)]['seeds']})*"
-                for T in steps) + " |")
+                if str(T) in byT else "-" for T in steps) + " |")
+    for name in results.get("secondary", []):
+        better = "higher" if name in results.get("higher_better", []) else "lower"
+        what = SECONDARY.get(name, f"{name} ({better} is better)")
+        floor = results["floor"].get(name)
+        out += ["", f"{what}" + (f"; true data of the same size: {floor:.4g}" if floor is not None else "") + ":", "",
+                head, rule]
+        for m, byT in S["stats"].items():
+            out.append(f"| {NAMES[m]} | " + " | ".join(_cell(byT[str(T)][name]) if name in byT[str(T)] else "-"
+                                                       for T in steps) + " |")
+    if results.get("note"):
+        out += ["", f"Note: {results['note']}."]
     if S["bounds"]:
         keys = ["continuous"] + [f"T{T}" for T in steps]
         out += ["", "Likelihood bounds (nats per held-out example; valid upper bounds on -log p of each model's T-step "
@@ -441,6 +735,10 @@ def format_tables(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def _num(v) -> float:
+    return float("nan") if v is None else v
+
+
 def draw(path: Path, results: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -451,12 +749,13 @@ def draw(path: Path, results: dict) -> None:
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), squeeze=False)
     ax = axes[0, 0]
     for m, byT in S["stats"].items():
-        ax.errorbar(steps, [byT[str(T)][stat]["mean"] for T in steps],
+        ax.errorbar(steps, [_num(byT[str(T)][stat]["mean"]) for T in steps],
                     yerr=[byT[str(T)][stat]["std"] or 0.0 for T in steps], marker="o", capsize=3, label=NAMES[m],
                     ls="--" if m == "mdm-matched" else "-")
     ax.axhline(results["floor"].get(stat, np.nan), color="gray", ls="--", label="true data, same N")
-    ax.set(xscale="log", yscale="log", xlabel="sampling steps T", ylabel=f"{stat} (mean ± sd over seeds)",
-           title=results["label"])
+    vals = [v["mean"] for byT in S["stats"].values() for T in steps for v in [byT[str(T)][stat]] if v["mean"] is not None]
+    ax.set(xscale="log", yscale="log" if vals and min(vals) > 0 else "linear", xlabel="sampling steps T",
+           ylabel=f"{stat} (mean ± sd over seeds)", title=results["label"], xlim=(steps[0] / 1.3, steps[-1] * 1.3))
     ax.legend(fontsize=8)
     if panels == 2:
         ax = axes[0, 1]

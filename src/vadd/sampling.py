@@ -71,6 +71,14 @@ def check_request(model, num_samples, steps: int, sampler: str) -> None:
     check_steps(steps)
 
 
+def check_temperature(temperature) -> float:
+    """A sampling temperature: a finite number > 0 (at most 100; 1 is the model itself)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not 0.01 <= float(temperature) <= 100.0:
+        raise ConfigError(f"the sampling temperature must be a number in [0.01, 100], got {temperature!r}")
+    return float(temperature)
+
+
 def resolve_latent(model, sampler: str) -> str:
     if sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
@@ -86,18 +94,20 @@ def resolve_latent(model, sampler: str) -> str:
 
 def _inverse_cdf_f64(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Inverse-CDF draw in float64 from ``[N, V]`` log-probabilities with given uniforms ``u [N, 1]``."""
-    probs = logp.double().exp()
+    probs = logp.double().exp()  # normalised log-probabilities (tempered ones too: <= 0, max >= -log(V) / temperature)
     cdf = probs.cumsum(-1)
     idx = torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(-1)
     return idx.clamp_max(logp.shape[-1] - 1)
 
 
-def _draw_chunked(logp_rows, u: torch.Tensor, V: int, budget: int = 1 << 24) -> torch.Tensor:
+def _draw_chunked(logp_rows, u: torch.Tensor, V: int, budget: int = 1 << 24, temperature: float = 1.0) -> torch.Tensor:
     """``logp_rows(sl) -> [n, V]`` for a slice of the positions; draws in chunks of ``budget / V``
-    positions so a float64 ``[N, V]`` never materialises (text: V = 50k)."""
+    positions so a float64 ``[N, V]`` never materialises (text: V = 50k). ``temperature``: draw from
+    ``p^(1/temperature)`` renormalised (1: the model's own distribution, untouched)."""
     n = u.shape[0]
     step = max(1, budget // max(V, 1))
-    return torch.cat([_inverse_cdf_f64(logp_rows(slice(i, min(i + step, n))), u[i:i + step])
+    tempered = (lambda lp: lp) if temperature == 1.0 else (lambda lp: lp.double() / temperature)
+    return torch.cat([_inverse_cdf_f64(tempered(logp_rows(slice(i, min(i + step, n)))), u[i:i + step])
                       for i in range(0, n, step)]) if n else u.new_zeros(0, dtype=torch.long)
 
 
@@ -153,7 +163,7 @@ class EventLatents:
 @torch.no_grad()
 def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", cache: bool = True,
                  lazy: bool = True, grid: str = "uniform", generator=None, on_step=None,
-                 eval_rows: int = 4096, cache_bytes: int = 2 << 30):
+                 eval_rows: int = 4096, cache_bytes: int = 2 << 30, temperature: float = 1.0):
     """Run the ancestral loop from ``x_init`` ``[B, L]`` (``mask_id`` where to generate).
 
     Every random choice that does not depend on the network is drawn up front, in this order from
@@ -179,7 +189,9 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
 
     Given (non-mask) tokens are never changed: infilling and prompting come for free. ``on_step(k, t,
     s, x)`` is called for every step after the loop, with the state after step ``k`` (e.g. to record
-    trajectories). The network sees at most ``eval_rows`` rows at a time.
+    trajectories). The network sees at most ``eval_rows`` rows at a time. ``temperature`` draws each
+    revealed token from the denoiser's distribution raised to ``1 / temperature`` (renormalised): below 1
+    sharper and less diverse, 1 the model itself (the sampler the likelihood bounds are about).
     Returns ``(x0 [B, L], SampleStats)``.
     """
     device = x_init.device
@@ -217,7 +229,8 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
         local = hit.nonzero(as_tuple=True)
         if local[0].numel():
             r, c = part[local[0]], local[1]
-            x[r, c] = _draw_chunked(lambda sl: logp_rows(local[0][sl], c[sl]), u[r, c].unsqueeze(1), V).to(x.dtype)
+            x[r, c] = _draw_chunked(lambda sl: logp_rows(local[0][sl], c[sl]), u[r, c].unsqueeze(1), V,
+                                    temperature=temperature).to(x.dtype)
             pending[r, c] = False
         events[part] += hit.any(dim=1).long()
 
@@ -280,11 +293,11 @@ def eval_mode(model):
 @torch.no_grad()
 def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str = "mdm", cache: bool = True,
            lazy: bool = True, x_init: torch.Tensor | None = None, seed: int | None = 0, batch_size: int | None = None,
-           grid: str = "uniform", device=None, progress: bool = False):
+           grid: str = "uniform", device=None, progress: bool = False, temperature: float = 1.0):
     """Draw samples from a trained MDM or VADD model.
 
     Either ``num_samples`` (unconditional) or ``x_init`` ``[N, L]`` (conditional: ``model.mask_id`` marks
-    positions to generate, every other token is kept). Rows are sampled in chunks of ``batch_size``
+    positions to generate, every other token is kept). ``temperature``: see :func:`sample_batch`. Rows are sampled in chunks of ``batch_size``
     (default: at most 100,000 rows and 2^24 positions); the samples of a seed depend on the chunking.
     Returns ``(tokens [N, L] int64, SampleStats)``.
     """
@@ -299,6 +312,7 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
         x_init = torch.as_tensor(x_init, dtype=torch.long)
         model.check_tokens(x_init, allow_mask=True)
     time_grid(steps)  # validates steps early
+    check_temperature(temperature)
     gen = torch.Generator(device=device)
     gen.manual_seed(0 if seed is None else int(seed))
     out, total = [], SampleStats(steps=int(steps))
@@ -311,7 +325,8 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
         it = tqdm(chunks, desc=f"sampling {sampler} T={steps}", leave=False)
     with eval_mode(model):
         for chunk in it:
-            x, st = sample_batch(model, chunk.to(device), steps, latent, cache, lazy, grid, gen)
+            x, st = sample_batch(model, chunk.to(device), steps, latent, cache, lazy, grid, gen,
+                                 temperature=float(temperature))
             out.append(x.cpu())
             total.nfe += st.nfe
             total.row_evals += st.row_evals

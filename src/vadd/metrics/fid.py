@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..assets import asset_path
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 
 
 class InceptionFeatures:
@@ -69,3 +69,31 @@ def fid(images_a: np.ndarray, images_b_or_stats, features: Callable[[np.ndarray]
     sa = feature_stats(features(images_a))
     sb = images_b_or_stats if isinstance(images_b_or_stats, dict) else feature_stats(features(images_b_or_stats))
     return frechet_distance(sa, sb)
+
+
+class RandomFeatures:
+    """A fixed random convolutional feature map (64-d): a stand-in for Inception in tests and quick runs.
+    It is not a quality metric; runs that use it say so in their JSON."""
+
+    def __init__(self, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = torch.randn(16, 3, 5, 5, generator=g) / 8.0
+        self.w2 = torch.randn(64, 16, 3, 3, generator=g) / 12.0
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(images)).float() / 128.0 - 1.0
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
+        x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+        h = torch.tanh(torch.nn.functional.conv2d(x, self.w1, stride=2))
+        h = torch.tanh(torch.nn.functional.conv2d(h, self.w2, stride=2))
+        return h.mean(dim=(2, 3)).double().numpy()
+
+
+def make_features(kind: str):
+    if kind == "inception":
+        return InceptionFeatures()
+    if kind == "random":
+        return RandomFeatures()
+    raise ConfigError(f"unknown FID feature network {kind!r}; choose 'inception' or 'random'")
