@@ -449,7 +449,7 @@ def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=S
     scorer = target.scorer(cfgs[("mdm", seeds[0])], settings, seeds[0], out)
     results = {"data": str(data), "kind": target.kind, "label": target.label, "seeds": seeds, "steps": steps,
                **settings, "compute_matching": budget, "workers": workers, "threads_per_job": threads,
-               "overrides": list(overrides), "per_seed": {str(s): {"train": {}, "stats": {}, "bounds": {}} for s in seeds}}
+               "overrides": list(overrides), "seq_len": td.seq_len, "vocab_size": td.vocab_size, "per_seed": {str(s): {"train": {}, "stats": {}, "bounds": {}} for s in seeds}}
     results.update(statistic=scorer.primary, floor=scorer.floor, note=scorer.note,
                    secondary=list(scorer.secondary), higher_better=list(scorer.higher_better))
     jobs = [{"kind": "train", "target": target.spec(), "cfg": cfgs[(r if r == "mdm-matched" else a, s)], "run": r,
@@ -687,6 +687,9 @@ SECONDARY = {  # how the secondary statistics read in the tables
 }
 
 
+UNIT = {"images": "dimension", "text": "token", "tokens": "token"}
+
+
 def format_tables(results: dict) -> str:
     S, stat, steps = results["summary"], results["statistic"], results["steps"]
     n = len(results["seeds"])
@@ -724,7 +727,9 @@ def format_tables(results: dict) -> str:
     if S["bounds"]:
         keys = ["continuous"] + [f"T{T}" for T in steps]
         out += ["", "Likelihood bounds (nats per held-out example; valid upper bounds on -log p of each model's T-step "
-                    "sampler and of its T -> inf limit, VADD importance-weighted with K draws of z):", "",
+                    "sampler and of its T -> inf limit, VADD importance-weighted with K draws of z)"
+                + (f"; per {UNIT[results['kind']]}: divide by {results['seq_len']} (bits: by {results['seq_len']} ln 2 = "
+                   f"{results['seq_len'] * math.log(2):.4g})" if results.get("kind") in UNIT else "") + ":", "",
                 "| model | T -> inf | " + " | ".join(f"T={T}" for T in steps) + " |", "|---|" + "---:|" * len(keys)]
         for r, recs in S["bounds"].items():
             for K in sorted({int(k.split("/K")[1]) for k in recs}):
