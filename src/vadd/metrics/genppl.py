@@ -24,6 +24,7 @@ from ..errors import DataError, MissingDependency
 def _transformers():
     try:
         import transformers
+        transformers.utils.logging.disable_progress_bar()  # loading bars per tensor would drown a run's progress lines
         return transformers
     except ImportError:
         raise MissingDependency('the judge LM needs transformers, gguf and accelerate: pip install -e ".[text]"') from None
@@ -148,6 +149,8 @@ def mauve_score(p_features: np.ndarray, q_features: np.ndarray, seed: int = 0) -
     p, q = np.asarray(p_features, dtype=np.float32), np.asarray(q_features, dtype=np.float32)
     if min(len(p), len(q)) < 4:
         raise DataError(f"MAUVE needs at least 4 texts on each side, got {len(p)} and {len(q)}")
+    import faiss  # mauve-text's k-means: as many threads as torch, so a run's threads fix its numbers
+    faiss.omp_set_num_threads(torch.get_num_threads())
     out = mauve.compute_mauve(p_features=p, q_features=q, device_id=-1, verbose=False, seed=int(seed),
                               num_buckets=max(2, min(len(p), len(q)) // 10))
     return float(out.mauve)
