@@ -47,3 +47,25 @@ def random_table(V=3, L=3, seed=0):
 @pytest.fixture
 def table():
     return random_table()
+
+
+# ---- oracles: the textbook forms of quantities the library computes in fused or streaming ways --------------
+def mask_tokens(x0, alpha_t, mask_id, generator=None):
+    """``xt ~ q(xt | x0)``: each token replaced by ``mask_id`` with probability ``1 - alpha_t``; ``(xt, masked)``."""
+    from vadd.process import apply_mask, mask_pattern
+    masked = mask_pattern(alpha_t.reshape(-1), x0.shape[1], generator)
+    return apply_mask(x0, masked, mask_id), masked
+
+
+def reveal_prob(alpha_s, alpha_t):
+    """Probability that a token masked at time ``t`` is revealed by time ``s < t``."""
+    return ((alpha_s - alpha_t) / (1.0 - alpha_t).clamp_min(1e-12)).clamp(0.0, 1.0)
+
+
+def importance_weighted(log_lik, log_prior, log_post):
+    """``log (1/K) sum_k p(x0 | xt, z_k) p(z_k) / r(z_k | x0, xt)`` over ``[K, B] -> [B]``."""
+    import math
+
+    import torch
+    log_w = log_lik + log_prior - log_post
+    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])

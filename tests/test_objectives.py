@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ExactDenoiser, random_table
+from conftest import ExactDenoiser, importance_weighted, random_table
 
 from vadd import objectives
 from vadd.algorithms import VADD, MaskedDiffusion
@@ -263,7 +263,7 @@ def test_iw_training_loss_is_the_importance_weighted_bound_on_the_same_draws():
     post = model.posterior(x0, masked)
     z = post.mean + post.std * eps  # [K, B, d]
     log_lik = torch.stack([objectives.masked_log_likelihood(model.log_probs(xt, t, zk), x0, masked) for zk in z])
-    term = objectives.importance_weighted(log_lik, standard_normal_log_prob(z), post.log_prob(z))
+    term = importance_weighted(log_lik, standard_normal_log_prob(z), post.log_prob(z))
     assert torch.allclose(loss, -(weight * term).mean() / model.seq_len, atol=1e-5)
     assert torch.allclose(stats["kl"], post.kl_standard().mean())
     loss.backward()  # reparameterised: both networks get gradients

@@ -229,7 +229,7 @@ def test_one_seed_reveals_the_same_positions_with_every_sampler():
 @pytest.mark.parametrize("grid", ["uniform", "cosine"])
 def test_reveal_steps_follow_the_stepwise_reveal_probabilities(schedule, grid):
     """One inverse-CDF draw per position has the law of one Bernoulli(p_k) draw per position and step."""
-    from vadd.process import reveal_prob
+    from conftest import reveal_prob
     from vadd.sampling import reveal_steps
     T, n = 6, 400_000
     times = time_grid(T, grid)

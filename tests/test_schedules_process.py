@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import mask_tokens, reveal_prob
 
 from vadd import process
 from vadd.schedules import SCHEDULES, Cosine, Linear, LogLinear, Polynomial, get_schedule
@@ -32,7 +33,7 @@ def test_masking_rate_matches_one_minus_alpha(sched):
     x0 = torch.randint(0, 5, (20000, 16), generator=g)
     for tv in (0.1, 0.5, 0.9):
         t = torch.full((x0.shape[0],), tv)
-        xt, masked = process.mask(x0, sched.alpha(t), mask_id=5, generator=g)
+        xt, masked = mask_tokens(x0, sched.alpha(t), mask_id=5, generator=g)
         rate = masked.double().mean().item()
         expect = 1.0 - float(sched.alpha(torch.tensor(tv)))
         # binomial standard error over 320k tokens is < 1e-3
@@ -43,7 +44,7 @@ def test_masking_rate_matches_one_minus_alpha(sched):
 def test_reveal_probability_consistent_with_forward_process():
     s = LogLinear()
     a_t, a_s = s.alpha(torch.tensor(0.8)), s.alpha(torch.tensor(0.3))
-    p = process.reveal_prob(a_s, a_t)
+    p = reveal_prob(a_s, a_t)
     # P(masked at s) = P(masked at t) * (1 - p)
     assert torch.isclose((1 - a_t) * (1 - p), 1 - a_s)
 

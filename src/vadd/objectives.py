@@ -33,15 +33,6 @@ def delbo_term(recon: torch.Tensor, kl: torch.Tensor, kl_weight: float = 1.0) ->
     return recon - kl_weight * kl
 
 
-def importance_weighted(log_lik: torch.Tensor, log_prior: torch.Tensor, log_post: torch.Tensor) -> torch.Tensor:
-    """``log (1/K) sum_k p(x0 | xt, z_k) p(z_k) / r(z_k | x0, xt)``, with ``z_k ~ r``: ``[K, B] -> [B]``.
-
-    Equals the single-sample DELBO term at ``K = 1`` and rises with ``K`` in expectation.
-    """
-    log_w = log_lik + log_prior - log_post
-    return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
-
-
 class LogMeanExp:
     """Streaming ``log mean exp`` over chunks along dim 0, so ``K = 1000`` samples fit in memory."""
 

@@ -19,20 +19,6 @@ def mask_pattern(alpha_t: torch.Tensor, seq_len: int, generator=None) -> torch.T
     return u >= alpha_t.reshape(-1, 1)
 
 
-def mask(x0: torch.Tensor, alpha_t: torch.Tensor, mask_id: int, generator=None):
-    """Draw ``xt ~ q(xt | x0)``: each token is independently replaced by ``mask_id`` w.p. ``1 - alpha_t``.
-
-    Returns ``(xt, masked)`` with ``masked`` the boolean mask pattern ``[B, L]``.
-    """
-    masked = mask_pattern(alpha_t.reshape(-1), x0.shape[1], generator)
-    return apply_mask(x0, masked, mask_id), masked
-
-
-def reveal_prob(alpha_s: torch.Tensor, alpha_t: torch.Tensor) -> torch.Tensor:
-    """Probability that a token masked at time ``t`` is revealed by time ``s < t``."""
-    return ((alpha_s - alpha_t) / (1.0 - alpha_t).clamp_min(1e-12)).clamp(0.0, 1.0)
-
-
 def antithetic_times(batch: int, generator=None, device=None, t_min: float = 1e-5) -> torch.Tensor:
     """Stratified ("antithetic") times: ``(u + i / B) mod 1``, one shared uniform offset ``u``.
 
