@@ -43,6 +43,7 @@ from .config import compose
 from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, is_toy_name
 from .errors import ConfigError, DataError, first_line
 from .jobs import plan_workers, report_progress, run_jobs, stamp
+from .rng import numpy_generator
 from .sampling import LABELS, check_steps
 from .train import step_reporter, train
 
@@ -135,7 +136,7 @@ class Target:
         td = self.token_data(cfg, seed)
         ref, n = td.test.numpy(), int(settings["num_samples"])
         # the floor: n training rows (a perfect model's sample, up to overfitting) against the same reference
-        rows = np.random.default_rng([seed, 23]).integers(0, len(td.train), n)
+        rows = numpy_generator(seed, "compare-floor").integers(0, len(td.train), n)
         floor = token_stats(td.train.numpy()[rows], ref, td.vocab_size)
         return Scorer(primary_stat(td.vocab_size, td.seq_len), floor,
                       lambda tok, resample: token_stats(tok, ref, td.vocab_size))
@@ -226,7 +227,7 @@ class Images(Target):
 
         def reference():  # held-out images (up to fid_reference of them) and the floor: n training images
             ref = feats(decode(td.test[: int(settings["fid_reference"])].numpy()))
-            rows = np.random.default_rng([seed, 29]).choice(len(td.train), min(n, len(td.train)), replace=False)
+            rows = numpy_generator(seed, "compare-fid-floor").choice(len(td.train), min(n, len(td.train)), replace=False)
             train = feature_stats(feats(decode(td.train[np.sort(rows)].numpy())))
             return ref, {"fid": frechet_distance(train, feature_stats(ref))}
 
@@ -279,7 +280,7 @@ class Text(Target):
         judge = Judge.smollm2() if judge_name == "smollm2" else Judge.from_pretrained(judge_name)
 
         def reference():  # the judge on held-out rows and on n training rows (what a perfect model reaches)
-            rows = np.random.default_rng([seed, 23]).integers(0, len(td.train), len(ref))
+            rows = numpy_generator(seed, "compare-floor").integers(0, len(td.train), len(ref))
             held, train = judge.score(td.decode(ref), features=True), judge.score(td.decode(td.train.numpy()[rows]),
                                                                                   features=True)
             floor = {"gen_ppl": train["gen_ppl"], "gen_ppl_matched": train["gen_ppl"],

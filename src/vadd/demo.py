@@ -23,6 +23,7 @@ from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, reference_cel
 from .jobs import plan_workers, report_progress, run_jobs, stamp
 from .metrics import histogram_js
 from .budget import check_alloc
+from .rng import numpy_generator
 from .sampling import LABELS, check_steps, sample
 from .train import step_reporter, train
 
@@ -34,7 +35,7 @@ def demo_target(source: PointSource, grid: Grid2D, n: int, seed: int, factor: in
     checkerboard) and its noise floor (the JS of ``n`` fresh true points against them). Anything that
     scores against the demo's numbers (dev/probes/toy_one_step.py, toy_recipe_probe.py) uses this."""
     target = reference_cell_probs(source, grid, factor * n, seed + 1)
-    floor = histogram_js(grid.cells(source.sample(n, np.random.default_rng([seed, 7]))), target, grid.bins)
+    floor = histogram_js(grid.cells(source.sample(n, numpy_generator(seed, "demo-floor"))), target, grid.bins)
     return target, floor
 
 

@@ -27,6 +27,18 @@ def step_key(seed: int, index: int = 0, salt: int = 0) -> int:
     return (int(seed) * 1_000_003 + int(index) * 7919 + int(salt)) % (2**63 - 1)
 
 
+# the numpy streams of the data side, one salt per purpose (kept as they were: every reported split used them)
+DATA_STREAMS = {"toy-draw": 2024, "toy-heldout": 31337, "image-split": 31337, "image-user-split": 99,
+                "image-dynamic-test": 4242, "text-split": 1234, "demo-floor": 7, "token-pairs": 17,
+                "compare-floor": 23, "compare-fid-floor": 29}
+
+
+def numpy_generator(seed: int, purpose: str):
+    """The ``numpy.random.Generator`` of a data-side draw: ``default_rng([seed, DATA_STREAMS[purpose]])``."""
+    import numpy as np
+    return np.random.default_rng([int(seed), DATA_STREAMS[purpose]])
+
+
 def generator(seed: int, purpose: str, *index: int, device=None) -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded by :func:`stream_key`."""
     g = torch.Generator(device=device)

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
+from ..rng import numpy_generator
 from ..schema import DATA_KINDS
 from .images import ImageGrid, image_data
 from .tokens import TokenData, token_data
@@ -16,7 +17,7 @@ def toy2d_data(name: str = "checkerboard", bins: int = 64, range=(-4.0, 4.0), to
     """A 2D toy (or a ``.npy`` file of points) tokenised on a grid; train and test drawn with ``seed``."""
     src = PointSource(str(name))
     grid = Grid2D(int(bins), float(range[0]), float(range[1]), tokens)
-    rng = np.random.default_rng([int(seed), 2024])
+    rng = numpy_generator(seed, "toy-draw")
     if src.points is not None:  # a user file: a seeded split of its points
         perm = rng.permutation(len(src.points))
         n_te = max(1, min(n_test, len(perm) // 10))

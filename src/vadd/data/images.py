@@ -31,6 +31,7 @@ import torch
 from ..assets import asset_path
 from ..errors import DataError, MissingFile
 from ..io import check_npy_header, input_path
+from ..rng import numpy_generator
 from .tokens import TokenData
 
 
@@ -194,7 +195,7 @@ def split_indices(n: int, sizes: tuple[int, ...], seed: int) -> list[np.ndarray]
     """Disjoint index sets of the given sizes from one seeded permutation of ``range(n)``."""
     if sum(sizes) > n:
         raise DataError(f"split sizes {sizes} need {sum(sizes)} items, only {n} available")
-    perm = np.random.default_rng([int(seed), 31337]).permutation(n)
+    perm = numpy_generator(seed, "image-split").permutation(n)
     out, start = [], 0
     for s in sizes:
         out.append(np.sort(perm[start:start + s]))
@@ -246,7 +247,7 @@ def image_data(name: str = "fashion-mnist", path: str | None = None, levels: int
         imgs, _ = load_mnist_digits(path)
         tr_i, _, te_i = split_indices(len(imgs), tuple(split), seed=0)  # fixed split, independent of run seed
         imgs = pad_to(imgs[:, None], 32)
-        rng = np.random.default_rng([0, 4242])
+        rng = numpy_generator(0, "image-dynamic-test")
         train = imgs[tr_i]
         test = binarize(imgs[te_i], binarization, rng)  # dynamic: one seeded draw of the test set
         if binarization == "static":
@@ -266,7 +267,7 @@ def image_data(name: str = "fashion-mnist", path: str | None = None, levels: int
                 raise DataError("data.path must name a .npy/.npz uint8 array or a folder of images")
             allimgs = load_user_images(path)
             n_te = max(1, int(round(test_fraction * len(allimgs))))
-            perm = np.random.default_rng([int(seed), 99]).permutation(len(allimgs))
+            perm = numpy_generator(seed, "image-user-split").permutation(len(allimgs))
             test, train = allimgs[perm[:n_te]], allimgs[perm[n_te:]]
         else:
             raise DataError(f"unknown image dataset {name!r}; choose binarized-mnist, fashion-mnist, cifar10 or images")

@@ -33,6 +33,7 @@ import torch
 from ..assets import asset_path
 from ..errors import DataError, MissingDependency, MissingFile
 from ..io import input_path
+from ..rng import numpy_generator
 from .tokens import TokenData
 
 CORPORA = ("brown", "bbc", "kjv")
@@ -209,7 +210,7 @@ def pad(docs: list[list[int]], seq_len: int, bos: int | None, eos: int | None, p
 
 
 def split_docs(n: int, valid: float, test: float, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    perm = np.random.default_rng([int(seed), 1234]).permutation(n)
+    perm = numpy_generator(seed, "text-split").permutation(n)
     n_te, n_va = max(1, int(round(test * n))), int(round(valid * n))
     return np.sort(perm[n_te + n_va:]), np.sort(perm[n_te:n_te + n_va]), np.sort(perm[:n_te])
 

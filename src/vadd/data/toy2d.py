@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import DataError, first_line
 from ..io import check_npy_header, input_path
+from ..rng import numpy_generator
 
 TOYS = ("checkerboard", "swissroll", "circles")
 
@@ -190,5 +191,5 @@ def heldout_tokens(info: dict, n: int, seed: int = 0) -> np.ndarray:
     own random stream, independent of the training points, for likelihood evaluation."""
     if info.get("kind") != "toy2d" or not is_toy_name(str(info.get("name"))):
         raise DataError("give --data PATH: this model's test data cannot be drawn from its config")
-    rng = np.random.default_rng([int(seed), 31337])
+    rng = numpy_generator(seed, "toy-heldout")
     return Grid2D.from_info(info).encode(PointSource(info["name"]).sample(int(n), rng))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..rng import numpy_generator
 from .js import js_divergence
 
 MAX_JOINT_STATES = 1 << 16
@@ -31,7 +32,7 @@ def position_pairs(L: int, max_pairs: int = MAX_PAIRS, seed: int = 0) -> np.ndar
     i, j = np.triu_indices(L, k=1)
     pairs = np.stack([i, j], 1)
     if len(pairs) > max_pairs:
-        keep = np.sort(np.random.default_rng([seed, 17]).choice(len(pairs), max_pairs, replace=False))
+        keep = np.sort(numpy_generator(seed, "token-pairs").choice(len(pairs), max_pairs, replace=False))
         pairs = pairs[keep]
     return pairs
 
