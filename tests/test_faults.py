@@ -45,7 +45,8 @@ def world(tmp_path_factory):
     np.save(d / "fewpts.npy", np.zeros((5, 2)))
     (d / "junk.npy").write_bytes(b"not a numpy file")
     (d / "nothing").mkdir()
-    (d / "prose.txt").write_text("One document.\nAnother document.\n")
+    (d / "prose.txt").write_text("".join(f"Document {i} says a few words about the weather on day {i}, then more "
+                                         "words follow so that rows of tokens fill up.\n" for i in range(40)))
     (d / "nothing" / "notes.bin").write_bytes(b"neither images nor text")
     (d / "junk.ckpt").write_bytes(b"not a checkpoint")
     (d / "empty.ckpt").write_bytes(b"")
@@ -244,6 +245,8 @@ def cases(w: Path):
         ("compare-junk", ["compare", "--data", str(d / "junk.npy"), "--out", "{R}"], "not a readable .npy array"),
         ("compare-judge", ["compare", "--data", str(d / "prose.txt"), "--judge", str(d / "no-judge"), "--out", "{R}"],
          "choose auto, smollm2, none or a local causal-LM folder"),
+        ("compare-judge-folder", ["compare", "--data", str(d / "prose.txt"), "--judge", str(d / "nothing"), "--quick",
+                                  "--out", "{R}"], "not a causal LM folder"),
         ("compare-folder", ["compare", "--data", str(d / "nothing"), "--out", "{R}"], "found neither"),
         ("compare-seeds", ["compare", "--data", "swissroll", "--seeds", "-1", "--out", "{R}"], "must be an integer >= 0"),
         ("compare-steps", ["compare", "--data", "swissroll", "--steps", "0", "--out", "{R}"], "--steps must be positive"),

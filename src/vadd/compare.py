@@ -41,7 +41,7 @@ from .budget import check_alloc
 from .api import load
 from .config import compose
 from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, is_toy_name
-from .errors import ConfigError, DataError, first_line
+from .errors import ConfigError, DataError, MissingDependency, first_line
 from .jobs import plan_workers, report_progress, run_jobs, stamp
 from .rng import numpy_generator
 from .sampling import LABELS, check_steps
@@ -507,12 +507,17 @@ def _resolve_judge(judge: str, target: Target) -> str:
         from .errors import MissingAsset
         try:
             asset_path("judge")
+            import mauve  # noqa: F401  (MAUVE on the judge's features)
             import transformers  # noqa: F401  (the judge's runtime)
             return "smollm2"
         except (MissingAsset, ImportError):
             return "none"
     if judge != "smollm2" and not os.path.isdir(judge):
         raise ConfigError(f"--judge {judge}: choose auto, smollm2, none or a local causal-LM folder")
+    try:
+        import mauve  # noqa: F401  (MAUVE is scored with every judge)
+    except ImportError:
+        raise MissingDependency(f'--judge {judge} scores MAUVE too: pip install -e ".[text]" (mauve-text)') from None
     return judge
 
 

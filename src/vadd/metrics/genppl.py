@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..assets import asset_path
-from ..errors import DataError, MissingDependency
+from ..errors import ConfigError, DataError, MissingDependency
 
 
 def _transformers():
@@ -50,8 +50,12 @@ class Judge:
     @classmethod
     def from_pretrained(cls, path: str, **kw) -> "Judge":
         tf = _transformers()
-        return cls(tf.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
-                   tf.AutoTokenizer.from_pretrained(path), name=str(path), **kw)
+        try:
+            model, tok = tf.AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tf.AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as e:  # transformers' errors for a folder without a loadable model
+            raise ConfigError(f"judge {path}: not a causal LM folder transformers can load "
+                              f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+        return cls(model, tok, name=str(path), **kw)
 
     @torch.no_grad()
     def score(self, texts: list[str], features: bool = False) -> dict:
