@@ -231,7 +231,8 @@ class Images(Target):
             train = feature_stats(feats(decode(td.train[np.sort(rows)].numpy())))
             return ref, {"fid": frechet_distance(train, feature_stats(ref))}
 
-        ref_feats, fid_floor = _cached(out / "reference" / f"fid-{kind}", reference)
+        ref_feats, fid_floor = _cached(out / "reference", ["fid", kind, self.spec(), n, settings["fid_reference"], seed],
+                                       reference)
         ref = feature_stats(ref_feats)
 
         def score(tok, resample):
@@ -290,7 +291,7 @@ class Text(Target):
         def mauve(feats, ref_feats):  # None with fewer than MAUVE's 4 texts a side (a tiny held-out split)
             return mauve_score(feats, ref_feats, seed) if min(len(feats), len(ref_feats)) >= 4 else None
 
-        ref_feats, judge_floor = _cached(out / "reference" / "judge", reference)
+        ref_feats, judge_floor = _cached(out / "reference", ["judge", judge_name, self.spec(), n, seed], reference)
 
         def score(tok, resample):
             own = judge.score(td.decode(tok), features=True)
@@ -312,9 +313,13 @@ class Text(Target):
 TARGETS = {c.kind: c for c in (Tokens, Points2D, Images, Text)}
 
 
-def _cached(stem: Path, compute) -> tuple:
-    """``compute() -> (features array, floor dict)`` once per comparison folder, kept as ``stem.npy`` and
-    ``stem.json`` for the worker processes (the runner computes it before any job starts)."""
+def _cached(folder: Path, key: list, compute) -> tuple:
+    """``compute() -> (features array, floor dict)`` once per comparison folder and ``key`` (what the reference
+    depends on: data, counts, seed, network), kept as ``NAME-DIGEST.npy`` / ``.json`` for the worker processes
+    (the runner computes it before any job starts) and for a rerun."""
+    import hashlib
+    import json
+    stem = folder / f"{key[0]}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
     arr, rec = Path(f"{stem}.npy"), Path(f"{stem}.json")
     if arr.exists() and rec.exists():
         return np.load(arr, allow_pickle=False), io.read_json(rec)
