@@ -42,9 +42,12 @@ class Judge:
     def smollm2(cls, **kw) -> "Judge":
         path = asset_path("judge")
         tf = _transformers()
-        tok = tf.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = tf.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
-                                                        dtype=torch.float32)
+        import contextlib
+        import io
+        with contextlib.redirect_stderr(io.StringIO()):  # the GGUF reader's per-tensor bar (errors still raise)
+            tok = tf.AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            model = tf.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                            dtype=torch.float32)
         return cls(model, tok, name="SmolLM2-135M-Instruct (Q4_1 GGUF)", **kw)
 
     @classmethod
