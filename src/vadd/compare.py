@@ -503,20 +503,25 @@ def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=S
     return results
 
 
+def _installed(asset: str, *modules: str) -> bool:
+    """Whether the offline ``asset`` and the Python ``modules`` it needs are installed."""
+    import importlib.util
+
+    from .assets import asset_path
+    from .errors import MissingAsset
+    try:
+        asset_path(asset)
+    except MissingAsset:
+        return False
+    return all(importlib.util.find_spec(m) is not None for m in modules)
+
+
 def _resolve_judge(judge: str, target: Target) -> str:
     """The judge LM for text (``none`` for other data): ``auto`` is the installed SmolLM2 judge or none."""
     if target.kind != "text" or judge == "none":
         return "none"
-    if judge == "auto":
-        from .assets import asset_path
-        from .errors import MissingAsset
-        try:
-            asset_path("judge")
-            import mauve  # noqa: F401  (MAUVE on the judge's features)
-            import transformers  # noqa: F401  (the judge's runtime)
-            return "smollm2"
-        except (MissingAsset, ImportError):
-            return "none"
+    if judge == "auto":  # MAUVE and the judge's runtime too
+        return "smollm2" if _installed("judge", "mauve", "transformers") else "none"
     if judge != "smollm2" and not os.path.isdir(judge):
         raise ConfigError(f"--judge {judge}: choose auto, smollm2, none or a local causal-LM folder")
     try:
@@ -531,13 +536,7 @@ def _resolve_features(kind: str, target: Target) -> str:
     if target.kind != "images" or kind == "none":
         return "none"
     if kind == "auto":
-        from .assets import asset_path
-        from .errors import MissingAsset
-        try:
-            asset_path("fid-inception")
-            return "inception"
-        except MissingAsset:
-            return "none"
+        return "inception" if _installed("fid-inception") else "none"
     if kind not in ("inception", "random"):
         raise ConfigError(f"--fid-features {kind}: choose auto, inception, random or none")
     return kind
