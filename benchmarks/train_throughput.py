@@ -36,9 +36,8 @@ GPU_BACKBONES = {
 BACKBONES = {
     # name: (experiment overrides, vocab, seq_len, data info for image geometry, batch)
     "mlp (toys)": (["experiment=demo"], 64, 2, None, 512),
-    # z added before every block instead of through adaLN: the modulation stays batch-constant as MDM's
-    "mlp (toys), z without adaLN": (["experiment=demo", "model.denoiser.latent_adaln=false"], 64, 2, None, 512),
-    "mlp (toys), z linear in adaLN": (["experiment=demo", "model.denoiser.latent_adaln=linear"], 64, 2, None, 512),
+    # the paper's adaLN: z in the conditioning vector, every block's modulation computed per row
+    "mlp (toys), z in adaLN": (["experiment=demo", "model.denoiser.latent_adaln=true"], 64, 2, None, 512),
     # z joins the token features at the input layer: MDM's network plus latent_dim input columns
     "mlp (toys), z at the input": (["experiment=demo", "model.denoiser.latent_adaln=input"], 64, 2, None, 512),
     "unet (fashion-mnist 28x28)": (["experiment=images_fmnist"], 256, 784,

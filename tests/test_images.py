@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from vadd.assets import MissingAsset
+from vadd.errors import ConfigError
 from vadd.bench_images import RandomFeatures, run_bench
 from vadd.build import build_model, model_spec
 from vadd.data import build_data
@@ -373,29 +374,25 @@ def test_bench_images_quick_end_to_end(tmp_path):
     assert saved["features"] == "random" and saved["experiments"]["fmnist"]["fid"] == e["fid"]
 
 
-def test_free_bits_floor_only_changes_the_training_objective():
-    from vadd.latent import DiagGaussian
-    post = DiagGaussian(torch.tensor([[0.1, 2.0]]), torch.tensor([[0.0, 0.0]]))
-    kl = post.kl_standard()
-    assert torch.allclose(kl, torch.tensor([0.5 * (0.01 + 4.0)]))
-    assert torch.allclose(post.kl_standard(0.5), torch.tensor([0.5 + 2.0]))  # dim 0 floored at 0.5 nats
+def test_specs_of_older_releases_load_unless_trained_with_a_removed_option():
+    """Older releases wrote ``free_bits``, ``mmd_weight``, ``prior_z`` and ``prior_z_masked`` into every VADD spec
+    (at 0 unless set): such a spec builds the same model; one trained with a removed option is refused by name,
+    and so is the option as an override."""
+    from vadd.build import build_model, model_spec
+    from vadd.config import compose
+    cfg = compose(["algo=vadd"])
+    spec = model_spec(cfg["model"], cfg["algo"], 4, 2)
+    old = dict(spec, free_bits=0.0, mmd_weight=0.0, prior_z=0.0, prior_z_masked=0.0)
     torch.manual_seed(0)
-    m = _image_model("vadd")
-    m.free_bits = 1.0
-    x0 = torch.randint(0, 4, (4, 64))
-    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
-    m.train()
-    loss_fb, st = m.loss(x0, generator=g())
-    m.free_bits = 0.0
-    loss_plain, st0 = m.loss(x0, generator=g())
-    assert torch.allclose(st["kl"], st0["kl"])            # the logged KL is the true KL
-    assert loss_fb > loss_plain                           # the floor adds the missing nats (encoder at prior)
-    torch.manual_seed(1)
-    m.eval()
-    plain = m.nll_bound(x0, num_samples=3, generator=g())
-    m.free_bits = 1.0
-    torch.manual_seed(1)
-    assert torch.equal(m.nll_bound(x0, num_samples=3, generator=g()), plain)  # evaluation ignores the floor
+    a = build_model(spec).state_dict()
+    torch.manual_seed(0)
+    b = build_model(old).state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="trained with prior_z=0.1, an option this version removed"):
+        build_model(dict(old, prior_z=0.1))
+    for key in ("free_bits", "mmd_weight", "prior_z", "prior_z_masked"):
+        with pytest.raises(ConfigError, match=f"algo.{key} was removed"):
+            compose(["algo=vadd", f"algo.{key}=0.1"])
 
 
 def test_cli_trains_evaluates_and_samples_an_image_model(tmp_path):

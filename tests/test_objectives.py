@@ -214,44 +214,6 @@ def test_likelihood_path_never_uses_encoder_z_without_ratio():
         assert float(iw.mean()) <= float(exact.mean()) + 1e-6
 
 
-def test_mmd_regulariser_matches_the_sampled_estimate_and_only_adds_to_the_training_loss():
-    from vadd.latent import mmd_to_standard_normal
-    g = torch.Generator().manual_seed(0)
-    z = torch.randn(6, 3, generator=g) + 0.7
-    prior = torch.randn(400_000, 3, generator=g)
-
-    def k(a, b, s):  # the Gaussian kernel, written out; b may be a batch
-        return torch.exp(-((a - b) ** 2).sum(-1) / (2 * s * s))
-    n, want = 6, 0.0
-    for s in (0.25, 0.5, 1.0, 2.0):  # the same U-statistic with the prior's side from 400,000 draws
-        qq = sum(float(k(z[i], z[j], s)) for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
-        qp = float(torch.stack([k(z[i], prior, s).mean() for i in range(n)]).mean())
-        pp = float(k(prior[:200_000], prior[200_000:], s).mean())
-        want += qq - 2 * qp + pp
-    assert abs(float(mmd_to_standard_normal(z)) - want) < 2e-3
-    # near 0 for prior draws, large for a shrunken batch; only the first max_rows rows count
-    assert abs(float(mmd_to_standard_normal(torch.randn(128, 3, generator=g)))) < 0.02
-    assert float(mmd_to_standard_normal(torch.randn(128, 3, generator=g) * 0.5)) > 0.1
-    big = torch.randn(300, 3, generator=g)
-    assert float(mmd_to_standard_normal(big, max_rows=100)) == float(mmd_to_standard_normal(big[:100], max_rows=100))
-    # training: the loss is the DELBO loss plus weight * MMD / L on the same draws; evaluation ignores it
-    model = _vadd(d=2).train()
-    x0 = torch.randint(0, 4, (32, 3))
-    plain, _ = model.loss(x0, generator=torch.Generator().manual_seed(5))
-    model.mmd_weight = 3.0
-    reg, stats = model.loss(x0, generator=torch.Generator().manual_seed(5))
-    assert "penalty" not in stats and float(stats["mmd"]) != 0.0
-    assert torch.allclose(reg, plain + 3.0 * stats["mmd"] / model.seq_len, atol=1e-6)
-    model.eval()
-    torch.manual_seed(1)
-    with_reg = model.nll_bound(x0, num_samples=2, generator=torch.Generator().manual_seed(2))
-    model.mmd_weight = 0.0
-    torch.manual_seed(1)
-    assert torch.equal(model.nll_bound(x0, num_samples=2, generator=torch.Generator().manual_seed(2)), with_reg)
-    with pytest.raises(ValueError, match="mmd_weight must be >= 0"):
-        VADD(model.denoiser, model.encoder, Linear(), 4, 3, 2, mmd_weight=-1.0)
-
-
 def test_iw_training_loss_is_the_importance_weighted_bound_on_the_same_draws():
     from vadd.latent import standard_normal_log_prob
     model = _vadd(d=2).train()
@@ -272,45 +234,6 @@ def test_iw_training_loss_is_the_importance_weighted_bound_on_the_same_draws():
     # the DELBO path draws what it drew before the K draws existed: eps [B, d] from the same generator
     t2, _, masked2, _, eps2 = model._draw(x0, g())
     assert torch.equal(masked2, masked) and torch.equal(t2, t) and eps2.shape == (16, 2)
-
-
-def test_prior_z_rows_take_z_from_the_prior_without_kl_and_only_in_training():
-    """algo.prior_z: the first round(p B) rows use z = eps ~ N(0, I) and pay no KL (the ELBO with r = p(z)
-    for them); the other rows, and evaluation, are the plain DELBO term on the same draws."""
-    model = _vadd(d=2)
-    x0 = torch.randint(0, 4, (8, 3))
-    masked = torch.rand(8, 3) < 0.6
-    masked[:, 0] = True
-    xt = torch.where(masked, torch.full_like(x0, 4), x0)
-    t = torch.rand(8)
-    eps = torch.randn(8, 2)
-    plain, _ = model.bound_term(x0, xt, masked, t, eps=eps)
-    model.prior_z = 0.5
-    assert torch.equal(model.bound_term(x0, xt, masked, t, eps=eps)[0], plain)  # eval mode: unchanged
-    model.train()
-    mixed, stats = model.bound_term(x0, xt, masked, t, eps=eps)
-    prior_rows = objectives.masked_log_likelihood(model.log_probs(xt, t, eps), x0, masked)
-    torch.testing.assert_close(mixed[:4], prior_rows[:4])
-    torch.testing.assert_close(mixed[4:], plain[4:])
-    # prior_z_masked: the share counts only rows at least that fraction masked (here the fully masked ones)
-    masked[[1, 2, 5, 6]] = True
-    xt = torch.where(masked, torch.full_like(x0, 4), x0)
-    model.eval()
-    plain, _ = model.bound_term(x0, xt, masked, t, eps=eps)
-    model.train()
-    model.prior_z, model.prior_z_masked = 0.5, 1.0
-    full = masked.all(1)
-    n_full = int(full.sum())
-    picked = full & (full.cumsum(0) <= round(0.5 * n_full))
-    assert n_full >= 4 and int(picked.sum()) == round(0.5 * n_full)
-    mixed, _ = model.bound_term(x0, xt, masked, t, eps=eps)
-    prior_rows = objectives.masked_log_likelihood(model.log_probs(xt, t, eps), x0, masked)
-    torch.testing.assert_close(mixed[picked], prior_rows[picked])
-    torch.testing.assert_close(mixed[~picked], plain[~picked])
-    with pytest.raises(ValueError, match="prior_z must be in"):
-        VADD(model.denoiser, model.encoder, Linear(), 4, 3, 2, prior_z=1.5)
-    with pytest.raises(ValueError, match="prior_z_masked must be in"):
-        VADD(model.denoiser, model.encoder, Linear(), 4, 3, 2, prior_z_masked=-0.1)
 
 
 def test_fixed_z_objective_is_the_vadd_cs_bound_with_its_kl_paid_once():

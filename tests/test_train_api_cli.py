@@ -223,8 +223,8 @@ def test_config_errors_are_one_line():
         compose(["algo=vadd", "algo.kl_delay=-5"])
     with pytest.raises(ConfigError, match="algo.kl_max must be >= 0"):
         compose(["algo=vadd", "algo.kl_max=-0.5"])
-    with pytest.raises(ConfigError, match="algo.mmd_weight must be >= 0"):
-        compose(["algo=vadd", "algo.mmd_weight=-1"])
+    with pytest.raises(ConfigError, match="algo.iw_k must be >= 1"):
+        compose(["algo=vadd", "algo.iw_k=0"])
     with pytest.raises(ConfigError, match="trainer.val_every must be >= 0"):
         compose(["trainer.val_every=-1"])
     with pytest.raises(ConfigError, match="algo.kl_warmup=soon: .*could not be converted to Float"):

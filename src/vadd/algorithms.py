@@ -16,7 +16,7 @@ from torch import nn
 
 from . import objectives, process
 from .errors import ConfigError, DataError
-from .latent import DiagGaussian, build_prior, mmd_to_standard_normal, standard_normal_log_prob
+from .latent import DiagGaussian, build_prior, standard_normal_log_prob
 from .schedules import Schedule
 
 ESTIMATORS = tuple(process.DRAWS)
@@ -115,9 +115,6 @@ class MaskedDiffusion(nn.Module):
         if unweighted is not None:
             per_example = per_example + unweighted
         loss = -per_example.mean() / self.seq_len
-        penalty = stats.pop("penalty", None)  # a batch-level regulariser (nats per example), training only
-        if penalty is not None:
-            loss = loss + penalty / self.seq_len
         stats = {k: v.detach() for k, v in stats.items()}
         stats["loss"] = loss.detach()
         return loss, stats
@@ -160,25 +157,8 @@ class VADD(MaskedDiffusion):
 
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
                  seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
-                 free_bits: float = 0.0, mask_gate: bool = False, mmd_weight: float = 0.0, prior_z: float = 0.0,
-                 prior_z_masked: float = 0.0, objective: str = "delbo", prior: dict | None = None):
+                 mask_gate: bool = False, objective: str = "delbo", prior: dict | None = None):
         super().__init__(denoiser, schedule, vocab_size, seq_len, estimator)
-        if free_bits < 0:
-            raise ConfigError(f"free_bits must be >= 0, got {free_bits}")
-        if mmd_weight < 0:
-            raise ConfigError(f"mmd_weight must be >= 0, got {mmd_weight}")
-        self.free_bits = float(free_bits)  # training only: per-dimension KL floor against posterior collapse
-        # training only: lambda * MMD(aggregate posterior, N(0, I)) subtracted from the bound (InfoVAE,
-        # Zhao et al. 2019, with the KL kept at weight 1): still a lower bound, since MMD >= 0
-        self.mmd_weight = float(mmd_weight)
-        for name, v in (("prior_z", prior_z), ("prior_z_masked", prior_z_masked)):
-            if not 0.0 <= v <= 1.0:
-                raise ConfigError(f"{name} must be in [0, 1], got {v}")
-        # training only: this fraction of the batch's rows at least ``prior_z_masked`` masked (the first such
-        # rows; batches are shuffled) takes its z from the prior instead of the recognition model, with no KL:
-        # the ELBO with r = p(z) for those rows, still a lower bound. It shows the decoder the uninformative z
-        # that the fresh-z sampler feeds it.
-        self.prior_z, self.prior_z_masked = float(prior_z), float(prior_z_masked)
         # training only: "delbo" (the paper's) or "fixed_z", the ELBO of the sampler with one z per sample
         # (VADD-CS): z from r(z | x0, all masked) at every t and its KL paid once per example, not weighted by
         # w(t) with the reconstruction: the objective is then the bound vadd.bounds reports for that sampler
@@ -221,22 +201,12 @@ class VADD(MaskedDiffusion):
         if num_samples <= 0:  # training: one reparameterised draw, analytic KL
             z = post.rsample(eps)
             kl = post.kl_standard()
-            kl_train = post.kl_standard(self.free_bits) if (self.free_bits and self.training) else kl
-            if self.prior_z and self.training and eps is not None:
-                eligible = masked.flatten(1).float().mean(1) >= self.prior_z_masked
-                n_prior = int(round(self.prior_z * int(eligible.sum())))
-                prior = eligible & (eligible.cumsum(0) <= n_prior)
-                z = torch.where(prior[:, None], eps, z)  # eps ~ N(0, I): a draw from the prior
-                kl, kl_train = kl.masked_fill(prior, 0.0), kl_train.masked_fill(prior, 0.0)
             recon = objectives.masked_log_likelihood(self.log_probs(xt, t, z), x0, masked)
             stats = {"kl": kl.mean(), "recon": recon.mean()}
-            if self.mmd_weight and self.training:
-                mmd = mmd_to_standard_normal(z)
-                stats["mmd"], stats["penalty"] = mmd, self.mmd_weight * mmd
             if fixed_z:  # the KL once per example, outside the w(t)-weighted integrand (MaskedDiffusion.loss)
-                stats["unweighted"] = -kl_weight * kl_train
+                stats["unweighted"] = -kl_weight * kl
                 return recon, stats
-            return objectives.delbo_term(recon, kl_train, kl_weight), stats
+            return objectives.delbo_term(recon, kl, kl_weight), stats
         # the importance-weighted joint of the masked tokens with K = num_samples, streamed in chunks of z
         # draws (``eps``: the [K, B, d] draws, else fresh ones): IWAE training. Like the DELBO, its integral
         # over t is a training objective, not a likelihood bound (vadd.bounds has those)

@@ -13,6 +13,7 @@ from .algorithms import ALGORITHMS, VADD, Autoregressive, MaskedDiffusion
 from .errors import ConfigError
 from .budget import check_alloc
 from .models import build_denoiser, build_encoder
+from .schema import REMOVED
 from .schedules import get_schedule
 
 IMAGE_BACKBONES = {"unet", "conv"}
@@ -42,11 +43,7 @@ def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int,
     }
     if algo == "vadd":
         spec["encoder"] = dict(model_cfg["encoder"])
-        spec["free_bits"] = float(algo_cfg.get("free_bits", 0.0))
         spec["mask_gate"] = bool(algo_cfg.get("mask_gate", False))
-        spec["mmd_weight"] = float(algo_cfg.get("mmd_weight", 0.0))
-        spec["prior_z"] = float(algo_cfg.get("prior_z", 0.0))
-        spec["prior_z_masked"] = float(algo_cfg.get("prior_z_masked", 0.0))
         spec["objective"] = str(algo_cfg.get("objective", "delbo"))
     for part in ("denoiser", "encoder"):
         if part in spec and spec[part].get("name") in IMAGE_BACKBONES:
@@ -61,7 +58,7 @@ def model_spec(model_cfg: dict, algo_cfg: dict, vocab_size: int, seq_len: int,
 
 # every key a spec has held (older releases wrote the same set): another key means another writer
 SPEC_KEYS = {"algo", "vocab_size", "seq_len", "latent_dim", "schedule", "estimator", "denoiser", "encoder",
-             "free_bits", "mask_gate", "mmd_weight", "prior_z", "prior_z_masked", "objective", "prior"}
+             "mask_gate", "objective", "prior", *(k.split(".")[1] for k in REMOVED)}
 
 
 def _int_key(spec: dict, key: str, lo: int) -> int:
@@ -80,6 +77,10 @@ def check_spec(spec) -> None:
     if unknown:
         raise ConfigError(f"model spec: unknown keys {', '.join(map(str, unknown))} (written by a newer or another "
                           "vadd?)")
+    used = [k for k in SPEC_KEYS if f"algo.{k}" in REMOVED and spec.get(k, 0.0) != 0.0]
+    if used:  # older releases wrote these training options at 0: only a model trained with one is refused
+        raise ConfigError(f"model spec: trained with {', '.join(f'{k}={spec[k]}' for k in sorted(used))}, an option "
+                          "this version removed; load it with vadd 0.1.0")
     if spec.get("algo") not in ALGORITHMS:
         raise ConfigError(f"unknown algorithm {spec.get('algo')!r}; choose one of {sorted(ALGORITHMS)}")
     V, L, d = _int_key(spec, "vocab_size", 2), _int_key(spec, "seq_len", 1), _int_key(spec, "latent_dim", 0)
@@ -124,9 +125,7 @@ def _build(spec: dict) -> MaskedDiffusion:
         enc_cfg = dict(spec["encoder"])
         encoder = build_encoder(enc_cfg.pop("name"), seq_len=L, vocab_size=V, latent_dim=d, **enc_cfg)
         model = VADD(denoiser, encoder, schedule, V, L, d, estimator=spec.get("estimator", "time"),
-                     free_bits=float(spec.get("free_bits", 0.0)), mask_gate=bool(spec.get("mask_gate", False)),
-                     mmd_weight=float(spec.get("mmd_weight", 0.0)), prior_z=float(spec.get("prior_z", 0.0)),
-                     prior_z_masked=float(spec.get("prior_z_masked", 0.0)),
+                     mask_gate=bool(spec.get("mask_gate", False)),
                      objective=str(spec.get("objective", "delbo")), prior=spec.get("prior"))
     model.spec = spec
     return model

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import ConfigError, first_line  # ConfigError re-exported: vadd.config.ConfigError
 from .rng import MAX_SEED
-from .schema import DATA_KINDS, problems, schema_for
+from .schema import DATA_KINDS, REMOVED, problems, schema_for
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -19,6 +19,9 @@ def compose(overrides: list[str] | tuple = (), config_name: str = "config") -> d
     """Compose the root config with Hydra overrides; unknown keys, ``+``-added ones included, are errors
     that name the nearest valid key."""
     overrides = list(overrides)
+    for o in overrides:
+        if _key(o) in REMOVED:
+            raise ConfigError(f"invalid config: {_key(o)} was removed ({REMOVED[_key(o)]}); drop the override")
     for o in overrides:  # an optional group (experiment) that does not exist would be skipped silently
         if not o.startswith(("+", "~")) and _key(o) == "experiment" and "=" in o:
             name = o.split("=", 1)[1].strip()

@@ -33,7 +33,7 @@ STEPS = (1, 2, 5, 10, 20, 50)
 def demo_target(source: PointSource, grid: Grid2D, n: int, seed: int, factor: int = 100):
     """The demo's target cell probabilities (from ``factor * n`` reference points; exact for the
     checkerboard) and its noise floor (the JS of ``n`` fresh true points against them). Anything that
-    scores against the demo's numbers (dev/probes/toy_one_step.py, toy_recipe_probe.py) uses this."""
+    scores against the demo's numbers (vadd compare, dev/probes/toy_recipe_probe.py) uses this."""
     target = reference_cell_probs(source, grid, factor * n, seed + 1)
     floor = histogram_js(grid.cells(source.sample(n, numpy_generator(seed, "demo-floor"))), target, grid.bins)
     return target, floor

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any, List, Optional
 
 MISSING = "???"  # OmegaConf's marker of a value that must be given (the same string), without importing it
+# options that no shipped experiment used, removed (the results pages and notes keep the record of the trials)
+REMOVED = {k: "it helped in no shipped experiment; the results pages keep the record" for k in
+           ("algo.free_bits", "algo.mmd_weight", "algo.prior_z", "algo.prior_z_masked")}
 
 
 def _key(lo=None, hi=None, *, gt=None, below=None, choices=None, doc: str = ""):
@@ -61,14 +64,10 @@ class VaddSchema:
     kl_warmup: float = _key(0)
     kl_max: float = _key(0)
     kl_delay: float = _key(0)
-    free_bits: float = _key(0)
-    mmd_weight: float = _key(0)
     iw_k: int = _key(1)
     iw_from: float = _key(0)
     iw_split: bool = _key()
     mask_gate: bool = _key()
-    prior_z: float = _key(0, 1)
-    prior_z_masked: float = _key(0, 1)
     objective: str = _key(choices=("delbo", "fixed_z"))
     prior: str = _key(choices=("standard", "gmm"))
     prior_components: int = _key(1)

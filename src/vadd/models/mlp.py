@@ -39,9 +39,6 @@ class MLPDenoiser(nn.Module):
       projection of ``SiLU(c)``, computed per row: ``cond_dim x 3 hidden`` multiply-adds per block and row,
       a large share on top of MDM's network on the 2-token toys (``latent_input`` also adds ``z`` to the first
       layer);
-    - ``"linear"``: every modulation is MDM's batch-constant one plus ``z @ U`` (``latent_dim x 3 hidden``
-      per block and row, a few percent of the FLOPs, but still a per-row ``[B, 3 hidden]`` tensor per block);
-    - ``False``: ``c`` stays batch-constant and ``z`` is added to the hidden state before every block;
     - ``"input"``: ``c`` stays batch-constant and ``z`` joins the flattened token features, so the input
       layer reads ``L E + latent_dim`` features instead of ``L E``: nothing per row but ``latent_dim``
       columns, about MDM's cost. Not adaLN: the cost-matched toy option (the MLP's default).
@@ -56,25 +53,17 @@ class MLPDenoiser(nn.Module):
                  depth: int = 4, embed_dim: int = 64, cond_dim: int = 128, mult: int = 2,
                  time_conditioning: bool = True, latent_input: bool = False, latent_adaln: bool | str = True):
         super().__init__()
-        if not (isinstance(latent_adaln, bool) or latent_adaln in ("linear", "input")):
-            raise ConfigError(f"latent_adaln must be true, 'linear', 'input' or false; got {latent_adaln!r}")
+        if latent_adaln is not True and latent_adaln != "input":  # 'linear' and false: removed, their results kept
+            raise ConfigError(f"latent_adaln must be true (the paper's adaLN) or 'input'; got {latent_adaln!r}")
         self.seq_len, self.vocab_size = seq_len, vocab_size
         self.time_conditioned = bool(time_conditioning)
-        self.linear_z = latent_dim > 0 and latent_adaln == "linear"
-        self.additive_z = latent_dim > 0 and latent_adaln is False
         self.input_z = latent_dim > 0 and latent_adaln == "input"
         z_in_c = latent_dim > 0 and latent_adaln is True
-        # with the other paths z reaches the first layer anyway (linear, false: the first block's own z term;
-        # input: the input layer itself), so latent_input adds nothing there
+        # with "input" z reaches the input layer itself, so latent_input adds nothing there
         self.z_in = nn.Linear(latent_dim, hidden) if (latent_input and z_in_c) else None
         self.embed = nn.Embedding(vocab_size + 1, embed_dim)  # + the mask token
         self.pos = nn.Parameter(torch.zeros(seq_len, embed_dim))
-        # latent_adaln=False: each block gets its own additive projection of z (latent_dim x hidden)
-        self.z_blocks = (nn.ModuleList([nn.Linear(latent_dim, hidden) for _ in range(depth)])
-                         if self.additive_z else None)
-        # latent_adaln="linear": the per-row term of every block's and the output's modulation, zero at init
         n_mod = (3 * depth + 2) * hidden
-        self.z_mod = nn.Parameter(torch.zeros(latent_dim, n_mod)) if self.linear_z else None
         self.cond = Conditioning(cond_dim, latent_dim if z_in_c else 0, time_conditioning=time_conditioning)
         # latent_adaln="input": z joins the flattened token features, one input layer reads both
         z_cols = latent_dim if self.input_z else 0
@@ -95,21 +84,18 @@ class MLPDenoiser(nn.Module):
             one[(3 * k + 1) * hidden:(3 * k + 2) * hidden] = 1.0
         self.register_buffer("mod_one", one, persistent=False)
 
-    def modulation(self, c, z=None):
+    def modulation(self, c):
         """Every block's ``(shift, 1 + scale, gate)`` and the output layer's ``(shift, 1 + scale)``, each
-        ``[1 or B, hidden]``, from one matrix product (plus ``z @ U`` with ``latent_adaln="linear"``)."""
+        ``[1 or B, hidden]``, from one matrix product."""
         projs = [b.ada.proj[1] for b in self.blocks] + [self.final_ada.proj[1]]
         bias = torch.cat([p.bias for p in projs]) + self.mod_one
         mod = torch.addmm(bias, F.silu(c), torch.cat([p.weight for p in projs]).t())
-        if self.z_mod is not None:
-            mod = torch.addmm(mod, z, self.z_mod)
         return mod.split(self.hidden, dim=-1)
 
     def forward(self, xt, t, z=None):
-        z_outside_c = self.additive_z or self.linear_z or self.input_z
-        if z_outside_c and z is None:
+        if self.input_z and z is None:
             raise ConfigError("this denoiser is conditioned on a latent z (latent_dim > 0) but got none")
-        mod = self.modulation(self.cond(t, None if z_outside_c else z), z)
+        mod = self.modulation(self.cond(t, None if self.input_z else z))
         feats = (self.embed(xt) + self.pos).flatten(1)
         if self.input_z:
             feats = torch.cat([feats, z.to(feats.dtype)], dim=1)
@@ -117,8 +103,6 @@ class MLPDenoiser(nn.Module):
         if self.z_in is not None:
             h = h + self.z_in(z)
         for i, block in enumerate(self.blocks):
-            if self.z_blocks is not None:
-                h = h + self.z_blocks[i](z)
             h = block(h, *mod[3 * i:3 * i + 3])
         h = torch.addcmul(mod[-2], self.final_norm(h), mod[-1])
         return self.out(h).view(-1, self.seq_len, self.vocab_size)
