@@ -276,7 +276,7 @@ def test_fixed_z_sampler_draws_from_the_exact_pT_that_its_steps_bound_bounds(pri
 @pytest.mark.parametrize("T", [1, 3])
 def test_fixed_z_steps_bound_never_below_exact_pT_and_tight_in_K(T, prior):
     model = random_vadd(LogLinear(0.1), seed=1, prior=prior)
-    spec = bounds.BoundSpec("steps", T, fixed_z=True)
+    spec = bounds.BoundSpec("steps", T, "vadd-cs")
     for idx in (0, 13, 22):
         x0 = STATES[idx]
         log_p, limit = fixed_z_path_terms(model, x0, T)
@@ -299,7 +299,7 @@ def test_fixed_z_continuous_bound_is_the_elbo_over_z_and_above_the_exact_likelih
     bound is ``E_r [log r - log p + mean_sigma sum_j -log mu^{sigma_j}(z)]`` with ``r = r(z | x0, all)``,
     computed here by quadrature on ``r``; the Monte-Carlo bound matches it and is reported at K = 1 only."""
     model = random_vadd(Linear(), seed=2, time_conditioning=False, prior=prior)
-    spec = bounds.BoundSpec("continuous", fixed_z=True)
+    spec = bounds.BoundSpec("continuous", sampler="vadd-cs")
     nodes, logw = prior_nodes(model)
     for idx in (4, 17):
         x0 = STATES[idx]
@@ -350,15 +350,15 @@ def test_fixed_z_continuous_bound_is_the_elbo_over_z_and_above_the_exact_likelih
         bounds.evaluate(random_mdm(Linear()), STATES[:2], [1], [spec])
 
 
-@pytest.mark.parametrize("algo,fixed_z", [("vadd", False), ("vadd", True), ("mdm", False)])
-def test_path_estimator_is_the_steps_bound_on_the_same_paths_as_T_grows(algo, fixed_z):
+@pytest.mark.parametrize("algo,sampler", [("vadd", None), ("vadd", "vadd-cs"), ("mdm", None)])
+def test_path_estimator_is_the_steps_bound_on_the_same_paths_as_T_grows(algo, sampler):
     """The ``path`` estimator of the continuous bound is the ``steps`` bound of the same uniforms as
     ``T -> inf``: for a t-independent model, identical once ``T`` separates every reveal."""
     make = random_vadd if algo == "vadd" else random_mdm
     model = make(Linear(), seed=5, time_conditioning=False)
     x = STATES[torch.randint(0, len(STATES), (64,), generator=torch.Generator().manual_seed(1))]
     ks = (1, 10) if model.latent_dim else (1,)
-    cont, big = bounds.BoundSpec("continuous", fixed_z=fixed_z), bounds.BoundSpec("steps", 10**6, fixed_z=fixed_z)
+    cont, big = bounds.BoundSpec("continuous", sampler=sampler), bounds.BoundSpec("steps", 10**6, sampler)
     a = bounds.evaluate(model, x, ks, [cont], seed=3, estimator="path", proposal="mixture")[cont]
     b = bounds.evaluate(model, x, ks, [big], seed=3, proposal="mixture")[big]
     for k in ks:  # two code paths that call the float32 network on other batch shapes: equal within rounding

@@ -232,7 +232,7 @@ def cases(w: Path):
         ("eval-out-under-file", ["eval", V, "--out", str(d / "afile" / "x.json")], "cannot write there"),
         ("eval-latent-gap-mdm", ["eval", M, "--latent-gap"], "needs a VADD model"),
         ("eval-cs-mdm", ["eval", M, "--sampler", "vadd-cs"], "needs a VADD model"),
-        ("eval-sampler-name", ["eval", V, "--sampler", "mdm"], "invalid choice"),
+        ("eval-sampler-name", ["eval", V, "--sampler", "mdm"], "needs an MDM model"),
         ("demo-data", ["demo", "--data", "spirals", "--out", "{R}"], "spirals"),
         ("demo-workers", ["demo", "--workers", "-2", "--out", "{R}"], "argument --workers: must be an integer >= 1"),
         ("demo-num-samples", ["demo", "--num-samples", "0", "--out", "{R}"], "argument --num-samples: must be an integer >= 1"),

@@ -7,7 +7,8 @@ from conftest import ExactDenoiser, random_table
 from vadd.algorithms import VADD, MaskedDiffusion
 from vadd.errors import ConfigError
 from vadd.models import MLPDenoiser, MLPEncoder
-from vadd.sampling import SAMPLERS, sample, sample_batch, time_grid
+from vadd import samplers
+from vadd.sampling import sample, sample_batch, time_grid
 from vadd.schedules import Cosine, Linear, LogLinear
 
 V, L = 5, 6
@@ -53,8 +54,7 @@ def test_revealed_and_given_tokens_never_change(d, sampler, steps):
     given = torch.rand(200, L, generator=g) < 0.3
     x_init[given] = torch.randint(0, V, (int(given.sum()),), generator=g)
     history = []
-    latent = SAMPLERS[sampler]
-    x, _ = sample_batch(model, x_init, steps, latent, generator=g, on_step=lambda k, t, s, x: history.append(x.clone()))
+    x, _ = sample_batch(model, x_init, steps, sampler, generator=g, on_step=lambda k, t, s, x: history.append(x.clone()))
     assert len(history) == steps
     prev = x_init
     for cur in history:
@@ -92,19 +92,19 @@ def test_bufferless_blocked_sampling_matches_the_cached_buffer(d, sampler, float
     import vadd.sampling as smp
     model = _model(d)
     x_init = torch.full((120, L), V)
-    ref, _ = sample_batch(model, x_init, 7, SAMPLERS[sampler], generator=torch.Generator().manual_seed(5))
-    x, _ = sample_batch(model, x_init, 7, SAMPLERS[sampler], generator=torch.Generator().manual_seed(5),
+    ref, _ = sample_batch(model, x_init, 7, sampler, generator=torch.Generator().manual_seed(5))
+    x, _ = sample_batch(model, x_init, 7, sampler, generator=torch.Generator().manual_seed(5),
                         cache_bytes=0, eval_rows=7)
     assert torch.equal(x, ref)
     real = smp._draw_chunked
     smp._draw_chunked = lambda rows, u, V_, budget=1 << 24, temperature=1.0: real(  # 2 positions a chunk
         rows, u, V_, budget=2 * V_, temperature=temperature)
     try:
-        x2, _ = sample_batch(model, x_init, 1, SAMPLERS[sampler], generator=torch.Generator().manual_seed(5),
+        x2, _ = sample_batch(model, x_init, 1, sampler, generator=torch.Generator().manual_seed(5),
                              cache_bytes=0)
     finally:
         smp._draw_chunked = real
-    ref1, _ = sample_batch(model, x_init, 1, SAMPLERS[sampler], generator=torch.Generator().manual_seed(5))
+    ref1, _ = sample_batch(model, x_init, 1, sampler, generator=torch.Generator().manual_seed(5))
     assert torch.equal(x2, ref1)
 
 
@@ -196,6 +196,13 @@ def test_sampler_model_mismatch_errors():
         sample(_model(2), 10, 2, "mdm")
     with pytest.raises(ValueError, match="unknown sampler"):
         sample(_model(0), 10, 2, "ddim")
+    # a sampler object is its name; one object per sampler, also through pickling (worker processes)
+    import pickle
+    a, _ = sample(_model(2), 50, 3, samplers.FIXED_Z, seed=1)
+    b, _ = sample(_model(2), 50, 3, "vadd-cs", seed=1)
+    assert torch.equal(a, b) and samplers.get("vadd-cs") is samplers.FIXED_Z
+    assert all(pickle.loads(pickle.dumps(s)) is s for s in samplers.ALL)
+    assert _model(2).samplers == (samplers.FRESH_Z, samplers.FIXED_Z) and _model(0).samplers == (samplers.MDM,)
 
 
 def test_out_of_vocabulary_prompt_is_a_clear_error():

@@ -52,7 +52,7 @@ def main() -> None:
     L = vadd.seq_len
     kw = dict(seed=0, batch_size=50, num_t=args.draws)
     cont, fresh, cs = (bounds.BoundSpec("continuous"), bounds.BoundSpec("continuous"),
-                       bounds.BoundSpec("continuous", fixed_z=True))
+                       bounds.BoundSpec("continuous", sampler="vadd-cs"))
     xc = x[:args.images]
     out = {"mdm": args.mdm, "vadd": args.vadd, "images": len(xc), "draws": args.draws, "continuous": {}, "steps": {}}
     if args.path_images:
@@ -80,7 +80,7 @@ def main() -> None:
     xs = x[:args.step_images]
     kw["num_t"] = 1
     for T in args.steps:
-        s, sc = bounds.BoundSpec("steps", T), bounds.BoundSpec("steps", T, fixed_z=True)
+        s, sc = bounds.BoundSpec("steps", T), bounds.BoundSpec("steps", T, "vadd-cs")
         row = {"mdm": bounds.evaluate(mdm, xs, [1], [s], **kw)[s][1]}
         if not args.no_fresh:
             row["vadd K=10"] = bounds.evaluate(vadd, xs, [10], [s], **kw)[s][10]

@@ -4,7 +4,7 @@
 ELBO. ``VADD`` subclasses it and overrides one hook, ``bound_term``: the per-``(x0, t, xt)`` training term
 becomes the DELBO term (or its importance-weighted version, IWAE training), with ``z`` drawn from the
 recognition model. The DELBO is a training objective, not a likelihood bound: reported likelihoods come
-from ``vadd.bounds`` (``nll_bound``). Samplers only call ``log_probs`` and never touch the encoder.
+from ``vadd.bounds``. Samplers (``vadd.samplers``) only call ``log_probs`` and never touch the encoder.
 
 Shapes: ``x0, xt`` ``[B, L]`` int64 with ``mask_id = V``; ``t`` ``[B]``; ``z`` ``[B, d]``.
 All bounds are per example, in nats, summed over the ``L`` positions.
@@ -18,6 +18,8 @@ from . import objectives, process
 from .errors import ConfigError, DataError
 from .latent import DiagGaussian, build_prior, standard_normal_log_prob
 from .schedules import Schedule
+from .samplers import ALL as ALL_SAMPLERS
+from .samplers import FIXED_Z, FRESH_Z, MDM
 
 ESTIMATORS = tuple(process.DRAWS)
 OBJECTIVES = ("delbo", "fixed_z")  # VADD's training objectives (VADD.__init__)
@@ -27,7 +29,8 @@ class MaskedDiffusion(nn.Module):
     """The MDM baseline (MDLM / MD4): masked diffusion with the SUBS parameterisation."""
 
     name = "mdm"
-    samplers = ("mdm",)  # the samplers this model runs (vadd.sampling.SAMPLERS), its own first
+    label = "MDM"
+    samplers = (MDM,)  # the samplers this model runs (vadd.samplers), its own first
     latent_dim = 0
 
     def __init__(self, denoiser: nn.Module, schedule: Schedule, vocab_size: int, seq_len: int,
@@ -119,31 +122,6 @@ class MaskedDiffusion(nn.Module):
         stats["loss"] = loss.detach()
         return loss, stats
 
-    @torch.no_grad()
-    def nll_bound(self, x0: torch.Tensor, num_samples: int = 1, num_t: int = 1, generator=None,
-                  estimator: str | None = None, steps: int | None = None, z_generator=None,
-                  proposal: str = "auto") -> torch.Tensor:
-        """Monte-Carlo upper bound on ``-log p(x0)`` in nats per example ``[B]`` (``vadd.bounds``).
-
-        ``steps=None``: the ``continuous`` bound (the fresh-``z`` sampler as ``T -> inf``); ``steps=T``: the
-        bound of the ``T``-step sampler. ``num_t`` independent draws per example are averaged;
-        ``num_samples`` is ``K`` of the importance weighting (VADD only; MDM ignores it). ``estimator``
-        (``time`` or ``count``, default the model's training one) only changes the variance of the
-        continuous bound. ``generator`` / ``z_generator`` (default: ``generator``) drive the draws.
-        """
-        from . import bounds
-
-        self.check_tokens(x0)
-        K = max(1, int(num_samples)) if self.latent_dim else 1
-        zg = generator if z_generator is None else z_generator
-        total = torch.zeros(x0.shape[0], device=x0.device, dtype=torch.float64)
-        for _ in range(int(num_t)):
-            if steps is None:
-                total += bounds.continuous(self, x0, (K,), generator, zg, estimator or self.estimator, proposal)[K]
-            else:
-                total += bounds.steps(self, x0, int(steps), (K,), generator, zg, proposal=proposal)[K]
-        return total / int(num_t)
-
     def extra_repr(self) -> str:
         return (f"vocab_size={self.vocab_size}, seq_len={self.seq_len}, schedule={self.schedule}, "
                 f"estimator={self.estimator!r}")
@@ -152,8 +130,8 @@ class MaskedDiffusion(nn.Module):
 class VADD(MaskedDiffusion):
     """Variational autoencoding discrete diffusion: MDM conditioned on a global latent ``z``."""
 
-    name = "vadd"
-    samplers = ("vadd", "vadd-cs")
+    name, label = "vadd", "VADD"
+    samplers = (FRESH_Z, FIXED_Z)
 
     def __init__(self, denoiser: nn.Module, encoder: nn.Module, schedule: Schedule, vocab_size: int,
                  seq_len: int, latent_dim: int, estimator: str = "time", eval_chunk_tokens: int = 2**18,
@@ -228,7 +206,7 @@ class VADD(MaskedDiffusion):
 class Autoregressive(nn.Module):
     """The autoregressive baseline for likelihood tables: exact NLL, trained by the same loop."""
 
-    name = "ar"
+    name, label = "ar", "AR"
     samplers = ()  # a likelihood baseline: the samplers here are for masked diffusion
     latent_dim = 0
     time_conditioned = False
@@ -252,3 +230,5 @@ class Autoregressive(nn.Module):
 
 
 ALGORITHMS = {"mdm": MaskedDiffusion, "vadd": VADD, "ar": Autoregressive}
+# table labels of the samplers' and algorithms' names, read off the objects (MDM and VADD name both)
+LABELS = {**{s.name: s.label for s in ALL_SAMPLERS}, **{a.name: a.label for a in ALGORITHMS.values()}}

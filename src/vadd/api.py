@@ -19,7 +19,9 @@ import torch
 from . import io
 from .errors import CheckpointError, DataError, first_line
 from .data import decoder_from_info
-from .sampling import SAMPLERS, SampleStats, check_request, sample
+from .errors import ConfigError
+from .samplers import Sampler
+from .sampling import SampleStats, check_request, sample
 
 
 @dataclass
@@ -28,22 +30,25 @@ class Pipeline:
     config: dict
 
     @property
-    def samplers(self) -> list[str]:
+    def samplers(self) -> list[Sampler]:
+        """The samplers this model runs (:mod:`vadd.samplers`), its own first; ``s.name`` is what ``sampler=``
+        and the CLI's ``--sampler`` take."""
         return list(self.model.samplers)
 
-    def sample(self, num_samples: int | None = None, steps: int = 10, sampler: str | None = None,
+    def sample(self, num_samples: int | None = None, steps: int = 10, sampler: str | Sampler | None = None,
                seed: int = 0, x_init=None, cache: bool = True, return_stats: bool = False, **kw):
-        """Tokens ``[N, L]`` (int64 numpy). ``sampler`` defaults to the model's own (mdm / vadd)."""
+        """Tokens ``[N, L]`` (int64 numpy). ``sampler`` (a name or a :class:`vadd.samplers.Sampler`) defaults
+        to the model's own (MDM's / VADD's fresh-``z`` one)."""
         sampler = sampler or self.samplers[0]
         x_init = None if x_init is None else as_tokens(x_init, "x_init")
         x, stats = sample(self.model, num_samples, steps, sampler, cache=cache, x_init=x_init, seed=seed, **kw)
         return (x.numpy(), stats) if return_stats else x.numpy()
 
-    def check_sample_request(self, num_samples: int, steps: int, sampler: str | None = None) -> None:
+    def check_sample_request(self, num_samples: int, steps: int, sampler: str | Sampler | None = None) -> None:
         """Raise the error :meth:`sample` would raise for this request, without drawing anything."""
         check_request(self.model, num_samples, steps, sampler or self.samplers[0])
 
-    def infill(self, tokens, given_mask, steps: int = 10, sampler: str | None = None, seed: int = 0):
+    def infill(self, tokens, given_mask, steps: int = 10, sampler: str | Sampler | None = None, seed: int = 0):
         """Regenerate the positions where ``given_mask`` is False; keep the others exactly."""
         x = as_tokens(tokens, "infill tokens").clone()
         self.model.check_tokens(x)
@@ -105,7 +110,8 @@ class Pipeline:
 
     def nll_bound(self, tokens, num_samples: int = 1, steps: int | None = None, num_t: int = 1,
                   batch_size: int = 256, seed: int = 0, estimator: str = "count", grid: str = "uniform",
-                  proposal: str = "auto", fixed_z: bool = False, progress: bool = False) -> np.ndarray:
+                  proposal: str = "auto", sampler: str | Sampler | None = None, progress: bool = False,
+                  fixed_z=None) -> np.ndarray:
         """Upper bound on ``-log p(x)`` in nats per example (``vadd.bounds``): ``steps=None`` the
         ``continuous`` bound (fresh ``z`` per step, ``T -> inf``), ``steps=T`` the bound of the ``T``-step
         sampler on ``grid``; importance-weighted with ``K = num_samples`` (VADD), averaged over ``num_t``
@@ -115,31 +121,40 @@ class Pipeline:
         per draw of ``z``); all estimate the same bound. ``proposal``:
         the importance proposal of ``z`` (``auto``: the prior for the continuous bound, the mixture of prior
         and recognition model for the steps bound; or ``mixture``, ``posterior``, ``prior``): every choice
-        is a valid bound. ``fixed_z``: the bounds of VADD's sampler with one ``z`` per sample (VADD-CS)
-        instead; its continuous bound is an ELBO over ``z`` (``K = 1`` whatever ``num_samples`` is) except
-        with ``estimator="path"``, which importance-weights it with ``num_samples``. The AR
-        baseline returns its exact NLL."""
+        is a valid bound. ``sampler``: whose bounds (default: the model's own); ``"vadd-cs"``, VADD's sampler with
+        one ``z`` per sample, has a continuous bound that is an ELBO over ``z`` (``K = 1`` whatever
+        ``num_samples`` is) except with ``estimator="path"``, which importance-weights it with ``num_samples``.
+        The AR baseline returns its exact NLL."""
         from . import bounds
 
+        _renamed_fixed_z(fixed_z)
         K = bounds.check_request([num_samples], num_t)[0]  # a bad K is an error even for MDM, which ignores it
-        K = K if self.model.latent_dim else 1
-        spec = bounds.BoundSpec("continuous", fixed_z=fixed_z) if steps is None else \
-            bounds.specs([steps], continuous=False, fixed_z=[fixed_z])[0]
+        spec = bounds.BoundSpec("continuous", sampler=sampler) if steps is None else \
+            bounds.specs([steps], continuous=False, samplers=[sampler])[0]
         tokens = as_tokens(tokens, "nll_bound")
         res = bounds.evaluate(self.model, tokens, [K], [spec], num_t=num_t, seed=seed, batch_size=batch_size,
                               estimator=estimator, grid=grid, proposal=proposal, progress=progress)
         by_k = next(iter(res.values()))
         return by_k[K] if K in by_k else by_k[1]
 
-    def bounds(self, tokens, ks=(1,), steps=(), continuous: bool = True, fixed_z=(False,), **kw) -> list[dict]:
+    def bounds(self, tokens, ks=(1,), steps=(), continuous: bool = True, samplers=(None,), fixed_z=None,
+               **kw) -> list[dict]:
         """Every requested bound over ``tokens`` as records (``bound``, ``steps``, ``fixed_z``, ``K``, nats per
         example with its standard error, per token, bits per dim, perplexity): what ``vadd eval`` writes.
-        ``fixed_z``: which samplers of a VADD model (``False``: fresh ``z`` per step; ``True``: VADD-CS)."""
+        ``samplers``: whose bounds (names or :mod:`vadd.samplers` objects; ``None``: the model's own); a record's
+        ``fixed_z`` says it is VADD-CS's."""
         from . import bounds
 
+        _renamed_fixed_z(fixed_z)
         tokens = as_tokens(tokens, "bounds")
-        res = bounds.evaluate(self.model, tokens, ks, bounds.specs(steps, continuous, fixed_z), **kw)
+        res = bounds.evaluate(self.model, tokens, ks, bounds.specs(steps, continuous, samplers), **kw)
         return bounds.records(res, self.model.seq_len)
+
+
+def _renamed_fixed_z(fixed_z) -> None:
+    if fixed_z is not None:
+        raise ConfigError("fixed_z= was renamed: pass sampler='vadd-cs' (nll_bound) or samplers=('vadd', 'vadd-cs') "
+                          "(bounds)")
 
 
 def as_tokens(tokens, what: str) -> torch.Tensor:
@@ -167,4 +182,4 @@ def load(path: str | Path, map_location: str = "cpu") -> Pipeline:
     return Pipeline(model, config)
 
 
-__all__ = ["Pipeline", "SAMPLERS", "SampleStats", "load"]
+__all__ = ["Pipeline", "SampleStats", "load"]

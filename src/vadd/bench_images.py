@@ -21,14 +21,14 @@ import numpy as np
 import torch
 
 from . import bounds, io
-from .algorithms import ALGORITHMS
+from .algorithms import ALGORITHMS, LABELS
 from .config import compose
 from .data import build_data
 from .data.images import ImageGrid, save_grid_png
 from .errors import ConfigError
 from .jobs import plan_workers, report, report_progress, run_jobs, stamp
 from .metrics.fid import RandomFeatures, feature_stats, frechet_distance, make_features  # noqa: F401 (re-exported)
-from .sampling import LABELS, sample
+from .sampling import sample
 from .train import step_reporter, train
 
 EXPERIMENTS = ("images_mnist", "images_fmnist")
@@ -41,14 +41,14 @@ QUICK = ["data.n_train=256", "data.n_test=32", "model.denoiser.ch=8", "model.enc
 
 
 @torch.no_grad()
-def bound_bpd(model, tokens: torch.Tensor, ks, seed: int, steps: int | None = None, fixed_z: bool = False,
+def bound_bpd(model, tokens: torch.Tensor, ks, seed: int, steps: int | None = None, sampler=None,
               estimator: str = "count") -> dict:
     """Per-image bounds in bits per dimension, ``{K: array}``: the ``continuous`` bound, or the bound of the
-    ``steps``-step sampler (``vadd.bounds.evaluate``: every model and K on the same draws, paired); ``fixed_z``:
-    of VADD-CS (its continuous bound is an ELBO over ``z``, K = 1 only, except on reveal paths:
-    ``estimator="path"``)."""
-    spec = bounds.BoundSpec("continuous", fixed_z=fixed_z) if steps is None else \
-        bounds.BoundSpec("steps", int(steps), fixed_z)
+    ``steps``-step sampler (``vadd.bounds.evaluate``: every model and K on the same draws, paired), of
+    ``sampler`` (default: the model's own; VADD-CS's continuous bound is an ELBO over ``z``, K = 1 only, except
+    on reveal paths: ``estimator="path"``)."""
+    spec = bounds.BoundSpec("continuous", sampler=sampler) if steps is None else \
+        bounds.BoundSpec("steps", int(steps), sampler)
     res = bounds.evaluate(model, tokens, ks, [spec], seed=seed, batch_size=50, estimator=estimator)[spec]
     return {k: (v / model.seq_len / math.log(2)).astype(np.float64) for k, v in res.items()}
 
@@ -101,11 +101,11 @@ def _job(p: dict) -> dict:
             io.write_npy(out / "bounds" / label / f"{algo}_{key}_K{k}.npy", v)
         return {str(k): _summ(v) for k, v in arrays.items()}
 
-    cs = (False, True) if model.latent_dim else (False,)
-    for fz in cs:
+    for smp in model.samplers:  # MDM's; VADD's with a fresh z per step and VADD-CS's ("-cs" keys and files)
+        fz = smp.fixed_z
         res["bpd"]["cs" if fz else "all"] = scored("continuous" + "-cs" * fz,
-                                                  bound_bpd(model, test, [1] if fz else bench["bpd_k"], seed,
-                                                            fixed_z=fz))
+                                                  bound_bpd(model, test, smp.ks("continuous", bench["bpd_k"], "count"),
+                                                            seed, sampler=smp))
     m = int(bench.get("bpd_k_max_images", 0))
     if m:
         res["bpd"]["subset"] = {str(k): _summ(v) for k, v in
@@ -114,19 +114,21 @@ def _job(p: dict) -> dict:
     # MDM's on the same paths: the paired comparison of the two samplers as T -> inf without the KL of z
     m = int(bench.get("path_images", 0))
     if m:
-        fz = bool(model.latent_dim)
-        res["bpd"]["path"] = scored("path" + "-cs" * fz, bound_bpd(model, test[:m], bench.get("path_k", [1]) if fz
-                                                                   else [1], seed, fixed_z=fz, estimator="path"))
+        smp = model.samplers[-1]  # VADD-CS for VADD, MDM's own
+        res["bpd"]["path"] = scored("path" + "-cs" * smp.fixed_z,
+                                    bound_bpd(model, test[:m], smp.ks("continuous", bench.get("path_k", [1]), "path"),
+                                              seed, sampler=smp, estimator="path"))
     m = int(bench.get("bound_steps_images", 0))
-    for fz in cs:
+    for smp in model.samplers:
+        fz = smp.fixed_z
         res["bpd_steps_cs" if fz else "bpd_steps"] = {
             str(T): scored(f"T{T}" + "-cs" * fz, bound_bpd(model, test[:m], bench.get("bound_steps_k", [1]), seed,
-                                                             int(T), fixed_z=fz))
+                                                             int(T), sampler=smp))
             for T in (bench.get("bound_steps") or []) if m}
     res["bpd_wall_s"] = time.time() - t0
     feats = make_features(p["features"]) if int(bench["fid_samples"]) else None
     n = max(int(bench["fid_samples"]), int(bench["grid_samples"]))
-    for sampler in ALGORITHMS[algo].samplers:
+    for sampler in (s.name for s in model.samplers):
         for T in bench["steps"]:
             t0 = time.time()
             x, st = sample(model, n, int(T), sampler, seed=seed, batch_size=256)
@@ -212,7 +214,7 @@ def _fids(out: Path, label: str, e: dict) -> dict:
     ref = feature_stats(np.load(out / "features" / label / "reference.npy").astype(np.float64))
     fids = {}
     for algo in ("mdm", "vadd"):
-        for sampler in ALGORITHMS[algo].samplers:
+        for sampler in (s.name for s in ALGORITHMS[algo].samplers):
             fids[sampler] = {}
             for T in e["bench"]["steps"]:
                 f = np.load(out / "features" / label / f"{sampler}_T{T}.npy").astype(np.float64)
@@ -314,7 +316,7 @@ def draw_figures(out: Path, results: dict) -> None:
 
     for label, e in results["experiments"].items():
         steps = e["bench"]["steps"]
-        samplers = [s for a in ("mdm", "vadd") if a in e["models"] for s in ALGORITHMS[a].samplers]
+        samplers = [s.name for a in ("mdm", "vadd") if a in e["models"] for s in ALGORITHMS[a].samplers]
         if not samplers:
             continue
         fig, axes = plt.subplots(len(samplers), len(steps), figsize=(2.2 * len(steps), 2.3 * len(samplers)),

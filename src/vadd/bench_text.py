@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from . import bounds, io
-from .algorithms import ALGORITHMS
+from .algorithms import ALGORITHMS, LABELS
 from .config import compose
 from .data.text import text_data
 from .jobs import plan_workers, report, report_progress, run_jobs, stamp
 from .metrics.genppl import unigram_entropy
-from .sampling import LABELS, sample
+from .sampling import sample
 from .train import metric_curve, step_reporter, train
 
 QUICK = ["data.max_docs=60", "data.seq_len=32", "model.denoiser.depth=1", "model.denoiser.width=32",
@@ -113,7 +113,7 @@ def _job(p: dict) -> dict:
                                    "metrics": rec["train_metrics"], "run_dir": str(run_dir),
                                    "val_curve": metric_curve(run_dir, "val/nats_per_token")},
            "ppl": {}, "zero_shot": {}, "samples": {}, "prompted": {}}
-    ks = [int(k) for k in bench["bpd_k"]] if model.latent_dim else [1]
+    ks = [int(k) for k in bench["bpd_k"]]  # the K each model's sampler reports (MDM, AR: K = 1)
     n = int(bench["ppl_rows"])
     t0 = time.time()
     test = td.test[:n]
@@ -133,7 +133,7 @@ def _job(p: dict) -> dict:
         T: {str(k): perplexity_summary(v, L) for k, v in got.items()}
         for T, got in steps_bounds(model, test, bench, seed, folder, algo).items()}
     res["ppl_wall_s"] = time.time() - t0
-    for sampler in ALGORITHMS[algo].samplers:
+    for sampler in (s.name for s in model.samplers):
         res["samples"][sampler] = {}
         for T in bench["steps"]:
             t0 = time.time()

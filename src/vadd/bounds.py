@@ -14,7 +14,7 @@ Each bound is an upper bound on ``-log p(x0)`` (nats per example) of a model a u
   joint over ``R_k`` is importance-weighted with ``K`` draws per step. At ``T = 1`` it is the IWAE bound
   of the one-step model.
 
-- the same two for the sampler with one ``z`` per sample (VADD-CS, ``fixed_z``): it draws ``z ~ p(z)`` once and
+- the same two for the sampler with one ``z`` per sample (VADD-CS, :data:`vadd.samplers.FIXED_Z`): it draws ``z ~ p(z)`` once and
   runs MDM's sampler given ``z``, so its model is ``p(x0) = E_{p(z)} p(x0 | z)`` with ``z`` a latent of the
   whole sample. The ``steps`` bound importance-weights the whole path's joint, ``-log (1/K) sum_k p(z_k)
   prod_steps p(x0^{R_k} | x_{t_k}, z_k) / q(z_k)``, one reveal path shared by the ``K`` draws (Jensen over
@@ -25,10 +25,11 @@ Each bound is an upper bound on ``-log p(x0)`` (nats per example) of a model a u
   same bound is the path ELBO of a latent-variable model and is importance-weighted like ``steps``: valid
   at every ``K``, and the same number in expectation at ``K = 1``.
 
-The proposal ``q`` (:data:`PROPOSALS`): ``auto`` (default) takes the prior for the ``continuous`` bound
-(one token's marginal at a time) and the even mixture of prior and recognition model ``r(z | x0, M)`` for
-the ``steps`` bound (few steps reveal many tokens at once, where ``r`` fits; many steps, one or two); with a
-fixed ``z``, which explains every token of the sample, the recognition model at full masking ``r(z | x0, all)``.
+Each bound is of one sampler (:mod:`vadd.samplers`), which also resolves the proposal ``q``
+(:data:`PROPOSALS`) ``auto``: the prior for VADD's ``continuous`` bound (one token's marginal at a time), the
+even mixture of prior and recognition model ``r(z | x0, M)`` for its ``steps`` bound (few steps reveal many
+tokens at once, where ``r`` fits; many steps, one or two); for VADD-CS, whose ``z`` explains every token of
+the sample, the recognition model at full masking ``r(z | x0, all)``.
 ``p(z)`` is the model's prior (``model.prior``): ``N(0, I)``, or a Gaussian mixture fitted to the aggregate
 posterior after training (:class:`vadd.latent.GaussianMixturePrior`); the samplers draw from the same one.
 
@@ -48,6 +49,8 @@ import torch
 
 from . import objectives, process, rng
 from .errors import ConfigError
+from .samplers import FRESH_Z, FIXED_Z, Sampler
+from .samplers import get as get_sampler
 from .sampling import eval_mode, reveal_steps, time_grid
 from .schedules import sampler_schedule
 
@@ -80,7 +83,7 @@ def _z_draws(model, post, B: int, kmax: int, z_gen, proposal: str, device):
     if proposal not in PROPOSALS[1:]:
         raise ConfigError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
     per_chunk, prior = _chunk(model, B, kmax), model.prior
-    shape = (B, model.latent_dim) if post is None else post.mean.shape
+    shape = (B, prior.dim) if post is None else post.mean.shape
     kw = dict(generator=z_gen, device=device, dtype=torch.get_default_dtype() if post is None else post.mean.dtype)
     done = 0
     while done < kmax:
@@ -155,7 +158,7 @@ ESTIMATORS = (*process.DRAWS, "path")
 
 @torch.no_grad()
 def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: str = "count",
-               proposal: str = "auto", fixed_z: bool = False) -> dict:
+               proposal: str = "auto", sampler: Sampler | None = None) -> dict:
     """One Monte-Carlo draw of the ``continuous`` bound per example: ``{K: nats [B] float64}``.
 
     ``generator`` draws ``(t, mask)`` or the reveal path (the same for every ``K`` and every model: paired),
@@ -163,31 +166,31 @@ def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: 
     most ``L``), ``time`` (antithetic times, weight ``~ 1/t``) or ``path`` (one reveal path in continuous
     time, :func:`path`: ``L`` network calls per draw of ``z``); all three estimate the same bound at
     ``K = 1``. ``proposal``: where the ``z`` draws come from (``auto``: the prior, which suits one token's
-    marginal). ``fixed_z``: the bound of the fixed-``z`` sampler (VADD-CS) instead (``auto``: ``r(z | x0, all
-    masked)``), an ELBO over ``z`` reported as ``{1: nats [B]}`` whatever ``ks`` is, except with the ``path``
+    marginal). ``sampler`` (default: the model's own): VADD-CS's bound is an ELBO over ``z`` (``auto``:
+    ``r(z | x0, all masked)``) reported as ``{1: nats [B]}`` whatever ``ks`` is, except with the ``path``
     estimator, which importance-weights it at every ``K``.
     """
+    sampler = sampler or model.samplers[0]
     if estimator not in ESTIMATORS:
         raise ConfigError(f"unknown bound estimator {estimator!r}; choose one of {ESTIMATORS}")
     if estimator == "path":
-        return path(model, x0, ks, generator, z_generator, proposal, fixed_z)
+        return path(model, x0, ks, generator, z_generator, proposal, sampler)
     B, L = x0.shape
     t, masked, weight = process.DRAWS[estimator](B, L, sampler_schedule(model.schedule), generator=generator,
                                                  device=x0.device)
     xt = process.apply_mask(x0, masked, model.mask_id)
-    if not model.latent_dim:
+    if not sampler.needs_latent:
         ll = torch.where(masked, _token_loglik(model, x0, xt, t), 0.0).sum(-1)
         return {k: -(weight.double() * ll) for k in ks}
-    if fixed_z:  # the ELBO with z as the sample's latent: one draw, K = 1
-        post, proposal = _fixed_z_proposal(model, x0, proposal)
+    proposal = sampler.proposal("continuous", proposal)
+    if sampler.fixed_z:  # the ELBO with z as the sample's latent: one draw, K = 1
+        post = _fixed_z_posterior(model, x0, proposal)
         z, log_ratio = next(_z_draws(model, post, B, 1, z_generator, proposal, x0.device))
         ll = torch.where(masked, _token_loglik(model, x0, xt, t, z[0]), 0.0).sum(-1)
         return {1: -(weight.double() * ll + log_ratio[0])}
 
     def per_token(tok, ratio):
         return tok + ratio.unsqueeze(-1)  # [k, B, L]: each token's own importance weights
-
-    proposal = "prior" if proposal == "auto" else proposal  # one token's marginal: the prior's draws fit it
 
     lme = _nested_logmeanexp(_latent_chunks(model, x0, xt, masked, t, max(ks), z_generator, proposal), ks,
                              per_token)
@@ -196,7 +199,7 @@ def continuous(model, x0, ks=(1,), generator=None, z_generator=None, estimator: 
 
 @torch.no_grad()
 def path(model, x0, ks=(1,), generator=None, z_generator=None, proposal: str = "auto",
-         fixed_z: bool = False) -> dict:
+         sampler: Sampler | None = None) -> dict:
     """The ``continuous`` bound on one reveal path in continuous time: ``{K: nats [B] float64}``.
 
     As ``T -> inf`` the sampler reveals one position at a time, position ``i`` at the time ``tau_i`` with
@@ -204,7 +207,7 @@ def path(model, x0, ks=(1,), generator=None, z_generator=None, proposal: str = "
     the same reveal paths), each from the denoiser at ``tau_i`` given the positions revealed before it. The
     bound is :func:`steps`'s on that path, ``L`` rounds of one token each. Its expectation at ``K = 1`` is
     the ``count`` / ``time`` estimators' (the same integral over reveal times); unlike them it is the path
-    ELBO of a latent-variable model, so the fixed-``z`` (VADD-CS) bound, ``-log (1/K) sum_k p(z_k) prod_i
+    ELBO of a latent-variable model, so VADD-CS's bound, ``-log (1/K) sum_k p(z_k) prod_i
     mu^i(z_k) / q(z_k)`` with the path shared by the draws, is valid and tightens at every ``K``. Fresh
     ``z`` (``auto``: prior draws) importance-weights each token's marginal, as the ``count`` estimator does.
     """
@@ -213,14 +216,14 @@ def path(model, x0, ks=(1,), generator=None, z_generator=None, proposal: str = "
     tau = sampler_schedule(model.schedule).t_of_alpha(u)
     order = torch.argsort(tau, dim=1, descending=True, stable=True)  # the first revealed at the latest time
     when = torch.empty_like(order).scatter_(1, order, torch.arange(L, device=x0.device).expand(B, L))
-    if not fixed_z:
-        proposal = "prior" if proposal == "auto" else proposal
-    return _path_bound(model, x0, when, tau.gather(1, order), ks, z_generator, proposal, fixed_z)
+    sampler = sampler or model.samplers[0]
+    return _path_bound(model, x0, when, tau.gather(1, order), ks, z_generator,
+                       sampler.proposal("continuous", proposal), sampler)
 
 
 @torch.no_grad()
 def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: str = "uniform",
-          proposal: str = "auto", fixed_z: bool = False) -> dict:
+          proposal: str = "auto", sampler: Sampler | None = None) -> dict:
     """One reveal path per example of the ``T``-step sampler's bound: ``{K: nats [B] float64}``.
 
     The path is drawn as the sampler draws it (:func:`vadd.sampling.reveal_steps` from one uniform per
@@ -228,22 +231,22 @@ def steps(model, x0, T: int, ks=(1,), generator=None, z_generator=None, grid: st
     Each example's reveal events are evaluated in rounds, at most ``min(T, L)`` network calls, with the
     step's own ``t``; VADD's joint over the revealed tokens is importance-weighted with ``z`` from the
     proposal (``auto``: the even mixture of the prior and ``r(z | x0, M_k)``, ``M_k`` the tokens still masked
-    before the step). ``fixed_z``: the bound of the fixed-``z`` sampler (VADD-CS) on the same path, the
-    joint of the whole path importance-weighted with ``K`` draws of ``z`` (``auto``: ``r(z | x0, all masked)``).
+    before the step). ``sampler`` (default: the model's own) VADD-CS: the joint of the whole path
+    importance-weighted with ``K`` draws of ``z`` (``auto``: ``r(z | x0, all masked)``).
     """
     B, L = x0.shape
     times = time_grid(T, grid, device=x0.device)
     u = torch.rand(B, L, generator=generator, device=x0.device, dtype=torch.float64)
     when = reveal_steps(model.schedule, times, u)  # [B, L] the step that reveals each position
-    if not fixed_z:
-        proposal = "mixture" if proposal == "auto" else proposal  # one token or many per step: both
-    return _path_bound(model, x0, when, times[:-1].expand(B, -1), ks, z_generator, proposal, fixed_z)
+    sampler = sampler or model.samplers[0]
+    return _path_bound(model, x0, when, times[:-1].expand(B, -1), ks, z_generator,
+                       sampler.proposal("steps", proposal), sampler)
 
 
-def _path_bound(model, x0, when, step_t, ks, z_generator, proposal: str, fixed_z: bool) -> dict:
-    """The bound on the reveal path ``when`` [B, L] (the step revealing each position), step ``k`` of row
-    ``b`` run at time ``step_t[b, k]`` [B, S]: ``{K: nats [B]}``."""
-    if fixed_z and model.latent_dim:
+def _path_bound(model, x0, when, step_t, ks, z_generator, proposal: str, sampler: Sampler) -> dict:
+    """``sampler``'s bound on the reveal path ``when`` [B, L] (the step revealing each position), step ``k`` of
+    row ``b`` run at time ``step_t[b, k]`` [B, S]: ``{K: nats [B]}``."""
+    if sampler.fixed_z:
         return _path_fixed_z(model, x0, when, step_t, ks, z_generator, proposal)
     B, L = x0.shape
     S = step_t.shape[1]
@@ -262,7 +265,7 @@ def _path_bound(model, x0, when, step_t, ks, z_generator, proposal: str, fixed_z
         revealed = when[rows] == k_rows         # R_k
         x, t = x0[rows], step_t[rows, nxt[rows]].float()
         xt = process.apply_mask(x, masked, model.mask_id)
-        if not model.latent_dim:
+        if not sampler.needs_latent:
             ll = torch.where(revealed, _token_loglik(model, x, xt, t), 0.0).sum(-1)
             for k in ks:
                 total[k][rows] += ll
@@ -277,21 +280,19 @@ def _path_bound(model, x0, when, step_t, ks, z_generator, proposal: str, fixed_z
     return {k: -v for k, v in total.items()}
 
 
-def _fixed_z_proposal(model, x0, proposal: str):
-    """``(recognition model or None, proposal)`` of the fixed-``z`` bounds: ``z`` explains the whole sample,
-    so ``auto`` is the recognition model with every position masked, ``r(z | x0, all)``."""
-    proposal = "posterior" if proposal == "auto" else proposal
+def _fixed_z_posterior(model, x0, proposal: str):
+    """The recognition model of VADD-CS's bounds (``None`` for prior draws): ``z`` explains the whole sample,
+    so it is ``r(z | x0, all)``, every position masked."""
     if proposal not in PROPOSALS[1:]:
         raise ConfigError(f"unknown importance proposal {proposal!r}; choose one of {PROPOSALS}")
-    post = None if proposal == "prior" else model.posterior(x0, torch.ones_like(x0, dtype=torch.bool))
-    return post, proposal
+    return None if proposal == "prior" else model.posterior(x0, torch.ones_like(x0, dtype=torch.bool))
 
 
 def _path_fixed_z(model, x0, when, step_t, ks, z_generator, proposal: str) -> dict:
     """The fixed-``z`` bound on the reveal path ``when`` [B, L] (steps at ``step_t`` [B, S]): ``{K: nats [B]}``."""
     B, L = x0.shape
     S = step_t.shape[1]
-    post, proposal = _fixed_z_proposal(model, x0, proposal)
+    post = _fixed_z_posterior(model, x0, proposal)
     never = torch.full_like(when, S)
 
     def path_joints():  # [k, B] log p(z) - log q(z) + log p(x0 | path, z) for each chunk of draws
@@ -324,8 +325,8 @@ def latent_gap(model, tokens, fractions=(0.25, 0.5, 0.75, 1.0), K: int = 100, se
     and of ``-log (1/K) sum_k mu^i(xt, z_k)[x0^i]``, ``z_k`` from the model's prior (the prior-averaged prediction the
     continuous-time limit of the sampler uses; an upper estimate for finite ``K``), and their difference.
     ``round(f L)`` positions are masked per row (at least one), at the sampler's time for that fraction."""
-    if not model.latent_dim:
-        raise ConfigError("the latent gap is defined for VADD models only")
+    if FRESH_Z not in model.samplers:
+        raise ConfigError("the latent gap is of VADD's fresh-z sampler: it is defined for VADD models only")
     x, device = _checked_tokens(model, tokens)
     sched = sampler_schedule(model.schedule)
     L = model.seq_len
@@ -363,27 +364,36 @@ def latent_gap(model, tokens, fractions=(0.25, 0.5, 0.75, 1.0), K: int = 100, se
 # ---- a data set ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class BoundSpec:
-    """Which bound: ``continuous`` (``steps`` None), ``steps`` with ``steps = T``, or ``exact`` (AR);
-    ``fixed_z``: of VADD's sampler with one ``z`` per sample (VADD-CS) rather than a fresh one per step."""
+    """Which bound: ``continuous`` (``steps`` None), ``steps`` with ``steps = T``, or ``exact`` (AR), of which
+    ``sampler`` (:mod:`vadd.samplers`; ``None``: the model's own, MDM's or VADD's fresh-``z`` one)."""
 
     bound: str
     steps: int | None = None
-    fixed_z: bool = False
+    sampler: Sampler | None = None
+
+    def __post_init__(self):
+        if self.sampler is not None:  # a name is the sampler it names
+            object.__setattr__(self, "sampler", get_sampler(self.sampler))
+
+    @property
+    def fixed_z(self) -> bool:  # kept in the records: whether the bound is of VADD-CS
+        return self.sampler is not None and self.sampler.fixed_z
 
     @property
     def label(self) -> str:
         base = f"T={self.steps}" if self.bound == "steps" else self.bound
-        return base + (" fixed z" if self.fixed_z else "")
+        return base + (f" {self.sampler.label}" if self.sampler is not None else "")
 
 
-def specs(steps=(), continuous: bool = True, fixed_z=(False,)) -> list[BoundSpec]:
-    """``[continuous] + [steps T for T in steps]`` for each choice in ``fixed_z``, validated."""
+def specs(steps=(), continuous: bool = True, samplers=(None,)) -> list[BoundSpec]:
+    """``[continuous] + [steps T for T in steps]`` for each of ``samplers`` (names, objects, ``None`` for the
+    model's own), validated."""
     out = []
-    for fz in dict.fromkeys(bool(f) for f in fixed_z):
-        out += [BoundSpec("continuous", fixed_z=fz)] if continuous else []
+    for sampler in dict.fromkeys(None if x is None else get_sampler(x) for x in samplers):
+        out += [BoundSpec("continuous", sampler=sampler)] if continuous else []
         for T in dict.fromkeys(steps):  # each once: a repeated spec would score its examples twice
             time_grid(T)  # a clear error for T < 1 or a non-integer
-            out.append(BoundSpec("steps", int(T), fz))
+            out.append(BoundSpec("steps", int(T), sampler))
     if not out:
         raise ConfigError("no bound requested: give the continuous bound or at least one number of steps")
     return out
@@ -416,8 +426,9 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
     ``(t, mask)`` / reveal path from ``rng.generator(seed, "bound-path", b, r)`` and its ``z`` from
     ``rng.generator(seed, "bound-z", b, r)``: every ``K``, every bound and every model with the same
     ``seed`` and ``batch_size`` is scored on the same draws (paired differences), and reruns are identical.
-    MDM reports ``K = 1`` only (it has no latent), as does VADD-CS's ``continuous`` bound (an ELBO) unless
-    ``estimator="path"``; the AR baseline its exact NLL once (``exact``).
+    Each spec's sampler (:meth:`vadd.samplers.Sampler.ks`) says which ``K`` it is reported at: MDM ``K = 1``
+    only (it has no latent), as VADD-CS's ``continuous`` bound (an ELBO) unless ``estimator="path"``; the
+    AR baseline reports its exact NLL once (``exact``).
     """
     ks = check_request(ks, num_t)
     if proposal not in PROPOSALS:
@@ -429,15 +440,10 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
     if getattr(model, "name", "") == "ar":
         nats = torch.cat([model.nll_bound(b.to(device)).cpu() for b in torch.split(x, batch_size)]).numpy()
         return {BoundSpec("exact"): {1: nats}}
-    if not model.latent_dim:
-        ks = [1]
-        if any(s.fixed_z for s in bound_specs):
-            raise ConfigError("the fixed-z (VADD-CS) bounds need a VADD model; this model has no latent")
+    sampler = {s: (s.sampler or model.samplers[0]).check(model) for s in bound_specs}
     batch_size = max(1, min(int(batch_size), CHUNK_TOKENS // model.seq_len))
     batches = torch.split(x, batch_size)
-    # VADD-CS's continuous bound is an ELBO over z (K = 1) except on a reveal path, which can weight it
-    spec_ks = {s: [1] if s.fixed_z and s.bound == "continuous" and estimator != "path" else ks
-               for s in bound_specs}
+    spec_ks = {s: sampler[s].ks(s.bound, ks, estimator) for s in bound_specs}
     out = {s: {k: [] for k in spec_ks[s]} for s in bound_specs}
     it = range(len(batches))
     if progress:
@@ -452,9 +458,9 @@ def evaluate(model, tokens, ks=(1,), bound_specs=None, num_t: int = 1, seed: int
                     g = rng.generator(seed, "bound-path", b, r, device=device)
                     zg = rng.generator(seed, "bound-z", b, r, device=device)
                     if s.bound == "continuous":
-                        draw = continuous(model, x0, ks, g, zg, estimator, proposal, s.fixed_z)
+                        draw = continuous(model, x0, spec_ks[s], g, zg, estimator, proposal, sampler[s])
                     else:
-                        draw = steps(model, x0, s.steps, ks, g, zg, grid, proposal, s.fixed_z)
+                        draw = steps(model, x0, s.steps, spec_ks[s], g, zg, grid, proposal, sampler[s])
                     for k in spec_ks[s]:
                         acc[k] += draw[k]
                 for k in spec_ks[s]:
@@ -501,6 +507,6 @@ def heldout_bound(model, x0: torch.Tensor, seed: int = 0, batch: int = 64) -> fl
     same draws (a curve that moves only because the model does) and training's random stream is untouched.
     """
     # a model trained for the one-z-per-sample sampler is tracked by that sampler's bound
-    spec = BoundSpec("continuous", fixed_z=getattr(model, "objective", "delbo") == "fixed_z")
+    spec = BoundSpec("continuous", sampler=FIXED_Z if getattr(model, "objective", "delbo") == "fixed_z" else None)
     res = evaluate(model, x0, [1], [spec], seed=seed, batch_size=batch)
     return float(next(iter(res.values()))[1].mean())

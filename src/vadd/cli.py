@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError, RunError, RunInterrupted, VaddError
+from .samplers import NAMES as SAMPLER_NAMES
 
 
 def _cmd_train(args) -> int:
@@ -42,7 +43,7 @@ def _cmd_sample(args) -> int:
 
     out = io.check_output(args.out, folder=True)
     pipe = load(args.model)
-    samplers = args.sampler or pipe.samplers
+    samplers = args.sampler or [s.name for s in pipe.samplers]
     for sampler in samplers:  # before any file is written
         for T in args.steps:
             pipe.check_sample_request(args.num_samples, T, sampler)
@@ -124,19 +125,22 @@ def _cmd_eval(args) -> int:
     from .bounds import check_request, specs
     from .data.tokens import load_array, validate_tokens
     from .data.toy2d import heldout_tokens, is_toy_name
+    from .samplers import FRESH_Z, get
 
-    fixed_z = {"vadd": (False,), "vadd-cs": (True,), "both": (False, True)}[args.sampler]
-    wanted = specs(args.steps or (), continuous=not args.no_continuous, fixed_z=fixed_z)  # fail before any work
+    chosen = {None: (None,), "both": ("vadd", "vadd-cs")}.get(args.sampler, (args.sampler,))  # None: the model's own
+    wanted = specs(args.steps or (), continuous=not args.no_continuous, samplers=chosen)  # fail before any work
     check_request(args.num_samples, args.num_t)
     if args.out:
         io.check_output(args.out)
         runs.check_outside_other_runs(Path(args.out).parent, runs.run_of_model(args.model))
     pipe = load(args.model)
-    if args.latent_gap and not pipe.model.latent_dim:
-        raise ConfigError("--latent-gap needs a VADD model")
-    if args.sampler != "vadd" and not pipe.model.latent_dim:
-        raise ConfigError(f"--sampler {args.sampler} needs a VADD model (VADD-CS keeps one z per sample); "
-                          f"this is a {pipe.model.name} model")
+    if args.latent_gap and FRESH_Z not in pipe.samplers:
+        raise ConfigError("--latent-gap (of VADD's fresh-z sampler) needs a VADD model")
+    for name in chosen:
+        if name is not None and get(name) not in pipe.samplers:
+            raise ConfigError(f"--sampler {args.sampler} needs a{' VADD' if get(name).needs_latent else 'n MDM'} model; "
+                              f"this is a {pipe.model.name} model (its samplers: "
+                              f"{', '.join(s.name for s in pipe.samplers)})")
     if args.data:
         tokens = validate_tokens(load_array(args.data), pipe.model.vocab_size, args.data)
     elif pipe.config.get("data", {}).get("kind") in ("images", "text"):
@@ -147,7 +151,7 @@ def _cmd_eval(args) -> int:
         tokens = _run_test_split(args.model)
     tokens = tokens[: args.max_examples]
     recs = pipe.bounds(tokens, ks=args.num_samples, steps=list(dict.fromkeys(s.steps for s in wanted if s.steps)),
-                       continuous=any(s.bound == "continuous" for s in wanted), fixed_z=fixed_z,
+                       continuous=any(s.bound == "continuous" for s in wanted), samplers=chosen,
                        num_t=args.num_t, seed=args.seed,
                        estimator=args.estimator, grid=args.grid, proposal=args.proposal, progress=True)
     result = {"model": str(args.model), "algo": pipe.model.name, "num_examples": int(len(tokens)),
@@ -211,7 +215,7 @@ def _cmd_fit_prior(args) -> int:
                        "new folder, or --overwrite to replace the model in it")
     manifest = io.read_json(run / "manifest.json")
     pipe = load(run)
-    if not pipe.model.latent_dim:
+    if not pipe.samplers[0].needs_latent:
         raise ConfigError(f"fit-prior needs a VADD model; {run} holds a {pipe.model.name} model")
     seed = int(manifest.get("seed", 0))
     data = build_data(dict(manifest["config"]["data"]), seed=seed)
@@ -314,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="sample from a trained model")
     s.add_argument("model", help="a run folder or its model/ folder")
     s.add_argument("--steps", type=int, nargs="+", default=[10])
-    s.add_argument("--sampler", nargs="+", choices=["mdm", "vadd", "vadd-cs"], default=None)
+    s.add_argument("--sampler", nargs="+", choices=SAMPLER_NAMES, default=None,
+                   help="the samplers to draw with (default: every sampler of the model)")
     s.add_argument("--num-samples", type=int, default=10_000)
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--no-cache", action="store_true")
@@ -345,10 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="importance proposal of z (VADD): auto (default) = the prior for the continuous bound "
                         "and the even mixture of prior and recognition model for the T-step bounds; every "
                         "choice is a valid bound")
-    e.add_argument("--sampler", choices=("vadd", "vadd-cs", "both"), default="vadd",
-                   help="VADD: bound the sampler with a fresh z per step (vadd, default), the one with one z per "
-                        "sample (vadd-cs: its continuous bound is an ELBO over z, reported at K = 1 except with "
-                        "--estimator path), or both")
+    e.add_argument("--sampler", choices=(*SAMPLER_NAMES, "both"), default=None,
+                   help="whose bounds: the model's own sampler (default: mdm, or vadd, a fresh z per step), "
+                        "vadd-cs (VADD, one z per sample: its continuous bound is an ELBO over z, reported at K = 1 "
+                        "except with --estimator path), or both of VADD's")
     e.add_argument("--latent-gap", action="store_true",
                    help="VADD: also print how much worse the decoder predicts masked tokens with prior-averaged z "
                         "(what the fresh-z sampler's T -> inf limit uses) than with posterior z, per masked fraction")

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from . import bounds, io
-from .algorithms import ALGORITHMS
+from .algorithms import ALGORITHMS, LABELS
 from .budget import check_alloc
 from .api import load
 from .config import compose
@@ -44,7 +44,7 @@ from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, is_toy_name
 from .errors import ConfigError, DataError, MissingDependency, first_line
 from .jobs import plan_workers, report_progress, run_jobs, stamp
 from .rng import numpy_generator
-from .sampling import LABELS, check_steps
+from .sampling import check_steps
 from .train import step_reporter, train
 
 STEPS = (1, 2, 5, 10, 20, 50)
@@ -362,8 +362,7 @@ def _job(p: dict) -> dict:
     if p["kind"] == "bounds":
         t0 = time.time()
         x = target.heldout(cfg, int(p["bound_examples"]), seed)
-        ks = [1] if not model.latent_dim else sorted({1, int(p["bound_k"])})
-        res = bounds.evaluate(model, x, ks, bounds.specs(p["steps"]), num_t=int(p["bound_draws"]), seed=seed)
+        res = bounds.evaluate(model, x, sorted({1, int(p["bound_k"])}), bounds.specs(p["steps"]), num_t=int(p["bound_draws"]), seed=seed)
         return {"bounds": bounds.records(res, model.seq_len), "wall_s": time.time() - t0}
     from .sampling import sample
     scorer = target.scorer(cfg, p, seed, out)
@@ -475,8 +474,8 @@ def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=S
             entry["train"][job["run"]] = res
             log(f"[{done}/{total}] seed {job['seed']}: {NAMES[job['run']]} trained to step {res['steps']} in "
                 f"{res['wall_s']:.0f}s  {when}")
-            follow = [dict(job, kind="sample", sampler=s, method=job["run"] if job["algo"] == "mdm" else s,
-                           desc=f"seed {job['seed']} {NAMES[job['run'] if job['algo'] == 'mdm' else s]}")
+            follow = [dict(job, kind="sample", sampler=s.name, method=job["run"] if job["algo"] == "mdm" else s.name,
+                           desc=f"seed {job['seed']} {NAMES[job['run'] if job['algo'] == 'mdm' else s.name]}")
                       for s in ALGORITHMS[job["algo"]].samplers]
             return follow + [dict(job, kind="bounds", desc=f"seed {job['seed']} {NAMES[job['run']]} bounds")]
         if job["kind"] == "bounds":

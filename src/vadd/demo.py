@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import bounds, io
-from .algorithms import ALGORITHMS
+from .algorithms import ALGORITHMS, LABELS
 from .api import load
 from .config import compose
 from .data import toy2d_data
@@ -24,7 +24,7 @@ from .jobs import plan_workers, report_progress, run_jobs, stamp
 from .metrics import histogram_js
 from .budget import check_alloc
 from .rng import numpy_generator
-from .sampling import LABELS, check_steps, sample
+from .sampling import check_steps, sample
 from .train import step_reporter, train
 
 STEPS = (1, 2, 5, 10, 20, 50)
@@ -137,8 +137,8 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
             log(f"[{done}/{total}] {job['label']}: {LABELS[res['algo']]} trained to step {res['train']['steps']} "
                 f"in {res['train']['wall_s']:.0f}s  {elapsed}")
             io.write_json(out / "results.json", _finish(results, base, grid, t_start))
-            follow = [dict(job, kind="sample", sampler=s, run_dir=res["train"]["run_dir"], desc=f"{job['label']} {LABELS[s]}")
-                      for s in ALGORITHMS[job["algo"]].samplers]
+            follow = [dict(job, kind="sample", sampler=s.name, run_dir=res["train"]["run_dir"],
+                           desc=f"{job['label']} {s.label}") for s in ALGORITHMS[job["algo"]].samplers]
             return follow + ([dict(job, kind="bounds", run_dir=res["train"]["run_dir"])] if with_bounds else [])
         if job["kind"] == "bounds":
             entry["bounds"][res["algo"]] = res["bounds"]

@@ -1,18 +1,15 @@
 """One ancestral sampling loop for MDM, VADD and VADD-CS (method.md §5).
 
-The latent policy is the only difference between the samplers:
-
-- ``none``      MDM: no latent.
-- ``per_step``  VADD: a fresh ``z ~ N(0, I)`` at every step (the exact ancestral sampler).
-- ``fixed``     VADD-CS: one ``z`` per sample, kept for the whole trajectory.
+The samplers (:mod:`vadd.samplers`: MDM, VADD with a fresh ``z`` per step, VADD-CS with one ``z`` per
+sample) differ only in the ``z`` they feed the denoiser at each reveal event.
 
 Cost: the reveal step of every position is drawn before the network runs (it does not depend on the
 network), so the network need only run when a row reveals something, on that row's state before the
 step. The default sampler is event-driven: it batches the rows' ``r``-th reveal events into one call
 whatever their steps, so it makes at most ``min(T, L)`` calls for every latent policy, a fresh ``z``
 per step included, and exactly the same ones for MDM, VADD and VADD-CS. A step-by-step mode
-(``lazy=False``) shows the naive cost, with MDLM's per-row caching (``cache=True``, exact for the
-``none`` / ``fixed`` latents when the denoiser ignores ``t``). All random draws are made up front
+(``lazy=False``) shows the naive cost, with MDLM's per-row caching (``cache=True``, exact for MDM and
+VADD-CS when the denoiser ignores ``t``). All random draws are made up front
 for every row, so every mode gives the same tokens.
 Categorical draws are float64 (inverse CDF), which avoids the temperature bias of float32 Gumbel draws.
 """
@@ -24,11 +21,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from . import samplers
 from .errors import ConfigError
 from .budget import check_alloc
-
-SAMPLERS = {"mdm": "none", "vadd": "per_step", "vadd-cs": "fixed"}
-LABELS = {"mdm": "MDM", "vadd": "VADD", "vadd-cs": "VADD-CS", "ar": "AR"}  # samplers and algorithms, for tables
 
 
 @dataclass
@@ -60,10 +55,10 @@ def check_steps(steps) -> None:
     check_alloc(64.0 * (int(steps) + 1), f"{int(steps):,} sampling steps", "--steps")
 
 
-def check_request(model, num_samples, steps: int, sampler: str) -> None:
-    """What :func:`sample` would refuse, checked before anything is drawn or written: the sampler against
-    the model, the sample count and the output's memory, the steps."""
-    resolve_latent(model, sampler)
+def check_request(model, num_samples, steps: int, sampler) -> None:
+    """What :func:`sample` would refuse, checked before anything is drawn or written: the sampler (a name
+    or a :class:`vadd.samplers.Sampler`) against the model, the sample count and the output's memory, the steps."""
+    samplers.get(sampler).check(model)
     if num_samples is None or isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
         raise ConfigError(f"give num_samples >= 1 (an integer) or x_init, got {num_samples!r}")
     check_alloc(2 * 8 * float(num_samples) * model.seq_len, f"{int(num_samples):,} samples of {model.seq_len} tokens",
@@ -77,19 +72,6 @@ def check_temperature(temperature) -> float:
             or not 0.01 <= float(temperature) <= 100.0:
         raise ConfigError(f"the sampling temperature must be a number in [0.01, 100], got {temperature!r}")
     return float(temperature)
-
-
-def resolve_latent(model, sampler: str) -> str:
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {sampler!r}; choose one of {sorted(SAMPLERS)}")
-    if getattr(model, "name", "") == "ar":
-        raise ConfigError("the autoregressive baseline is for likelihood tables; sample from an MDM or VADD model")
-    latent = SAMPLERS[sampler]
-    if latent != "none" and model.latent_dim == 0:
-        raise ConfigError(f"sampler {sampler!r} needs a model with a latent (VADD); this one is {model.name!r}")
-    if latent == "none" and model.latent_dim > 0:
-        raise ConfigError("sampler 'mdm' needs an MDM model; use 'vadd' or 'vadd-cs' with a VADD model")
-    return latent
 
 
 def _inverse_cdf_f64(logp: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -161,7 +143,7 @@ class EventLatents:
 
 
 @torch.no_grad()
-def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", cache: bool = True,
+def sample_batch(model, x_init: torch.Tensor, steps: int, sampler="mdm", cache: bool = True,
                  lazy: bool = True, grid: str = "uniform", generator=None, on_step=None,
                  eval_rows: int = 4096, cache_bytes: int = 2 << 30, temperature: float = 1.0):
     """Run the ancestral loop from ``x_init`` ``[B, L]`` (``mask_id`` where to generate).
@@ -172,8 +154,8 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     VADD and VADD-CS reveal the same positions at the same steps (paired cost comparisons), and every
     evaluation mode below gives the same tokens.
 
-    Latents (:class:`EventLatents`): ``per_step`` (VADD) gives each reveal event of a row a fresh
-    ``z``; ``fixed`` (VADD-CS) keeps the first one. At ``T = 1`` both are the same draw.
+    Latents (:class:`EventLatents`), as ``sampler`` (:mod:`vadd.samplers`) asks: VADD gives each reveal
+    event of a row a fresh ``z``; VADD-CS keeps the first one. At ``T = 1`` both are the same draw.
 
     Evaluation modes:
 
@@ -181,10 +163,10 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
       at which it reveals something), on that row's state before the step, with that step's ``t`` and
       a fresh ``z``; the rows' ``r``-th events are batched into one call whatever their steps. This is
       the ancestral sampler exactly (a step that reveals nothing leaves a row unchanged), and costs
-      ``min(T, L)`` calls at most, whatever the latent policy.
+      ``min(T, L)`` calls at most, whatever the sampler.
     - ``lazy=False``: step by step, evaluating every row that still has masked positions at every step
       (the naive cost), except that ``cache=True`` reuses a row's output while its input is unchanged
-      when the latent is ``none`` / ``fixed`` and the denoiser ignores ``t`` (MDLM's ``ddpm_cache``).
+      when its ``z`` is too (MDM, VADD-CS) and the denoiser ignores ``t`` (MDLM's ``ddpm_cache``).
       A reference and benchmark mode.
 
     Given (non-mask) tokens are never changed: infilling and prompting come for free. ``on_step(k, t,
@@ -194,6 +176,7 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
     sharper and less diverse, 1 the model itself (the sampler the likelihood bounds are about).
     Returns ``(x0 [B, L], SampleStats)``.
     """
+    sampler = samplers.get(sampler)
     device = x_init.device
     times = time_grid(steps, grid, device=device)
     T = int(steps)
@@ -207,7 +190,7 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
                         torch.rand(B, L, generator=generator, device=device, dtype=torch.float64)).int()
     u = torch.rand(B, L, generator=generator, device=device, dtype=torch.float64)
     stats.per_step_revealed = torch.bincount(when[masked0], minlength=T).tolist()
-    latents = EventLatents(B, model.prior, zseed, device) if latent != "none" else None
+    latents = EventLatents(B, model.prior, zseed, device) if sampler.needs_latent else None
     pending = masked0.clone()                              # still masked, to be generated
     events = torch.zeros(B, dtype=torch.long, device=device)  # reveal events so far per row
     part_rows = max(1, min(int(eval_rows), (1 << 26) // max(L * V, 1)))  # at most 64M logits per call
@@ -216,11 +199,7 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
         """``(part, k, logp)`` for blocks of ``rows`` evaluated at steps ``k_rows``; ``event``: the rows'
         common event index when known (event-driven rounds), else read from ``events``."""
         for part, k in zip(torch.split(rows, part_rows), torch.split(k_rows, part_rows)):
-            z = None
-            if latent == "fixed":
-                z = latents.get(part, 0)
-            elif latent == "per_step":
-                z = latents.get(part, events[part] if event is None else event)
+            z = sampler.z(latents, part, events[part] if event is None else event)
             yield part, k, model.log_probs(x[part], times[k].float(), z)
 
     def reveal(part, k, logp_rows):
@@ -245,12 +224,11 @@ def sample_batch(model, x_init: torch.Tensor, steps: int, latent: str = "none", 
             stats.row_evals += int(rows.numel())
             for part, k, logp in evaluate(rows, nxt[rows], event=r):
                 reveal(part, k, lambda i, j, logp=logp: logp[i, j])
-            if latent == "per_step":
-                latents.release_below(r + 1)
+            sampler.release(latents, r)
     else:
         # reuse is exact only when the input is unchanged *and* the network ignores t (MDLM's setting); the
         # reuse buffer holds [B, L, V] outputs, so it is used only within cache_bytes (text: V = 50k)
-        use_cache = (cache and latent != "per_step" and not model.time_conditioned
+        use_cache = (cache and sampler.policy != "per_step" and not model.time_conditioned
                      and B * L * V * 4 <= cache_bytes)
         out = torch.zeros(B, L, V, device=device) if use_cache else None
         fresh = torch.zeros(B, dtype=torch.bool, device=device)  # out[row] is valid for the current x[row]
@@ -291,17 +269,18 @@ def eval_mode(model):
 
 
 @torch.no_grad()
-def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str = "mdm", cache: bool = True,
+def sample(model, num_samples: int | None = None, steps: int = 10, sampler="mdm", cache: bool = True,
            lazy: bool = True, x_init: torch.Tensor | None = None, seed: int | None = 0, batch_size: int | None = None,
            grid: str = "uniform", device=None, progress: bool = False, temperature: float = 1.0):
     """Draw samples from a trained MDM or VADD model.
 
+    ``sampler``: a name (``mdm``, ``vadd``, ``vadd-cs``) or a :class:`vadd.samplers.Sampler` the model runs.
     Either ``num_samples`` (unconditional) or ``x_init`` ``[N, L]`` (conditional: ``model.mask_id`` marks
     positions to generate, every other token is kept). ``temperature``: see :func:`sample_batch`. Rows are sampled in chunks of ``batch_size``
     (default: at most 100,000 rows and 2^24 positions); the samples of a seed depend on the chunking.
     Returns ``(tokens [N, L] int64, SampleStats)``.
     """
-    latent = resolve_latent(model, sampler)
+    sampler = samplers.get(sampler).check(model)
     if device is None:
         tensors = itertools.chain(model.parameters(), model.buffers())
         device = next(tensors, torch.empty(0)).device
@@ -322,10 +301,10 @@ def sample(model, num_samples: int | None = None, steps: int = 10, sampler: str 
     it = chunks
     if progress:
         from tqdm.auto import tqdm
-        it = tqdm(chunks, desc=f"sampling {sampler} T={steps}", leave=False)
+        it = tqdm(chunks, desc=f"sampling {sampler.name} T={steps}", leave=False)
     with eval_mode(model):
         for chunk in it:
-            x, st = sample_batch(model, chunk.to(device), steps, latent, cache, lazy, grid, gen,
+            x, st = sample_batch(model, chunk.to(device), steps, sampler, cache, lazy, grid, gen,
                                  temperature=float(temperature))
             out.append(x.cpu())
             total.nfe += st.nfe

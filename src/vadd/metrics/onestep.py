@@ -37,13 +37,14 @@ def one_step_cell_probs(model, grid, num_z: int = 200_000, seed: int = 0, batch:
         return [logp[:, k * half + pos, codes].sum(-1).exp() for k in (0, 1)]
 
     # MDM's one-step law needs one network call; VADD's averages num_z prior draws of z
-    draws = num_z if model.latent_dim else 1
+    latent = model.samplers[0].needs_latent
+    draws = num_z if latent else 1
     gen = torch.Generator(device=device).manual_seed(int(seed))
     acc = torch.zeros(grid.bins, grid.bins, dtype=torch.float64, device=device)
     done = 0
     while done < draws:
         n = min(batch, draws - done)
-        z = torch.randn(n, model.latent_dim, generator=gen, device=device) if model.latent_dim else None
+        z = torch.randn(n, model.prior.dim, generator=gen, device=device) if latent else None
         xt = torch.full((n, model.seq_len), model.mask_id, dtype=torch.long, device=device)
         p1, p2 = marginals(model.log_probs(xt, torch.ones(n, device=device), z).double())
         acc += p1.T @ p2  # sum over z of the product distributions
