@@ -14,7 +14,7 @@ def test_import_vadd_loads_no_training_or_plotting_stack():
 
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vadd"
-CORE = {"schedules", "process", "objectives", "latent", "algorithms", "sampling", "bounds", "errors", "rng", "budget"}
+CORE = {"schedules", "process", "objectives", "latent", "algorithms", "samplers", "sampling", "bounds", "errors", "rng", "budget"}
 
 
 def _import_graph() -> dict:
