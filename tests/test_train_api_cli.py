@@ -385,7 +385,7 @@ def test_demo_quick_writes_results_samples_and_figure(tmp_path):
             assert set(row) == {str(T) for T in (1, 2, 5, 10, 20, 50)}
             assert all(0 <= v <= math.log(2) for v in row.values())
             for T in row:
-                arr = np.load(out / "samples" / name / f"{sampler}_T{T}.npy")
+                arr = np.load(out / name / "samples" / "seed0" / f"{sampler}_T{T}.npy")  # its comparison's
                 assert arr.shape == (n, 2) and arr.dtype == np.float32
         # VADD at T = 1 and VADD-CS at T = 1 are the same sampler: identical samples
         assert e["js"]["vadd"]["1"] == e["js"]["vadd-cs"]["1"]
@@ -404,6 +404,9 @@ def test_demo_quick_writes_results_samples_and_figure(tmp_path):
     assert (out / "figure.png").stat().st_size > 10_000 and (out / "js_vs_steps.png").exists()
     assert (out / "nll_vs_steps.png").exists()
     assert "JS divergence" in r.stdout and "ratio" in r.stdout and "Likelihood bound" in r.stdout
+    for name in res["datasets"]:  # each toy is a vadd compare run of one seed, written beside the demo's tables
+        cmp = json.loads((out / name / "results.json").read_text())
+        assert cmp["seeds"] == [0] and cmp["per_seed"]["0"]["stats"]["vadd"]["1"]["js"] == res["datasets"][name]["js"]["vadd"]["1"]
     # the same command again, with two workers this time: the same numbers bit for bit (every job runs with
     # the same threads whatever --workers is; batches, noise and samples are functions of the seed)
     again = _cli("demo", "--quick", "--workers", "2", "--out", str(tmp_path / "demo2"))
@@ -421,7 +424,11 @@ def test_demo_on_a_user_point_file(tmp_path):
     r = _cli("demo", "--quick", "--workers", "1", "--data", str(tmp_path / "blob.npy"), "--out", str(tmp_path / "d"))
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path / "d" / "results.json").read_text())
-    assert list(res["datasets"]) == ["blob"] and res["datasets"]["blob"]["bounds"] == {}  # no held-out points
+    # bounded on the file's held-out split; its law is unknown, so no exact NLL beside the bounds
+    blob = res["datasets"]["blob"]
+    assert list(res["datasets"]) == ["blob"] and set(blob["bounds"]) == {"mdm", "vadd"} and "data_nll" not in blob
+    assert all("minus_data_nll" not in rec for recs in blob["bounds"].values() for rec in recs)
+    assert (tmp_path / "d" / "blob" / "results.json").exists()  # the comparison the demo ran
 
 
 def test_ema_tracks_in_place_updates_and_a_new_source_model():

@@ -2,7 +2,7 @@
 parity bit alone would give.
 
     .venv/bin/python dev/probes/toy_bound_optimum.py                          # the ceiling and the parity-only code
-    .venv/bin/python dev/probes/toy_bound_optimum.py --run runs/demo/runs/checkerboard/vadd [RUN ...]   # + trained models
+    .venv/bin/python dev/probes/toy_bound_optimum.py --run runs/demo/checkerboard/runs/seed0/vadd [RUN ...]   # + trained models
 
 The one-step sampler draws from the fully masked input, so what the latent does there is the whole
 one-step story. On the demo's checkerboard (64 x 64 cells on [-4, 4]^2) the two tokens share one bit:

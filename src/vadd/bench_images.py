@@ -312,8 +312,6 @@ def draw_figures(out: Path, results: dict) -> None:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    from .demo import _savefig
-
     for label, e in results["experiments"].items():
         steps = e["bench"]["steps"]
         samplers = [s.name for a in ("mdm", "vadd") if a in e["models"] for s in ALGORITHMS[a].samplers]
@@ -336,7 +334,7 @@ def draw_figures(out: Path, results: dict) -> None:
                     ax.set_ylabel(LABELS[s], fontsize=9)
         fig.suptitle(f"{e['data']['name']}: samples against steps T", fontsize=10)
         fig.tight_layout()
-        _savefig(fig, out / f"samples_{label}.png")
+        io.save_figure(fig, out / f"samples_{label}.png")
         plt.close(fig)
         if e.get("fid"):
             fig, ax = plt.subplots(figsize=(4.2, 3.2))
@@ -348,5 +346,5 @@ def draw_figures(out: Path, results: dict) -> None:
             ax.set_title(e["data"]["name"])
             ax.legend(fontsize=8)
             fig.tight_layout()
-            _savefig(fig, out / f"fid_vs_steps_{label}.png")
+            io.save_figure(fig, out / f"fid_vs_steps_{label}.png")
             plt.close(fig)

@@ -300,8 +300,6 @@ def draw_figure(out: Path, results: dict) -> None:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    from .demo import _savefig
-
     steps = results["bench"]["steps"]
     curves = {a: m["train"].get("val_curve") for a, m in results["models"].items() if m["train"].get("val_curve")}
     fig, axes = plt.subplots(1, 3 if curves else 2, figsize=(12 if curves else 8, 3.2))
@@ -336,5 +334,5 @@ def draw_figure(out: Path, results: dict) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"{results['data']['corpus']}: judge {results.get('judge_name', 'none')}", fontsize=9)
     fig.tight_layout()
-    _savefig(fig, out / "genppl_vs_steps.png")
+    io.save_figure(fig, out / "genppl_vs_steps.png")
     plt.close(fig)

@@ -40,7 +40,7 @@ from .algorithms import ALGORITHMS, LABELS
 from .budget import check_alloc
 from .api import load
 from .config import compose
-from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, is_toy_name
+from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, is_toy_name, reference_cell_probs
 from .errors import ConfigError, DataError, MissingDependency, first_line
 from .jobs import plan_workers, report_progress, run_jobs, stamp
 from .rng import numpy_generator
@@ -130,6 +130,11 @@ class Target:
         """Held-out rows for the likelihood bounds: the first rows of the test split."""
         return self.token_data(cfg, seed).test[:n].numpy()
 
+    def heldout_nll(self, cfg: dict, x: np.ndarray, settings: dict, seed: int, out: Path) -> np.ndarray | None:
+        """The exact ``-log p_data`` of held-out rows ``x`` where the data's law is known (the 2D toys), else
+        None: the floor no model's bound can beat in expectation."""
+        return None
+
     def scorer(self, cfg: dict, settings: dict, seed: int, out: Path) -> "Scorer":
         """How samples are scored; its reference statistics are computed once and kept under ``out``."""
         from .metrics.tokens import primary_stat, token_stats
@@ -140,6 +145,16 @@ class Target:
         floor = token_stats(td.train.numpy()[rows], ref, td.vocab_size)
         return Scorer(primary_stat(td.vocab_size, td.seq_len), floor,
                       lambda tok, resample: token_stats(tok, ref, td.vocab_size))
+
+
+def demo_target(source: PointSource, grid: Grid2D, n: int, seed: int, factor: int = 100):
+    """A 2D data set's target cell probabilities (from ``factor * n`` reference points; exact for the
+    checkerboard) and its noise floor (the JS of ``n`` fresh true points against them): what ``vadd demo`` and
+    :class:`Points2D` score samples against (also dev/probes/toy_recipe_probe.py)."""
+    from .metrics import histogram_js
+    target = reference_cell_probs(source, grid, factor * n, seed + 1)
+    floor = histogram_js(grid.cells(source.sample(n, numpy_generator(seed, "demo-floor"))), target, grid.bins)
+    return target, floor
 
 
 def _looks_numeric(path: str) -> bool:
@@ -178,10 +193,28 @@ class Points2D(Target):
             return heldout_tokens(cfg["data"], n, seed)
         return self.token_data(cfg, seed).test[:n].numpy()
 
+    def target_cells(self, cfg: dict, settings: dict, seed: int, out: Path) -> tuple:
+        """``(the target cell probabilities, the noise floor)`` of ``N`` samples (:func:`vadd.demo.demo_target`),
+        computed once per comparison folder and seed."""
+        grid, n, factor = Grid2D.from_info(cfg["data"]), int(settings["num_samples"]), int(settings["reference_factor"])
+        def compute():
+            probs, floor = demo_target(PointSource(self.data), grid, n, seed, factor)
+            return probs, {"js": float(floor)}
+
+        probs, floor = _cached(out / "reference", ["cells", self.spec(), grid.to_dict(), n, factor, seed], compute,
+                               dtype=np.float64)
+        return probs, floor["js"]
+
+    def heldout_nll(self, cfg: dict, x: np.ndarray, settings: dict, seed: int, out: Path) -> np.ndarray | None:
+        if not is_toy_name(self.data):  # a points file's law is not known
+            return None
+        cells = Grid2D.from_info(cfg["data"]).token_cells(x)
+        probs = self.target_cells(cfg, settings, seed, out)[0]
+        return -np.log(np.maximum(probs[cells[:, 0], cells[:, 1]], 1e-300))
+
     def scorer(self, cfg: dict, settings: dict, seed: int, out: Path) -> "Scorer":
-        from .demo import demo_target
-        grid, n = Grid2D.from_info(cfg["data"]), int(settings["num_samples"])
-        target, floor = demo_target(PointSource(self.data), grid, n, seed, int(settings["reference_factor"]))
+        grid = Grid2D.from_info(cfg["data"])
+        target, floor = self.target_cells(cfg, settings, seed, out)
         return Scorer("js", {"js": floor}, lambda tok, resample: {"js": _grid_js(grid, target, tok)},
                       save=lambda tok, stem: io.write_npy(f"{stem}.npy", grid.decode(tok).astype(np.float32)))
 
@@ -313,10 +346,10 @@ class Text(Target):
 TARGETS = {c.kind: c for c in (Tokens, Points2D, Images, Text)}
 
 
-def _cached(folder: Path, key: list, compute) -> tuple:
-    """``compute() -> (features array, floor dict)`` once per comparison folder and ``key`` (what the reference
-    depends on: data, counts, seed, network), kept as ``NAME-DIGEST.npy`` / ``.json`` for the worker processes
-    (the runner computes it before any job starts) and for a rerun."""
+def _cached(folder: Path, key: list, compute, dtype=np.float32) -> tuple:
+    """``compute() -> (array, floor dict)`` once per comparison folder and ``key`` (what the reference depends
+    on: data, counts, seed, network), kept as ``NAME-DIGEST.npy`` (in ``dtype``) / ``.json`` for the worker
+    processes (the runner computes it before any job starts) and for a rerun."""
     import hashlib
     import json
     stem = folder / f"{key[0]}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
@@ -324,9 +357,9 @@ def _cached(folder: Path, key: list, compute) -> tuple:
     if arr.exists() and rec.exists():
         return np.load(arr, allow_pickle=False), io.read_json(rec)
     feats, floor = compute()
-    io.write_npy(arr, np.asarray(feats, dtype=np.float32))
+    io.write_npy(arr, np.asarray(feats, dtype=dtype))
     io.write_json(rec, floor)
-    return np.asarray(feats, dtype=np.float32), floor
+    return np.asarray(feats, dtype=dtype), floor
 
 
 def _grid_js(grid, target, tokens) -> float:
@@ -362,8 +395,11 @@ def _job(p: dict) -> dict:
     if p["kind"] == "bounds":
         t0 = time.time()
         x = target.heldout(cfg, int(p["bound_examples"]), seed)
-        res = bounds.evaluate(model, x, sorted({1, int(p["bound_k"])}), bounds.specs(p["steps"]), num_t=int(p["bound_draws"]), seed=seed)
-        return {"bounds": bounds.records(res, model.seq_len), "wall_s": time.time() - t0}
+        res = bounds.evaluate(model, x, sorted({1, int(p["bound_k"])}), bounds.specs(p["steps"]),
+                              num_t=int(p["bound_draws"]), seed=seed)
+        ref = target.heldout_nll(cfg, x, p, seed, out)
+        return {"bounds": bounds.records(res, model.seq_len, reference=ref), "wall_s": time.time() - t0,
+                "data_nll": None if ref is None else float(ref.mean())}
     from .sampling import sample
     scorer = target.scorer(cfg, p, seed, out)
     rows = {}
@@ -410,96 +446,150 @@ def run_compare(data: str, out: str | Path = "runs/compare", seeds=(0,), steps=S
     causal-LM folder. ``fid_features`` (images): ``auto`` (Inception when installed, else none),
     ``inception``, ``random`` (a fixed random network: exercises the path, measures nothing) or ``none``."""
     t_start = time.time()
-    target = Target.resolve(str(data))
-    seeds = [int(s) for s in dict.fromkeys(seeds)]
-    steps = sorted({int(T) for T in steps})
-    if not seeds or any(s < 0 for s in seeds):
-        raise ConfigError(f"--seeds must be non-negative integers, got {seeds}")
-    if not steps or steps[0] < 1:
-        raise ConfigError(f"--steps must be positive integers, got {steps}")
-    runs = [(r, a) for r, a in RUNS if matched_mdm or r != "mdm-matched"]
-    cfgs = {(a, s): target.config(a, s, quick, overrides) for a in ("vadd", "mdm") for s in seeds}  # fail early
     workers, threads = plan_workers(workers)
-    for cfg in cfgs.values():  # a progress bar only where one job runs at a time (else one line per 20 s)
-        cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
-    d = cfgs[("vadd", seeds[0])].get("demo", {}) if target.kind == "toy2d" else {}
-    given = {"num_samples": num_samples, "bound_examples": bound_examples, "bound_k": bound_k, "bound_draws": bound_draws}
-    settings = {k: int(given[k] or (max(d[k]) if k == "bound_k" and d.get(k) else d.get(k))
-                       or target.counts[k][1 if quick else 0]) for k in given}
-    settings.update(reference_factor=int(d.get("reference_factor", 100)), judge=_resolve_judge(judge, target),
-                    fid_features=_resolve_features(fid_features, target), fid_reference=2000 if not quick else 32,
-                    entropy_tolerance=0.01)
-    for k in given:
-        if settings[k] < 1:
-            raise ConfigError(f"sample and bound counts must be positive, got {settings}")
-    n = settings["num_samples"]
-    check_steps(steps[-1])  # what sampling and scoring would refuse, refused before any training
-    td = target.token_data(cfgs[("vadd", seeds[0])], seeds[0])
-    per_sample = 16.0 * (settings["reference_factor"] if target.kind == "toy2d" else 2 * td.seq_len)
-    check_alloc(n * per_sample, f"--num-samples {n:,} (with the reference data it is scored against)", "--num-samples")
-    budget = {}
-    if matched_mdm:
-        flops = {a: training_flops(cfgs[(a, seeds[0])], td) for a in ("vadd", "mdm")}
-        mdm_steps = int(cfgs[("mdm", seeds[0])]["trainer"]["max_steps"])
-        matched = int(math.ceil(mdm_steps * flops["vadd"] / flops["mdm"]))
-        budget = {"flops_per_step": flops, "ratio": flops["vadd"] / flops["mdm"], "mdm_steps": mdm_steps,
-                  "matched_steps": matched}
-        for s in seeds:
-            cfgs[("mdm-matched", s)] = dict(cfgs[("mdm", s)], trainer=dict(cfgs[("mdm", s)]["trainer"], max_steps=matched))
-        log(f"compute matching: a VADD step costs {budget['ratio']:.3f}x an MDM step in FLOPs; the matched MDM "
-            f"trains {matched} steps instead of {mdm_steps}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # the scorer's reference statistics (FID features, the judge on held-out text) once, before any worker needs them
-    scorer = target.scorer(cfgs[("mdm", seeds[0])], settings, seeds[0], out)
-    results = {"data": str(data), "kind": target.kind, "label": target.label, "seeds": seeds, "steps": steps,
-               **settings, "compute_matching": budget, "workers": workers, "threads_per_job": threads,
-               "overrides": list(overrides), "seq_len": td.seq_len, "vocab_size": td.vocab_size, "per_seed": {str(s): {"train": {}, "stats": {}, "bounds": {}} for s in seeds}}
-    results.update(statistic=scorer.primary, floor=scorer.floor, note=scorer.note,
-                   secondary=list(scorer.secondary), higher_better=list(scorer.higher_better))
-    jobs = [{"kind": "train", "target": target.spec(), "cfg": cfgs[(r if r == "mdm-matched" else a, s)], "run": r,
-             "algo": a, "seed": s, "n": n, "steps": steps, "out": str(out), "threads": threads,
-             "desc": f"seed {s} {NAMES[r]}", **settings} for s in seeds for r, a in runs]
+    plan = Comparison.plan(data, out, seeds, steps, quick, num_samples=num_samples, bound_examples=bound_examples,
+                           bound_k=bound_k, bound_draws=bound_draws, matched_mdm=matched_mdm, overrides=overrides,
+                           workers=workers, threads=threads, judge=judge, fid_features=fid_features, log=log)
+    run_comparisons([plan], workers, log, t_start)
+    return plan.results
+
+
+@dataclass
+class Comparison:
+    """One comparison, planned: its target, output folder, seeds, steps, settings, the results it fills and the
+    training jobs that start it (:meth:`plan`). :func:`run_comparisons` runs several in one pool of workers
+    (``vadd demo``: the three toys)."""
+
+    target: Target
+    out: Path
+    seeds: list
+    steps: list
+    settings: dict
+    results: dict
+    jobs: list
+    tag: str = ""  # a prefix of its progress lines when several run together
+
+    @staticmethod
+    def plan(data: str, out, seeds=(0,), steps=STEPS, quick: bool = False, num_samples: int | None = None,
+             bound_examples: int | None = None, bound_k: int | None = None, bound_draws: int | None = None,
+             matched_mdm: bool = True, overrides=(), workers: int = 1, threads: int = 1, judge: str = "auto",
+             fid_features: str = "auto", tag: str = "", log=print) -> "Comparison":
+        """Check everything that can be checked before any training (the data, the configs, the counts, the
+        memory) and compute the reference statistics the scorers need; no job runs yet."""
+        target = Target.resolve(str(data))
+        seeds = [int(s) for s in dict.fromkeys(seeds)]
+        steps = sorted({int(T) for T in steps})
+        if not seeds or any(s < 0 for s in seeds):
+            raise ConfigError(f"--seeds must be non-negative integers, got {seeds}")
+        if not steps or steps[0] < 1:
+            raise ConfigError(f"--steps must be positive integers, got {steps}")
+        runs = [(r, a) for r, a in RUNS if matched_mdm or r != "mdm-matched"]
+        cfgs = {(a, s): target.config(a, s, quick, overrides) for a in ("vadd", "mdm") for s in seeds}  # fail early
+        for cfg in cfgs.values():  # a progress bar only where one job runs at a time (else one line per 20 s)
+            cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
+        d = cfgs[("vadd", seeds[0])].get("demo", {}) if target.kind == "toy2d" else {}
+        given = {"num_samples": num_samples, "bound_examples": bound_examples, "bound_k": bound_k,
+                 "bound_draws": bound_draws}
+        settings = {k: int(given[k] or (max(d[k]) if k == "bound_k" and d.get(k) else d.get(k))
+                           or target.counts[k][1 if quick else 0]) for k in given}
+        settings.update(reference_factor=int(d.get("reference_factor", 100)), judge=_resolve_judge(judge, target),
+                        fid_features=_resolve_features(fid_features, target), fid_reference=2000 if not quick else 32,
+                        entropy_tolerance=0.01)
+        for k in given:
+            if settings[k] < 1:
+                raise ConfigError(f"sample and bound counts must be positive, got {settings}")
+        n = settings["num_samples"]
+        check_steps(steps[-1])  # what sampling and scoring would refuse, refused before any training
+        td = target.token_data(cfgs[("vadd", seeds[0])], seeds[0])
+        per_sample = 16.0 * (settings["reference_factor"] if target.kind == "toy2d" else 2 * td.seq_len)
+        check_alloc(n * per_sample, f"--num-samples {n:,} (with the reference data it is scored against)",
+                    "--num-samples")
+        budget = {}
+        if matched_mdm:
+            flops = {a: training_flops(cfgs[(a, seeds[0])], td) for a in ("vadd", "mdm")}
+            mdm_steps = int(cfgs[("mdm", seeds[0])]["trainer"]["max_steps"])
+            matched = int(math.ceil(mdm_steps * flops["vadd"] / flops["mdm"]))
+            budget = {"flops_per_step": flops, "ratio": flops["vadd"] / flops["mdm"], "mdm_steps": mdm_steps,
+                      "matched_steps": matched}
+            for s in seeds:
+                cfgs[("mdm-matched", s)] = dict(cfgs[("mdm", s)],
+                                                trainer=dict(cfgs[("mdm", s)]["trainer"], max_steps=matched))
+            log(f"compute matching: a VADD step costs {budget['ratio']:.3f}x an MDM step in FLOPs; the matched MDM "
+                f"trains {matched} steps instead of {mdm_steps}")
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        # the scorer's reference statistics (FID features, the judge on held-out text) once, before any worker
+        # needs them
+        scorer = target.scorer(cfgs[("mdm", seeds[0])], settings, seeds[0], out)
+        results = {"data": str(data), "kind": target.kind, "label": target.label, "seeds": seeds, "steps": steps,
+                   **settings, "compute_matching": budget, "workers": workers, "threads_per_job": threads,
+                   "overrides": list(overrides), "seq_len": td.seq_len, "vocab_size": td.vocab_size,
+                   "per_seed": {str(s): {"train": {}, "stats": {}, "bounds": {}} for s in seeds}}
+        results.update(statistic=scorer.primary, floor=scorer.floor, note=scorer.note,
+                       secondary=list(scorer.secondary), higher_better=list(scorer.higher_better))
+        head = f"{tag} " if tag else ""
+        jobs = [{"kind": "train", "target": target.spec(), "cfg": cfgs[(r if r == "mdm-matched" else a, s)],
+                 "run": r, "algo": a, "seed": s, "n": n, "steps": steps, "out": str(out), "threads": threads,
+                 "desc": f"{head}seed {s} {NAMES[r]}", **settings} for s in seeds for r, a in runs]
+        log(f"vadd compare: {target.label} ({target.kind}), seeds {seeds}, T = {steps}, N = {n:,}; "
+            f"{len(jobs)} trainings, {workers} worker(s) x {threads} thread(s)")
+        return Comparison(target, out, seeds, steps, settings, results, jobs, tag)
+
+    def collect(self, job: dict, res: dict, log) -> list:
+        """Record a finished job; a finished training returns its sampling and bounds jobs. Logs one line."""
+        entry = self.results["per_seed"][str(job["seed"])]
+        head = f"{self.tag}, " if self.tag else ""
+        if job["kind"] == "train":
+            entry["train"][job["run"]] = res
+            log(f"{head}seed {job['seed']}: {NAMES[job['run']]} trained to step {res['steps']} in {res['wall_s']:.0f}s")
+            desc = job["desc"].rsplit(" ", 1)[0]
+            follow = [dict(job, kind="sample", sampler=s.name, method=job["run"] if job["algo"] == "mdm" else s.name,
+                           desc=f"{desc} {NAMES[job['run'] if job['algo'] == 'mdm' else s.name]}")
+                      for s in ALGORITHMS[job["algo"]].samplers]
+            return follow + [dict(job, kind="bounds", desc=f"{job['desc']} bounds")]
+        if job["kind"] == "bounds":
+            entry["bounds"][job["run"]] = res["bounds"]
+            if res.get("data_nll") is not None:  # the exact -log p_data of the bounded rows: the bounds' floor
+                entry["data_nll"] = res["data_nll"]
+            log(f"{head}seed {job['seed']}: {NAMES[job['run']]} likelihood bounds in {res['wall_s']:.0f}s")
+        else:
+            entry["stats"][job["method"]] = res["stats"]
+            log(f"{head}seed {job['seed']}: {NAMES[job['method']]} sampled and scored at T = {self.steps}")
+        return []
+
+    def finish(self, t_start: float, log) -> dict:
+        """Summary over seeds, sentences, ``results.json``, ``tables.md`` and ``compare.png``."""
+        results = self.results
+        results["summary"] = summarize(results)
+        results["sentences"] = sentences(results)
+        stamp(results, t_start)
+        io.write_json(self.out / "results.json", results)
+        text = format_tables(results)
+        io.atomic_write_bytes(self.out / "tables.md", text.encode())
+        draw(self.out / "compare.png", results)
+        log(text)
+        log(f"wrote {self.out / 'results.json'}, {self.out / 'tables.md'}, {self.out / 'compare.png'} and samples/ "
+            f"({results['wall_s']:.0f}s)")
+        return results
+
+
+def run_comparisons(plans: list, workers: int, log=print, t_start: float | None = None) -> None:
+    """Run the jobs of every planned :class:`Comparison` in one pool (the trainings of VADD first, the longest),
+    then finish each. Every job uses the same threads whatever ``workers`` is: the numbers do not depend on it."""
+    t_start = time.time() if t_start is None else t_start
+    jobs = sorted((dict(j, plan=i) for i, p in enumerate(plans) for j in p.jobs), key=lambda j: j["algo"] != "vadd")
     total = len(jobs) + sum(len(ALGORITHMS[j["algo"]].samplers) + 1 for j in jobs)
     done = 0
-    log(f"vadd compare: {target.label} ({target.kind}), seeds {seeds}, T = {steps}, N = {n:,}; "
-        f"{len(jobs)} trainings, {workers} worker(s) x {threads} thread(s)")
 
     def collect(job, res):
         nonlocal done
         done += 1
-        entry = results["per_seed"][str(job["seed"])]
-        when = f"({time.time() - t_start:.0f}s elapsed)"
-        if job["kind"] == "train":
-            entry["train"][job["run"]] = res
-            log(f"[{done}/{total}] seed {job['seed']}: {NAMES[job['run']]} trained to step {res['steps']} in "
-                f"{res['wall_s']:.0f}s  {when}")
-            follow = [dict(job, kind="sample", sampler=s.name, method=job["run"] if job["algo"] == "mdm" else s.name,
-                           desc=f"seed {job['seed']} {NAMES[job['run'] if job['algo'] == 'mdm' else s.name]}")
-                      for s in ALGORITHMS[job["algo"]].samplers]
-            return follow + [dict(job, kind="bounds", desc=f"seed {job['seed']} {NAMES[job['run']]} bounds")]
-        if job["kind"] == "bounds":
-            entry["bounds"][job["run"]] = res["bounds"]
-            log(f"[{done}/{total}] seed {job['seed']}: {NAMES[job['run']]} likelihood bounds in "
-                f"{res['wall_s']:.0f}s  {when}")
-        else:
-            entry["stats"][job["method"]] = res["stats"]
-            log(f"[{done}/{total}] seed {job['seed']}: {NAMES[job['method']]} sampled and scored at T = {steps}  "
-                f"{when}")
-        return []
+        return plans[job["plan"]].collect(
+            job, res, lambda line: log(f"[{done}/{total}] {line}  ({time.time() - t_start:.0f}s elapsed)"))
 
     run_jobs(jobs, _job, workers, collect, log=log)
-    results["summary"] = summarize(results)
-    results["sentences"] = sentences(results)
-    stamp(results, t_start)
-    io.write_json(out / "results.json", results)
-    text = format_tables(results)
-    io.atomic_write_bytes(out / "tables.md", text.encode())
-    draw(out / "compare.png", results)
-    log(text)
-    log(f"wrote {out / 'results.json'}, {out / 'tables.md'}, {out / 'compare.png'} and samples/ "
-        f"({results['wall_s']:.0f}s)")
-    return results
+    for p in plans:
+        p.finish(t_start, log)
 
 
 def _installed(asset: str, *modules: str) -> bool:
@@ -782,6 +872,5 @@ def draw(path: Path, results: dict) -> None:
         ax.set(xscale="log", xlabel="sampling steps T (dotted: T -> inf)", ylabel="NLL bound (nats per example)")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    from .demo import _savefig
-    _savefig(fig, path)
+    io.save_figure(fig, path)
     plt.close(fig)

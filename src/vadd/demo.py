@@ -12,31 +12,18 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from . import bounds, io
-from .algorithms import ALGORITHMS, LABELS
-from .api import load
-from .config import compose
-from .data import toy2d_data
-from .data.toy2d import TOYS, Grid2D, PointSource, heldout_tokens, reference_cell_probs
-from .jobs import plan_workers, report_progress, run_jobs, stamp
-from .metrics import histogram_js
+from . import io
+from .algorithms import LABELS
 from .budget import check_alloc
-from .rng import numpy_generator
+from .compare import Comparison, demo_target, run_comparisons  # noqa: F401  (demo_target: the probes' import)
+from .config import compose
+from .data.toy2d import TOYS, Grid2D, PointSource
+from .jobs import plan_workers, stamp
+from .metrics import histogram_js
 from .sampling import check_steps, sample
-from .train import step_reporter, train
 
 STEPS = (1, 2, 5, 10, 20, 50)
-
-
-def demo_target(source: PointSource, grid: Grid2D, n: int, seed: int, factor: int = 100):
-    """The demo's target cell probabilities (from ``factor * n`` reference points; exact for the
-    checkerboard) and its noise floor (the JS of ``n`` fresh true points against them). Anything that
-    scores against the demo's numbers (vadd compare, dev/probes/toy_recipe_probe.py) uses this."""
-    target = reference_cell_probs(source, grid, factor * n, seed + 1)
-    floor = histogram_js(grid.cells(source.sample(n, numpy_generator(seed, "demo-floor"))), target, grid.bins)
-    return target, floor
 
 
 def sampled_js(model, grid: Grid2D, target, n: int, steps: int, sampler: str, seed: int):
@@ -47,48 +34,15 @@ def sampled_js(model, grid: Grid2D, target, n: int, steps: int, sampler: str, se
     return histogram_js(grid.token_cells(tokens), target, grid.bins), tokens, stats
 
 
-def _job(payload: dict) -> dict:
-    """One job in a worker: ``train`` one method on one dataset (the model is saved under its run
-    folder), or ``sample`` that saved model with one sampler at every T and score it. Sampling is its
-    own job so that the two workers share it instead of one waiting for the other's last model."""
-    torch.set_num_threads(int(payload["threads"]))
-    cfg, name, algo, n, seed = payload["cfg"], payload["name"], payload["algo"], payload["n"], payload["seed"]
-    out = Path(payload["out"])
-    dcfg = cfg["data"]
-    label = PointSource(name).label
-    if payload["kind"] == "train":
-        td = toy2d_data(seed=seed, **{k: v for k, v in dcfg.items() if k != "kind"})
-        _, run_dir, rec = train(cfg, data=td, run_dir=out / "runs" / label / algo,
-                                callbacks=[step_reporter(lambda **kw: report_progress(payload, **kw))])
-        return {"algo": algo, "train": {"wall_s": rec["train_wall_s"], "steps": rec["steps"],
-                                        "metrics": rec["train_metrics"], "run_dir": str(run_dir)}}
-    report_progress(payload, stage=payload["kind"])
-    model = load(Path(payload["run_dir"]) / "model").model.eval()
-    if payload["kind"] == "bounds":
-        t0, d = time.time(), cfg["demo"]
-        x = heldout_tokens(dcfg, int(d["bound_examples"]), seed)
-        cells = Grid2D.from_info(dcfg).token_cells(x)
-        data_nll = -np.log(np.maximum(np.asarray(payload["target"])[cells[:, 0], cells[:, 1]], 1e-300))
-        res = bounds.evaluate(model, x, d["bound_k"], bounds.specs(payload["steps"]), num_t=int(d["bound_draws"]),
-                              seed=seed)
-        return {"algo": algo, "bounds": bounds.records(res, model.seq_len, reference=data_nll),
-                "data_nll": float(data_nll.mean()), "bound_wall_s": time.time() - t0}
-    grid, target, sampler = Grid2D.from_info(dcfg), np.asarray(payload["target"]), payload["sampler"]
-    res = {"algo": algo, "js": {sampler: {}}, "nfe": {sampler: {}}, "sample_wall_s": {sampler: {}}}
-    for T in payload["steps"]:
-        t0 = time.time()
-        res["js"][sampler][str(T)], tokens, st = sampled_js(model, grid, target, n, T, sampler, seed)
-        res["nfe"][sampler][str(T)] = {"calls": st.nfe, "row_evals_per_sample": st.row_evals / n}
-        res["sample_wall_s"][sampler][str(T)] = time.time() - t0
-        io.write_npy(out / "samples" / label / f"{sampler}_T{T}.npy", grid.decode(tokens).astype(np.float32))
-    return res
-
-
 def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = None, quick: bool = False,
              steps=STEPS, num_samples: int | None = None, overrides=(), workers: int | None = None,
              log=print) -> dict:
     """Run the comparison; returns (and writes) the results dict. ``workers`` processes share the
-    CPU cores (default: one single-threaded worker per core, at most 2 on small machines)."""
+    CPU cores (default: one single-threaded worker per core, at most 2 on small machines).
+
+    The demo is ``vadd compare`` on each toy (one seed, no compute-matched MDM), all toys' jobs in one pool:
+    each toy's comparison is written under ``out/<toy>/`` (``results.json``, ``tables.md``, ``compare.png``, its
+    runs and samples), and the demo's own ``results.json`` gathers them by dataset for its tables and figures."""
     t_start = time.time()
     out = Path(out)
     exp = "experiment=demo_quick" if quick else "experiment=demo"
@@ -100,76 +54,53 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
     check_steps(max(steps))
     factor = int(base["demo"]["reference_factor"])
     check_alloc(16.0 * n * factor, f"--num-samples {n:,} (with a reference of {factor}x as many points)", "--num-samples")
-    out.mkdir(parents=True, exist_ok=True)
     workers, threads = plan_workers(workers)
-    results = {"datasets": {}, "steps": list(steps), "num_samples": n, "seed": seed, "workers": workers}
-    jobs, grid = [], None
+    plans = []
     for name in names:
-        source = PointSource(name)
-        dcfg = dict(base["data"], name=name)
-        grid = Grid2D.from_info(dcfg)
-        target, floor = demo_target(source, grid, n, seed, int(base["demo"]["reference_factor"]))
-        positive = target[target > 0]
-        results["datasets"][source.label] = {"noise_floor": floor, "entropy": float(-(positive * np.log(positive)).sum()),
-                                             "train": {}, "js": {}, "nfe": {}, "sample_wall_s": {}, "bounds": {}}
-        log(f"[{source.label}] target ready; noise floor JS = {floor:.5f} (N = {n:,})")
-        for algo in ("vadd", "mdm"):  # the longer jobs first
-            own = [o for o in overrides if algo == "vadd" or not o.lstrip("+~").startswith("algo.")]
-            cfg = compose([exp, f"seed={seed}", f"algo={algo}", *own])
-            cfg["data"] = dcfg
-            cfg["trainer"]["progress"] = workers == 1 and cfg["trainer"].get("progress", True)
-            jobs.append({"kind": "train", "cfg": cfg, "name": name, "label": source.label, "algo": algo, "n": n,
-                         "desc": f"{source.label} {LABELS[algo]}",
-                         "seed": seed, "steps": list(steps), "out": str(out), "target": target, "threads": threads})
-    jobs.sort(key=lambda j: j["algo"] != "vadd")
-    with_bounds = data is None or data in TOYS  # held-out points exist for the named toys only
-    total = len(jobs) + sum(len(ALGORITHMS[j["algo"]].samplers) + with_bounds for j in jobs)
-    done = 0
-
-    def collect(job, res):
-        """Record a finished job; a finished training returns its sampling jobs, one per sampler."""
-        nonlocal done
-        done += 1
-        entry = results["datasets"][job["label"]]
-        elapsed = f"({time.time() - t_start:.0f}s elapsed)"
-        if job["kind"] == "train":
-            entry["train"][res["algo"]] = res["train"]
-            log(f"[{done}/{total}] {job['label']}: {LABELS[res['algo']]} trained to step {res['train']['steps']} "
-                f"in {res['train']['wall_s']:.0f}s  {elapsed}")
-            io.write_json(out / "results.json", _finish(results, base, grid, t_start))
-            follow = [dict(job, kind="sample", sampler=s.name, run_dir=res["train"]["run_dir"],
-                           desc=f"{job['label']} {s.label}") for s in ALGORITHMS[job["algo"]].samplers]
-            return follow + ([dict(job, kind="bounds", run_dir=res["train"]["run_dir"])] if with_bounds else [])
-        if job["kind"] == "bounds":
-            entry["bounds"][res["algo"]] = res["bounds"]
-            entry["data_nll"] = res["data_nll"]  # exact -log p_data of the evaluated points: their own floor
-            log(f"[{done}/{total}] {job['label']}: {LABELS[res['algo']]} likelihood bounds in {res['bound_wall_s']:.0f}s  "
-                f"{elapsed}")
-            io.write_json(out / "results.json", _finish(results, base, grid, t_start))
-            return []
-        for key in ("js", "nfe", "sample_wall_s"):
-            entry[key].update(res[key])
-        wall = sum(res["sample_wall_s"][job["sampler"]].values())
-        log(f"[{done}/{total}] {job['label']}: {LABELS[job['sampler']]} sampled T = {list(steps)} in {wall:.0f}s  "
-            f"{elapsed}")
-        io.write_json(out / "results.json", _finish(results, base, grid, t_start))
-        return []
-
-    run_jobs(jobs, _job, workers, collect, log=log)
-    for entry in results["datasets"].values():  # fixed order: MDM, VADD, VADD-CS
-        entry["js"] = {k: entry["js"][k] for k in ("mdm", "vadd", "vadd-cs") if k in entry["js"]}
-    results = _finish(results, base, grid, t_start)
+        label = PointSource(name).label
+        plans.append(Comparison.plan(name, out / label, [seed], steps, quick, num_samples=n, matched_mdm=False,
+                                     overrides=overrides, workers=workers, threads=threads, tag=label, log=log))
+        log(f"[{label}] target ready; noise floor JS = {plans[-1].results['floor']['js']:.5f} (N = {n:,})")
+    run_comparisons(plans, workers, lambda line: None if line.startswith(("# vadd compare", "wrote ")) else log(line),
+                    t_start)
+    results = {"datasets": {}, "steps": list(steps), "num_samples": n, "seed": seed, "workers": workers}
+    grid = None
+    for plan in plans:
+        cfg = plan.target.config("vadd", seed, quick, overrides)
+        grid = Grid2D.from_info(cfg["data"])
+        results["datasets"][plan.target.label] = _dataset(plan, cfg, seed)
+    results.update({"grid": grid.to_dict(), "config": base})
+    stamp(results, t_start)
     io.write_json(out / "results.json", results)
     draw_figure(out, results, grid)
     log(format_table(results))
     log(f"wrote {out / 'results.json'}, {out / 'figure.png'}, {out / 'js_vs_steps.png'}, {out / 'nll_vs_steps.png'} "
-        f"and samples/ ({results['wall_s']:.0f}s)")
+        f"and each toy's comparison under {out}/<toy>/ ({results['wall_s']:.0f}s)")
     return results
 
 
-def _finish(results, cfg, grid, t_start):
-    results.update({"grid": grid.to_dict(), "config": cfg})
-    return stamp(results, t_start)
+def _dataset(plan, cfg: dict, seed: int) -> dict:
+    """One toy's entry of the demo's results, read off its comparison: JS per sampler and T, the noise floor, the
+    target's entropy, the trainings, and the bounds with the held-out points' exact NLL where the law is known."""
+    r = plan.results
+    e = r["per_seed"][str(seed)]
+    probs = plan.target.target_cells(cfg, plan.settings, seed, plan.out)[0]
+    positive = probs[probs > 0]
+    stats = {m: e["stats"][m] for m in ("mdm", "vadd", "vadd-cs") if m in e["stats"]}  # fixed order
+    entry = {"noise_floor": r["floor"]["js"], "entropy": float(-(positive * np.log(positive)).sum()),
+             "train": {a: dict(t, run_dir=str(plan.out / "runs" / f"seed{seed}" / a)) for a, t in e["train"].items()},
+             "js": {m: {T: v["js"] for T, v in byT.items()} for m, byT in stats.items()},
+             "nfe": {m: {T: {"calls": v["nfe"]} for T, v in byT.items()} for m, byT in stats.items()},
+             "sample_wall_s": {m: {T: v["wall_s"] for T, v in byT.items()} for m, byT in stats.items()},
+             "bounds": {a: e["bounds"][a] for a in ("mdm", "vadd") if a in e["bounds"]}}
+    if "data_nll" in e:
+        entry["data_nll"] = e["data_nll"]  # exact -log p_data of the bounded points: their own floor
+    return entry
+
+
+def samples_path(out: Path, name: str, sampler: str, T: int, seed: int) -> Path:
+    """Where the demo's comparison of toy ``name`` keeps ``sampler``'s decoded points at ``T`` steps."""
+    return Path(out) / name / "samples" / f"seed{seed}" / f"{sampler}_T{T}.npy"
 
 
 def format_table(results) -> str:
@@ -248,7 +179,7 @@ def draw_figure(out: Path, results: dict, grid: Grid2D) -> None:
                     ax.set_title("data", fontsize=9)
                 continue
             T = steps[c - 1]
-            pts = np.load(out / "samples" / name / f"{sampler}_T{T}.npy")
+            pts = np.load(samples_path(out, name, sampler, T, results["seed"]))
             h = grid.histogram(grid.cells(pts))
             ax.imshow(h.T, origin="lower", cmap="magma", interpolation="nearest")
             js = results["datasets"][name]["js"][sampler][str(T)]
@@ -257,7 +188,7 @@ def draw_figure(out: Path, results: dict, grid: Grid2D) -> None:
                 ax.set_title(f"T = {T}", fontsize=9)
     fig.suptitle("Samples against steps T (JS in corner)", fontsize=10)
     fig.tight_layout()
-    _savefig(fig, out / "figure.png")
+    io.save_figure(fig, out / "figure.png")
     plt.close(fig)
 
     def js_panel(ax, e):
@@ -296,12 +227,5 @@ def _panels(path: Path, results: dict, names, panel, ylabel: str) -> None:
     axes[0, 0].set_ylabel(ylabel)
     axes[0, -1].legend(fontsize=8)
     fig.tight_layout()
-    _savefig(fig, path)
+    io.save_figure(fig, path)
     plt.close(fig)
-
-
-def _savefig(fig, path: Path) -> None:
-    import io as _io
-    buf = _io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    io.atomic_write_bytes(path, buf.getvalue())

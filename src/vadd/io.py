@@ -94,6 +94,14 @@ def own_temp_files(folder: Path) -> list[Path]:
     return [p for p in folder.glob(f".*.{TEMP_TAG}*.tmp") if p.is_file() and not p.is_symlink()]
 
 
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> None:
+    """A matplotlib figure as a PNG, written atomically."""
+    import io as _io
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     tmp = None
