@@ -11,7 +11,7 @@ sentences that say where VADD wins, by how much, and how sure that is.
 Data (``--data``), one :class:`Target` class per modality:
 
 - :class:`Points2D`: a 2D toy name or a ``.npy`` file of 2D points: the demo's recipe, scored by the JS
-  divergence of the samples' grid histogram to the target cells (:mod:`vadd.demo`);
+  divergence of the samples' grid histogram to the target cells (``vadd demo`` is this comparison on the toys);
 - :class:`Tokens`: a plain integer array ``(N, L)`` (``.npy``, ``.npz``, ``.csv``, a ``.txt`` of integers): the
   library defaults (``data=tokens``), a fixed seeded 10% held out, scored by
   :func:`vadd.metrics.tokens.token_stats` (the exact sequence distribution where ``V^L`` is small, else pairs);
@@ -194,9 +194,10 @@ class Points2D(Target):
         return self.token_data(cfg, seed).test[:n].numpy()
 
     def target_cells(self, cfg: dict, settings: dict, seed: int, out: Path) -> tuple:
-        """``(the target cell probabilities, the noise floor)`` of ``N`` samples (:func:`vadd.demo.demo_target`),
-        computed once per comparison folder and seed."""
+        """``(the target cell probabilities, the noise floor)`` of ``N`` samples (:func:`demo_target`), computed
+        once per comparison folder and seed."""
         grid, n, factor = Grid2D.from_info(cfg["data"]), int(settings["num_samples"]), int(settings["reference_factor"])
+
         def compute():
             probs, floor = demo_target(PointSource(self.data), grid, n, seed, factor)
             return probs, {"js": float(floor)}
