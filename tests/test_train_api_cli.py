@@ -83,7 +83,7 @@ def test_latent_use_reads_nothing_without_a_z_path_and_leaves_rng_and_mode_alone
     assert latent_use(model, x0, max_logits=64 * 2 * 7) == pytest.approx(first, abs=1e-4)  # chunks of 7 rows
     den = model.denoiser  # cut every path from z into the denoiser: it then reads exactly nothing
     with torch.no_grad():
-        for lin in [den.cond.latent[-1], den.z_in, *(den.z_blocks or [])]:
+        for lin in [den.cond.latent[-1], den.z_in]:
             if lin is not None:
                 lin.weight.zero_()
                 lin.bias.zero_()

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import objectives, process
 from .errors import ConfigError, DataError
-from .latent import DiagGaussian, build_prior, standard_normal_log_prob
+from .latent import Annealing, DiagGaussian, build_prior, schedule_steps, standard_normal_log_prob
 from .schedules import Schedule
 from .samplers import ALL as ALL_SAMPLERS
 from .samplers import FIXED_Z, FRESH_Z, MDM
@@ -122,6 +122,10 @@ class MaskedDiffusion(nn.Module):
         stats["loss"] = loss.detach()
         return loss, stats
 
+    def annealing(self, algo_cfg: dict, max_steps: int) -> Annealing:
+        """How the training objective moves with the step: MDM's does not."""
+        return Annealing()
+
     def extra_repr(self) -> str:
         return (f"vocab_size={self.vocab_size}, seq_len={self.seq_len}, schedule={self.schedule}, "
                 f"estimator={self.estimator!r}")
@@ -157,6 +161,14 @@ class VADD(MaskedDiffusion):
         if mask_gate:
             self.mask_gate = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, self.latent_dim))
             nn.init.zeros_(self.mask_gate[2].bias)
+
+    def annealing(self, algo_cfg: dict, max_steps: int) -> Annealing:
+        """The KL warm-up (``algo.kl_delay``, ``kl_warmup``, ``kl_max``) and the late importance-weighted phase
+        (``algo.iw_k``, ``iw_from``, ``iw_split``); lengths are fractions of ``max_steps`` or step counts."""
+        return Annealing(warmup=schedule_steps(float(algo_cfg["kl_warmup"]), max_steps),
+                         delay=schedule_steps(float(algo_cfg["kl_delay"]), max_steps), kl_max=float(algo_cfg["kl_max"]),
+                         iw_k=int(algo_cfg["iw_k"]), iw_from=schedule_steps(float(algo_cfg["iw_from"]), max_steps),
+                         iw_split=bool(algo_cfg["iw_split"]), scheduled=True)
 
     def posterior(self, x0: torch.Tensor, masked: torch.Tensor) -> DiagGaussian:
         """``r_phi(z | x0, xt)`` from the clean tokens and the mask pattern.

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from .errors import ConfigError, first_line  # ConfigError re-exported: vadd.config.ConfigError
+from .latent import schedule_steps  # noqa: F401  (re-exported: vadd.config.schedule_steps)
 from .rng import MAX_SEED
 from .schema import DATA_KINDS, REMOVED, problems, schema_for
 
@@ -103,11 +104,6 @@ def _compose(overrides: list[str], config_name: str, strict: bool = True) -> dic
         raise ConfigError(f"invalid config: {msg}") from None
     finally:
         GlobalHydra.instance().clear()
-
-
-def schedule_steps(value: float, max_steps: int) -> int:
-    """A schedule length given as a fraction of ``max_steps`` (<= 1) or as a number of steps (> 1)."""
-    return int(round(value * max_steps)) if value <= 1.0 else int(value)
 
 
 def validate(cfg: dict) -> None:

@@ -45,6 +45,34 @@ def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
     return -0.5 * (z**2 + LOG_2PI).sum(-1)
 
 
+def schedule_steps(value: float, max_steps: int) -> int:
+    """A schedule length given as a fraction of ``max_steps`` (<= 1) or as a number of steps (> 1)."""
+    return int(round(value * max_steps)) if value <= 1.0 else int(value)
+
+
+@dataclass(frozen=True)
+class Annealing:
+    """How an algorithm's training objective moves with the optimiser step (``model.annealing``): the KL
+    weight (held at 0 for ``delay`` steps, then linear to ``kl_max`` over ``warmup``) and the late
+    importance-weighted phase (``iw_k`` draws of ``z`` from step ``iw_from`` on; ``iw_split``: with the batch
+    cut by ``iw_k``). The default is MDM's: nothing scheduled."""
+
+    warmup: int = 0
+    delay: int = 0
+    kl_max: float = 1.0
+    iw_k: int = 1
+    iw_from: int = 0
+    iw_split: bool = True
+    scheduled: bool = False  # whether there is anything to log
+
+    def kl_weight(self, step: int) -> float:
+        return kl_weight(step, self.warmup, delay_steps=self.delay, end=self.kl_max)
+
+    def iw(self, step: int) -> int:
+        """``K`` of the importance-weighted objective at ``step``, 0 for the DELBO."""
+        return self.iw_k if (self.iw_k > 1 and step >= self.iw_from) else 0
+
+
 def kl_weight(step: int, warmup_steps: int, start: float = 0.0, delay_steps: int = 0, end: float = 1.0) -> float:
     """Linear KL annealing: ``start`` for the first ``delay_steps`` optimiser steps (an autoencoding phase,
     as in Li et al. 2019's fix for text VAEs), then ``start -> end`` over ``warmup_steps``, then ``end``

@@ -10,10 +10,8 @@ import torch
 
 from . import fsdp
 from .bounds import heldout_bound
-from .config import schedule_steps
 from .data.batches import step_generator
 from .errors import TrainingDiverged
-from .latent import kl_weight
 from .metrics.latent import collapse_diagnostics
 
 
@@ -72,14 +70,8 @@ class LitDiffusion(L.LightningModule):
         self._events_done = 0  # the last step whose periodic events (progress line, diagnostics, validation) ran
         self.event_metrics = {}
         self.max_steps = int(self.tcfg["max_steps"])
-        warm = float(cfg["algo"].get("kl_warmup", 0.0))
-        self.kl_warmup_steps = schedule_steps(warm, self.max_steps)
-        self.kl_delay_steps = schedule_steps(float(cfg["algo"].get("kl_delay", 0.0)), self.max_steps)
-        self.kl_max = float(cfg["algo"].get("kl_max", 1.0))
-        # IWAE phase (VADD): from step iw_from on, the importance-weighted bound with iw_k draws of z
-        self.iw_k = int(cfg["algo"].get("iw_k", 1)) if self.model.latent_dim else 1
-        self.iw_from_steps = schedule_steps(float(cfg["algo"].get("iw_from", 0.0)), self.max_steps)
-        self.iw_split = bool(cfg["algo"].get("iw_split", True))
+        # VADD's KL warm-up and late importance-weighted phase; MDM's objective does not move
+        self.anneal = model.annealing(cfg["algo"], self.max_steps)
 
     def configure_model(self):
         # trainer.strategy=fsdp: shard both networks and, alike, their EMA copy (vadd.fsdp); a no-op
@@ -90,14 +82,13 @@ class LitDiffusion(L.LightningModule):
             fsdp.shard(self.ema.model, mesh["data_parallel"])
 
     def training_step(self, batch, batch_idx):
-        lam = (kl_weight(self.global_step, self.kl_warmup_steps, delay_steps=self.kl_delay_steps, end=self.kl_max)
-               if self.model.latent_dim else 1.0)
+        lam = self.anneal.kl_weight(self.global_step)
         accum = self.trainer.accumulate_grad_batches
         micro = self.global_step * accum + batch_idx % accum
         g = step_generator(self.seed, micro, batch.device)
         shard = (self.global_rank, self.trainer.world_size)
-        iw = self.iw_k if (self.iw_k > 1 and self.global_step >= self.iw_from_steps) else 0
-        if iw and self.iw_split:  # batch / K examples x K draws: a step costs no more than a DELBO step
+        iw = self.anneal.iw(self.global_step)
+        if iw and self.anneal.iw_split:  # batch / K examples x K draws: a step costs no more than a DELBO step
             # (each rank keeps the first rows of its own slice: under DDP the same training in distribution,
             # not row for row as the DELBO phase is)
             batch = batch[:max(1, len(batch) // iw)]
@@ -110,7 +101,7 @@ class LitDiffusion(L.LightningModule):
             for k, v in stats.items():
                 if k != "loss":
                     self.log(f"train/{k}", v, prog_bar=(k == "kl"))
-            if self.model.latent_dim:
+            if self.anneal.scheduled:
                 self.log("train/kl_weight", lam)
                 self.log("train/iw_k", float(iw or 1))
         return loss
@@ -136,8 +127,8 @@ class LitDiffusion(L.LightningModule):
         if pe and step % pe == 0 and self.trainer.is_global_zero:
             print(f"step {step}", flush=True)  # plain progress lines for logs without a TTY
         every = int(self.tcfg.get("diag_every", 0))
-        diag = every and self.model.latent_dim and self.diag_tokens is not None and step % every == 0
-        if diag:
+        diag = every and self.diag_tokens is not None and step % every == 0
+        if diag:  # nothing for a model without a recognition model (MDM)
             self._log_event(collapse_diagnostics(self.model, self.diag_tokens.to(self.device)))
         every = int(self.tcfg.get("val_every", 0) or 0)
         val = every and self.val_tokens is not None and len(self.val_tokens) and step % every == 0

@@ -246,8 +246,9 @@ def _torch_settings(t: dict):
 def fit_prior(model, algo_cfg: dict, data: TokenData, seed: int) -> dict:
     """``algo.prior=gmm``: after training, fit the Gaussian-mixture prior to the aggregate posterior of the
     first ``algo.prior_examples`` training rows (as training sees them: through the data's transform) and
-    install it in ``model`` (vadd.latent.fit_mixture_prior). Returns its metrics; ``{}`` for ``N(0, I)``."""
-    if algo_cfg.get("prior", "standard") == "standard":
+    install it in ``model`` (vadd.latent.fit_mixture_prior). Returns its metrics; ``{}`` for ``N(0, I)`` and for
+    a model without a recognition model (MDM: an experiment's ``algo.prior`` is VADD's)."""
+    if algo_cfg.get("prior", "standard") == "standard" or getattr(model, "posterior", None) is None:
         return {}
     x = data.train[: int(algo_cfg.get("prior_examples", 50_000))]
     if data.train_transform is not None:
@@ -307,12 +308,11 @@ def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     metrics.update(lit.event_metrics)  # the last diagnostics and validation of the run
     prior_failed = None
-    if model.latent_dim:
-        metrics.update(collapse_diagnostics(ema_model, data.test[:1024]))
-        try:
-            metrics.update(fit_prior(ema_model, cfg["algo"], data, seed))
-        except VaddError as e:  # keep what trained; the prior can be fitted again from the saved run
-            prior_failed = e
+    metrics.update(collapse_diagnostics(ema_model, data.test[:1024]))  # VADD's posterior; nothing for MDM
+    try:
+        metrics.update(fit_prior(ema_model, cfg["algo"], data, seed))  # algo.prior=gmm only
+    except VaddError as e:  # keep what trained; the prior can be fitted again from the saved run
+        prior_failed = e
     record = {"train_metrics": metrics, "train_wall_s": time.time() - t0, "steps": int(trainer.global_step)}
     if prior_failed is not None:
         record["prior_fit_failed"] = str(prior_failed)

@@ -13,7 +13,9 @@ from ..sampling import eval_mode
 def collapse_diagnostics(model, x0: torch.Tensor) -> dict:
     """Posterior-collapse diagnostics on a fixed batch at full masking and at a random mask pattern:
     mean KL per example and the number of active latent units; at full masking also how much of it the
-    decoder reads (:func:`latent_use`)."""
+    decoder reads (:func:`latent_use`). Nothing (``{}``) for a model without a recognition model (MDM)."""
+    if getattr(model, "posterior", None) is None:
+        return {}
     out = {}
     full = torch.ones_like(x0, dtype=torch.bool)
     half = torch.rand(x0.shape, device=x0.device) < 0.5
