@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import io
+from . import hub, io
 from .errors import CheckpointError, DataError, first_line
 from .data import decoder_from_info
 from .errors import ConfigError
@@ -168,15 +168,15 @@ def as_tokens(tokens, what: str) -> torch.Tensor:
 def load(path: str | Path, map_location: str = "cpu") -> Pipeline:
     """Load a model folder written by training (``RUN/model``) or a run folder that contains one."""
     path = Path(path)
-    if (path / "model" / io.CONFIG).exists():
+    if (path / "model" / hub.CONFIG).exists():
         path = path / "model"
-    model, config = io.from_pretrained(path, map_location=map_location)
+    model, config = hub.from_pretrained(path, map_location=map_location)
     info = config.get("data", {})
     if isinstance(info, dict) and info.get("kind") in ("images", "toy2d"):  # cheap to rebuild: check it now
         try:
             decoder_from_info(info)
         except (KeyError, TypeError, ValueError, IndexError) as e:
-            raise CheckpointError(f"{path / io.CONFIG}: its data info ({info.get('kind')}) cannot rebuild how "
+            raise CheckpointError(f"{path / hub.CONFIG}: its data info ({info.get('kind')}) cannot rebuild how "
                                   f"samples are decoded (missing or bad {first_line(e)})") from None
     model.eval()
     return Pipeline(model, config)

@@ -38,7 +38,7 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_sample(args) -> int:
-    from . import io, runs
+    from . import hub, io, runs
     from .api import load
 
     out = io.check_output(args.out, folder=True)
@@ -49,7 +49,7 @@ def _cmd_sample(args) -> int:
             pipe.check_sample_request(args.num_samples, T, sampler)
     from .sampling import check_temperature
     check_temperature(args.temperature)
-    setting = {"weights_sha256": io.tensors_digest(pipe.model.state_dict()), "seed": args.seed,
+    setting = {"weights_sha256": hub.tensors_digest(pipe.model.state_dict()), "seed": args.seed,
                "num_samples": args.num_samples, "grid": args.grid, "cache": not args.no_cache,
                **({"temperature": args.temperature} if args.temperature != 1.0 else {})}
     with runs.owned_output(out, own_run=runs.run_of_model(args.model)) as out:
@@ -194,7 +194,7 @@ def _run_test_split(model_path):
 
 
 def _cmd_fit_prior(args) -> int:
-    from . import io, runs
+    from . import hub, io, runs
     from .api import load
     from .data import build_data
     from .errors import MissingFile
@@ -223,7 +223,7 @@ def _cmd_fit_prior(args) -> int:
     metrics = fit_prior(pipe.model, algo, data, seed)
     extra = {k: v for k, v in pipe.config.items() if k not in ("vadd_format", "model")}  # data info, seed
     with runs.owned_output(out, own_run=run):
-        io.save_pretrained(pipe.model, out, extra=extra)
+        hub.save_pretrained(pipe.model, out, extra=extra)
     print(json.dumps({"model": str(out), "prior": pipe.model.spec["prior"], **metrics}, indent=1))
     return 0
 

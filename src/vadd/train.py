@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import fsdp, io, runs
+from . import fsdp, hub, io, runs
 from .build import build_model, model_spec
 from .checkpoints import atomic_checkpoint_io, final_checkpoint, read_checkpoint, stop_checkpoint, stop_on_signals
 from .config import validate
@@ -279,7 +279,7 @@ def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
     if ckpt:
         saved = read_checkpoint(ckpt)
         try:
-            io.check_state(lit.state_dict(), saved["state_dict"], str(ckpt))
+            hub.check_state(lit.state_dict(), saved["state_dict"], str(ckpt))
         except ValueError as e:
             raise CheckpointError(f"{e}; it cannot resume this run: use a new run_dir (demo/bench: --out), "
                              "resume=PATH of a checkpoint of this model, or --overwrite (train: overwrite=true) to move the old run aside") from None
@@ -317,7 +317,7 @@ def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
     if prior_failed is not None:
         record["prior_fit_failed"] = str(prior_failed)
     if trainer.is_global_zero:
-        io.save_pretrained(ema_model, run_dir / "model", extra={"data": data.info, "seed": seed})
+        hub.save_pretrained(ema_model, run_dir / "model", extra={"data": data.info, "seed": seed})
         io.write_json(run_dir / "manifest.json", run_manifest(cfg, seed, time.time() - t0, record))
     if prior_failed is not None:
         raise RunError(f"{run_dir}: trained {record['steps']} steps and saved the model with the N(0, I) prior, but "
