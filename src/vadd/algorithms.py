@@ -162,6 +162,12 @@ class VADD(MaskedDiffusion):
             self.mask_gate = nn.Sequential(nn.Linear(1, 32), nn.SiLU(), nn.Linear(32, self.latent_dim))
             nn.init.zeros_(self.mask_gate[2].bias)
 
+    def install_prior(self, prior) -> None:
+        """Draw ``z`` from ``prior`` from now on (samplers and bounds), and save it with the model's spec."""
+        self.prior = prior
+        if hasattr(self, "spec"):
+            self.spec = dict(self.spec, prior=prior.spec())
+
     def annealing(self, algo_cfg: dict, max_steps: int) -> Annealing:
         """The KL warm-up (``algo.kl_delay``, ``kl_warmup``, ``kl_max``) and the late importance-weighted phase
         (``algo.iw_k``, ``iw_from``, ``iw_split``); lengths are fractions of ``max_steps`` or step counts."""

@@ -219,8 +219,7 @@ def _cmd_fit_prior(args) -> int:
         raise ConfigError(f"fit-prior needs a VADD model; {run} holds a {pipe.model.name} model")
     seed = int(manifest.get("seed", 0))
     data = build_data(dict(manifest["config"]["data"]), seed=seed)
-    algo = {"prior": "gmm", "prior_components": args.components, "prior_examples": args.examples}
-    metrics = fit_prior(pipe.model, algo, data, seed)
+    metrics = fit_prior(pipe.model, data, seed, args.components, args.examples)
     extra = {k: v for k, v in pipe.config.items() if k not in ("vadd_format", "model")}  # data info, seed
     with runs.owned_output(out, own_run=run):
         hub.save_pretrained(pipe.model, out, extra=extra)

@@ -195,11 +195,12 @@ def build_prior(spec: dict | None, dim: int) -> StandardNormalPrior:
 
 
 @torch.no_grad()
-def fit_mixture_prior(model, x0: torch.Tensor, components: int, seed: int = 0, batch_size: int = 1024) -> dict:
+def fit_mixture_prior(model, x0: torch.Tensor, components: int, seed: int = 0,
+                      batch_size: int = 1024) -> tuple["GaussianMixturePrior", dict]:
     """Fit a :class:`GaussianMixturePrior` to one draw ``z ~ r(z | x0, all masked)`` per row of ``x0`` (the
-    training data) and install it as ``model.prior`` (its spec too, so a saved model rebuilds it). EM runs
-    on the CPU (scikit-learn, full covariances, seeded); the prior's buffers follow the model's device.
-    Returns a summary: the number of codes, the fit's mean log-density per code and that of ``N(0, I)``."""
+    training data); the caller installs it (``VADD.install_prior``). EM runs on the CPU (scikit-learn, full
+    covariances, seeded); the prior's buffers are on the model's device. Returns ``(prior, summary)``: the
+    number of codes, the fit's mean log-density per code and that of ``N(0, I)``."""
     from sklearn.mixture import GaussianMixture
 
     if x0.shape[0] < 2 * int(components):
@@ -225,13 +226,11 @@ def fit_mixture_prior(model, x0: torch.Tensor, components: int, seed: int = 0, b
     except (ValueError, np.linalg.LinAlgError) as e:  # scikit-learn's own checks and numerics
         raise ConfigError(f"fitting a {components}-component prior to {codes.shape[0]} codes failed: "
                           f"{first_line(e)}") from None
-    prior = GaussianMixturePrior(model.latent_dim, components)
+    prior = GaussianMixturePrior(codes.shape[1], components)
     prior.log_weights.copy_(torch.as_tensor(gm.weights_).log())
     prior.means.copy_(torch.as_tensor(gm.means_))
     prior.scale_tril.copy_(torch.linalg.cholesky(torch.as_tensor(gm.covariances_)))
     summary = {"prior": prior.spec(), "codes": int(codes.shape[0]), "converged": bool(gm.converged_),
                "log_density_fitted": float(prior.log_prob(codes).mean()),  # on the CPU, before the move
                "log_density_standard": float(standard_normal_log_prob(codes).mean())}
-    model.prior = prior.to(device)
-    model.spec = dict(getattr(model, "spec", {}), prior=prior.spec())
-    return summary
+    return prior.to(device), summary

@@ -243,17 +243,15 @@ def _torch_settings(t: dict):
         torch.set_float32_matmul_precision(precision)
 
 
-def fit_prior(model, algo_cfg: dict, data: TokenData, seed: int) -> dict:
-    """``algo.prior=gmm``: after training, fit the Gaussian-mixture prior to the aggregate posterior of the
-    first ``algo.prior_examples`` training rows (as training sees them: through the data's transform) and
-    install it in ``model`` (vadd.latent.fit_mixture_prior). Returns its metrics; ``{}`` for ``N(0, I)`` and for
-    a model without a recognition model (MDM: an experiment's ``algo.prior`` is VADD's)."""
-    if algo_cfg.get("prior", "standard") == "standard" or getattr(model, "posterior", None) is None:
-        return {}
-    x = data.train[: int(algo_cfg.get("prior_examples", 50_000))]
+def fit_prior(model, data: TokenData, seed: int, components: int = 16, examples: int = 50_000) -> dict:
+    """Fit the Gaussian-mixture prior to the aggregate posterior of the first ``examples`` training rows (as
+    training sees them: through the data's transform) and install it in ``model`` (VADD); returns its
+    metrics (vadd.latent.fit_mixture_prior)."""
+    x = data.train[: int(examples)]
     if data.train_transform is not None:
         x = data.train_transform(x, torch.Generator().manual_seed(int(seed)))
-    fit = fit_mixture_prior(model, x, int(algo_cfg.get("prior_components", 16)), seed=int(seed))
+    prior, fit = fit_mixture_prior(model, x, int(components), seed=int(seed))
+    model.install_prior(prior)
     return {"prior_log_density_fitted": fit["log_density_fitted"],
             "prior_log_density_standard": fit["log_density_standard"]}
 
@@ -309,10 +307,12 @@ def _train(L, cfg, data, model, run_dir, resume, callbacks, t0, seed):
     metrics.update(lit.event_metrics)  # the last diagnostics and validation of the run
     prior_failed = None
     metrics.update(collapse_diagnostics(ema_model, data.test[:1024]))  # VADD's posterior; nothing for MDM
-    try:
-        metrics.update(fit_prior(ema_model, cfg["algo"], data, seed))  # algo.prior=gmm only
-    except VaddError as e:  # keep what trained; the prior can be fitted again from the saved run
-        prior_failed = e
+    algo = cfg["algo"]
+    if algo.get("prior", "standard") != "standard" and hasattr(ema_model, "install_prior"):
+        try:  # algo.prior=gmm (VADD's: an experiment's algo.prior does not apply to MDM)
+            metrics.update(fit_prior(ema_model, data, seed, algo["prior_components"], algo["prior_examples"]))
+        except VaddError as e:  # keep what trained; the prior can be fitted again from the saved run
+            prior_failed = e
     record = {"train_metrics": metrics, "train_wall_s": time.time() - t0, "steps": int(trainer.global_step)}
     if prior_failed is not None:
         record["prior_fit_failed"] = str(prior_failed)
