@@ -197,7 +197,7 @@ def preflight(cfg: dict, data: TokenData) -> None:
     if len(data.train) < per_step:
         raise DataError(f"training data has {len(data.train)} sequences, fewer than one global batch ({per_step} = "
                         "trainer.batch_size x devices x nodes): lower trainer.batch_size or give more data")
-    if algo.get("latent_dim") and algo.get("prior", "standard") != "standard":
+    if algo.get("name") == "vadd" and algo.get("prior", "standard") != "standard":
         rows = min(len(data.train), int(algo.get("prior_examples", 50_000)))
         components = int(algo.get("prior_components", 16))
         if rows < 2 * components:
