@@ -229,6 +229,7 @@ class Autoregressive(nn.Module):
     latent_dim = 0
     time_conditioned = False
     check_tokens = MaskedDiffusion.check_tokens
+    annealing = MaskedDiffusion.annealing  # nothing scheduled
 
     def __init__(self, net: nn.Module, vocab_size: int, seq_len: int):
         super().__init__()
