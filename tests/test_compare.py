@@ -201,6 +201,22 @@ def test_compare_cli_end_to_end_and_the_same_numbers_with_any_number_of_workers(
     tables = (tmp_path / "a" / "tables.md").read_text()
     assert all(line in tables for line in a["sentences"]) and (tmp_path / "a" / "compare.png").stat().st_size > 0
     assert "seed 1: MDM-matched trained to step" in one.stdout and "compute matching:" in one.stdout
+    # the same command again on the same folder: every job is read back from its record in OUT/jobs/ (a stopped
+    # comparison redoes only what did not finish), the numbers unchanged; a record is what the rerun reports
+    rec = tmp_path / "a" / "jobs" / "seed1-vadd-sample-vadd-cs.json"
+    saved = json.loads(rec.read_text())
+    saved["result"]["stats"]["3"]["joint_js"] = 0.123
+    rec.write_text(json.dumps(saved))
+    again = subprocess.run([VADD_BIN, *args, "--workers", "1", "--out", str(tmp_path / "a")], capture_output=True,
+                           text=True, env=env, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    c = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert c["per_seed"]["1"]["stats"]["vadd-cs"]["3"]["joint_js"] == 0.123
+    c["per_seed"]["1"]["stats"]["vadd-cs"]["3"]["joint_js"] = a["per_seed"]["1"]["stats"]["vadd-cs"]["3"]["joint_js"]
+    assert {k: v for k, v in _numbers(c).items() if k not in ("summary", "sentences")} == \
+        {k: v for k, v in _numbers(a).items() if k not in ("summary", "sentences")}
+    assert c["per_seed"]["0"]["train"]["vadd"]["wall_s"] == a["per_seed"]["0"]["train"]["vadd"]["wall_s"]
+    assert again.stdout.count("(kept from an earlier run)") == 2 * (3 + 4 + 3)
 
 
 def test_compare_refuses_bad_requests_with_one_line(tmp_path):

@@ -384,7 +384,38 @@ class Scorer:
 
 # ---- the jobs (run in worker processes) -----------------------------------------------------------------
 def _job(p: dict) -> dict:
+    """Run one job, or return its result from the record a finished run of the same job left in ``OUT/jobs/``
+    (a rerun of a stopped comparison redoes only what did not finish; the training's own wall time is kept)."""
     torch.set_num_threads(int(p["threads"]))
+    out = Path(p["out"])
+    record = out / "jobs" / (f"seed{p['seed']}-{p['run']}-{p['kind']}" + (f"-{p['sampler']}" if p["kind"] == "sample"
+                                                                          else "") + ".json")
+    key = _job_key(p)
+    if record.is_file():
+        try:
+            saved = io.read_json(record)
+        except (OSError, ValueError):
+            saved = {}
+        model = out / "runs" / f"seed{p['seed']}" / p["run"] / "model"
+        if saved.get("key") == key and (p["kind"] != "train" or model.is_dir()):
+            return dict(saved["result"], kept=True)
+    res = _run_job(p)
+    io.write_json(record, {"key": key, "result": res})
+    return res
+
+
+def _job_key(p: dict) -> str:
+    """What a job's result depends on: everything in its payload but where it is written and how it is shown,
+    and the package version."""
+    import hashlib
+    import json
+
+    from . import __version__
+    what = {k: v for k, v in p.items() if k not in ("progress", "desc", "plan", "out")}
+    return hashlib.sha256(json.dumps([__version__, what], sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _run_job(p: dict) -> dict:
     target, cfg, seed, out = Target.from_spec(p["target"]), p["cfg"], p["seed"], Path(p["out"])
     run_dir = out / "runs" / f"seed{seed}" / p["run"]
     if p["kind"] == "train":
@@ -540,9 +571,10 @@ class Comparison:
         """Record a finished job; a finished training returns its sampling and bounds jobs. Logs one line."""
         entry = self.results["per_seed"][str(job["seed"])]
         head = f"{self.tag}, " if self.tag else ""
+        note = " (kept from an earlier run)" if res.pop("kept", False) else ""  # its record in OUT/jobs/
         if job["kind"] == "train":
             entry["train"][job["run"]] = res
-            log(f"{head}seed {job['seed']}: {NAMES[job['run']]} trained to step {res['steps']} in {res['wall_s']:.0f}s")
+            log(f"{head}seed {job['seed']}: {NAMES[job['run']]} trained to step {res['steps']} in {res['wall_s']:.0f}s{note}")
             desc = job["desc"].rsplit(" ", 1)[0]
             follow = [dict(job, kind="sample", sampler=s.name, method=job["run"] if job["algo"] == "mdm" else s.name,
                            desc=f"{desc} {NAMES[job['run'] if job['algo'] == 'mdm' else s.name]}")
@@ -552,10 +584,10 @@ class Comparison:
             entry["bounds"][job["run"]] = res["bounds"]
             if res.get("data_nll") is not None:  # the exact -log p_data of the bounded rows: the bounds' floor
                 entry["data_nll"] = res["data_nll"]
-            log(f"{head}seed {job['seed']}: {NAMES[job['run']]} likelihood bounds in {res['wall_s']:.0f}s")
+            log(f"{head}seed {job['seed']}: {NAMES[job['run']]} likelihood bounds in {res['wall_s']:.0f}s{note}")
         else:
             entry["stats"][job["method"]] = res["stats"]
-            log(f"{head}seed {job['seed']}: {NAMES[job['method']]} sampled and scored at T = {self.steps}")
+            log(f"{head}seed {job['seed']}: {NAMES[job['method']]} sampled and scored at T = {self.steps}{note}")
         return []
 
     def finish(self, t_start: float, log) -> dict:
