@@ -393,6 +393,10 @@ def test_specs_of_older_releases_load_unless_trained_with_a_removed_option():
     for key in ("free_bits", "mmd_weight", "prior_z", "prior_z_masked"):
         with pytest.raises(ConfigError, match=f"algo.{key} was removed"):
             compose(["algo=vadd", f"algo.{key}=0.1"])
+    # a run folder an older release wrote (its config holds them at 0) is the same run: it resumes
+    from vadd.runs import differences
+    assert differences({"algo": {"free_bits": 0.0, "prior_z": 0.0, "iw_k": 1}}, {"algo": {"iw_k": 1}}) == []
+    assert differences({"algo": {"prior_z": 0.1}}, {"algo": {}}) == ["algo.prior_z: 0.1 -> '<absent>'"]
 
 
 def test_cli_trains_evaluates_and_samples_an_image_model(tmp_path):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from . import io
 from .errors import RunError
+from .schema import REMOVED
 
 IDENTITY = "run.json"
 LOCK = ".vadd.lock"
@@ -60,8 +61,10 @@ def _flatten(d, prefix=""):
 
 
 def differences(old: dict, new: dict) -> list[str]:
-    """``key: old -> new`` for every leaf that differs (keys missing on one side read as absent)."""
+    """``key: old -> new`` for every leaf that differs (keys missing on one side read as absent; a removed option
+    that an older release recorded at 0 is the same run as one without it)."""
     a, b = _flatten(old), _flatten(new)
+    a = {k: v for k, v in a.items() if not (k in REMOVED and k not in b and v in (0, 0.0))}
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}" for k in sorted(set(a) | set(b))
             if a.get(k, "<absent>") != b.get(k, "<absent>")]
 
