@@ -351,9 +351,7 @@ def _cached(folder: Path, key: list, compute, dtype=np.float32) -> tuple:
     """``compute() -> (array, floor dict)`` once per comparison folder and ``key`` (what the reference depends
     on: data, counts, seed, network), kept as ``NAME-DIGEST.npy`` (in ``dtype``) / ``.json`` for the worker
     processes (the runner computes it before any job starts) and for a rerun."""
-    import hashlib
-    import json
-    stem = folder / f"{key[0]}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
+    stem = folder / f"{key[0]}-{_digest(key)[:12]}"
     arr, rec = Path(f"{stem}.npy"), Path(f"{stem}.json")
     if arr.exists() and rec.exists():
         return np.load(arr, allow_pickle=False), io.read_json(rec)
@@ -407,12 +405,15 @@ def _job(p: dict) -> dict:
 def _job_key(p: dict) -> str:
     """What a job's result depends on: everything in its payload but where it is written and how it is shown,
     and the package version."""
+    from . import __version__
+    return _digest([__version__, {k: v for k, v in p.items() if k not in ("progress", "desc", "plan", "out")}])
+
+
+def _digest(obj) -> str:
+    """SHA-256 of ``obj`` as canonical JSON: the key of a cached reference or a job's record."""
     import hashlib
     import json
-
-    from . import __version__
-    what = {k: v for k, v in p.items() if k not in ("progress", "desc", "plan", "out")}
-    return hashlib.sha256(json.dumps([__version__, what], sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _run_job(p: dict) -> dict:
@@ -606,9 +607,10 @@ class Comparison:
         return results
 
 
-def run_comparisons(plans: list, workers: int, log=print, t_start: float | None = None) -> None:
+def run_comparisons(plans: list, workers: int, log=print, t_start: float | None = None, tables: bool = True) -> None:
     """Run the jobs of every planned :class:`Comparison` in one pool (the trainings of VADD first, the longest),
-    then finish each. Every job uses the same threads whatever ``workers`` is: the numbers do not depend on it."""
+    then finish each (``tables``: and print its tables). Every job uses the same threads whatever ``workers`` is:
+    the numbers do not depend on it."""
     t_start = time.time() if t_start is None else t_start
     jobs = sorted((dict(j, plan=i) for i, p in enumerate(plans) for j in p.jobs), key=lambda j: j["algo"] != "vadd")
     total = len(jobs) + sum(len(ALGORITHMS[j["algo"]].samplers) + 1 for j in jobs)
@@ -622,7 +624,7 @@ def run_comparisons(plans: list, workers: int, log=print, t_start: float | None 
 
     run_jobs(jobs, _job, workers, collect, log=log)
     for p in plans:
-        p.finish(t_start, log)
+        p.finish(t_start, log if tables else lambda *a: None)
 
 
 def _installed(asset: str, *modules: str) -> bool:

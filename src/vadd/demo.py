@@ -61,12 +61,11 @@ def run_demo(out: str | Path = "runs/demo", seed: int = 0, data: str | None = No
         plans.append(Comparison.plan(name, out / label, [seed], steps, quick, num_samples=n, matched_mdm=False,
                                      overrides=overrides, workers=workers, threads=threads, tag=label, log=log))
         log(f"[{label}] target ready; noise floor JS = {plans[-1].results['floor']['js']:.5f} (N = {n:,})")
-    run_comparisons(plans, workers, lambda line: None if line.startswith(("# vadd compare", "wrote ")) else log(line),
-                    t_start)
+    run_comparisons(plans, workers, log, t_start, tables=False)  # the demo prints its own tables
     results = {"datasets": {}, "steps": list(steps), "num_samples": n, "seed": seed, "workers": workers}
     grid = None
     for plan in plans:
-        cfg = plan.target.config("vadd", seed, quick, overrides)
+        cfg = plan.jobs[0]["cfg"]  # the composed config of its first training
         grid = Grid2D.from_info(cfg["data"])
         results["datasets"][plan.target.label] = _dataset(plan, cfg, seed)
     results.update({"grid": grid.to_dict(), "config": base})
