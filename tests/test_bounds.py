@@ -514,3 +514,22 @@ def test_latent_gap_is_zero_when_the_decoder_ignores_z():
         assert abs(g["gap"]) < 1e-5 and g["nll_posterior_z"] > 0, g
     with pytest.raises(ValueError, match="VADD"):
         bounds.latent_gap(random_mdm(Linear()), x0)
+
+
+def test_pipeline_bounds_name_their_sampler_and_fixed_z_is_a_renamed_argument():
+    """``Pipeline.nll_bound(sampler=...)`` is the evaluator's bound of that sampler on the same draws (a name or
+    the object); MDM takes only its own sampler; the old ``fixed_z=`` argument is a one-line error naming the new."""
+    from vadd import samplers
+    from vadd.api import Pipeline
+    model = random_vadd(Linear(), seed=3)
+    pipe, x = Pipeline(model, {}), STATES[:16]
+    for name, obj in (("vadd", samplers.FRESH_Z), ("vadd-cs", samplers.FIXED_Z)):
+        spec = bounds.BoundSpec("steps", 2, obj)
+        want = bounds.evaluate(model, x, [4], [spec], seed=5)[spec][4]
+        assert np.array_equal(pipe.nll_bound(x, num_samples=4, steps=2, sampler=name, seed=5), want)
+    recs = pipe.bounds(x, ks=(1, 4), steps=(2,), samplers=("vadd", "vadd-cs"))
+    assert {(r["bound"], r["fixed_z"]) for r in recs} == {(b, f) for b in ("continuous", "steps") for f in (False, True)}
+    with pytest.raises(ValueError, match="fixed_z= was renamed: pass sampler='vadd-cs'"):
+        pipe.nll_bound(x, fixed_z=True)
+    with pytest.raises(ValueError, match="needs a model with a latent"):
+        Pipeline(random_mdm(Linear()), {}).nll_bound(x, sampler="vadd-cs")
